@@ -1,0 +1,577 @@
+//! Job files: parsed with serde (`deny_unknown_fields`), then validated into a [`Job`].
+//!
+//! Every error names the job file, the key and the problem. Strings in `source.brokers`,
+//! `source.properties`, `storage.url` and `storage.options` may reference environment variables
+//! as `${NAME}`, so secrets never have to live in the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+use crate::schema::TableSchema;
+use crate::window::{parse_duration_ms, parse_size, Layout, WindowSize};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: Option<String>,
+    source: RawSource,
+    schema: RawSchema,
+    event_time: RawEventTime,
+    window: Option<RawWindow>,
+    storage: RawStorage,
+    parquet: Option<RawParquet>,
+    commit: Option<RawCommit>,
+    bad_records: Option<RawBadRecords>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    brokers: String,
+    topics: Vec<String>,
+    group_id: Option<String>,
+    start_offset: Option<String>,
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchema {
+    file: String,
+    format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEventTime {
+    field: Option<String>,
+    format: Option<String>,
+    source: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    size: Option<String>,
+    layout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    url: String,
+    #[serde(default)]
+    options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParquet {
+    compression: Option<String>,
+    row_group_rows: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommit {
+    interval: Option<String>,
+    max_buffered_bytes: Option<String>,
+    max_rows: Option<usize>,
+    checkpoint_every: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBadRecords {
+    policy: Option<String>,
+}
+
+/// Where a partition starts when the manifest has nothing for it yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    Earliest,
+    Latest,
+}
+
+/// Where the event time of a record comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTime {
+    /// The Kafka message timestamp (create or log-append time).
+    KafkaTimestamp,
+    /// A top-level field of the event.
+    Field { name: String, format: TimeFormat },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// An RFC 3339 string such as `2026-11-24T13:45:00.123Z`.
+    Rfc3339,
+    EpochSeconds,
+    EpochMillis,
+    /// The field has an Avro timestamp logical type; its unit is known from the schema.
+    Logical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRecordPolicy {
+    /// Write the record to the dead-letter file of the commit and go on.
+    DeadLetter,
+    /// Stop with an error naming topic, partition, offset and reason.
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd(i32),
+    Snappy,
+    Lz4,
+    None,
+}
+
+/// A checked job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub path: PathBuf,
+    pub name: String,
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub start_offset: StartOffset,
+    pub kafka_properties: BTreeMap<String, String>,
+    pub schema_path: PathBuf,
+    pub schema: TableSchema,
+    pub event_time: EventTime,
+    pub window: WindowSize,
+    pub layout: Layout,
+    pub storage_url: String,
+    pub storage_options: BTreeMap<String, String>,
+    pub compression: Compression,
+    pub row_group_rows: usize,
+    pub commit_interval_ms: i64,
+    pub max_buffered_bytes: u64,
+    pub max_rows: usize,
+    pub checkpoint_every: u64,
+    pub bad_records: BadRecordPolicy,
+}
+
+/// Defaults, documented in the README.
+pub mod defaults {
+    pub const WINDOW: &str = "1h";
+    pub const COMPRESSION: &str = "zstd";
+    pub const ROW_GROUP_ROWS: usize = 1_000_000;
+    pub const COMMIT_INTERVAL: &str = "60s";
+    pub const MAX_BUFFERED_BYTES: &str = "256MiB";
+    pub const MAX_ROWS: usize = 5_000_000;
+    pub const CHECKPOINT_EVERY: u64 = 100;
+}
+
+impl Job {
+    /// Reads, parses and validates a job file. Relative schema paths and relative local storage
+    /// paths are taken relative to the job file's folder.
+    pub fn load(path: &Path) -> Result<Job, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses job text; `env` resolves `${NAME}` references.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Job, ConfigError> {
+        let raw: RawJob = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let subst = |key: &str, v: &str| expand_env(v, env).map_err(|m| invalid(key, m));
+
+        let brokers = subst("source.brokers", &raw.source.brokers)?;
+        if brokers.trim().is_empty() {
+            return Err(invalid("source.brokers", "must not be empty".into()));
+        }
+        if raw.source.topics.is_empty() {
+            return Err(invalid("source.topics", "name at least one topic".into()));
+        }
+        for t in &raw.source.topics {
+            if t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(invalid(
+                    "source.topics",
+                    format!("`{t}` is not a valid Kafka topic name"),
+                ));
+            }
+        }
+        let name = raw.name.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "sluice".into())
+        });
+        let group_id = raw
+            .source
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("sluice-{name}"));
+        let start_offset = match raw.source.start_offset.as_deref().unwrap_or("earliest") {
+            "earliest" => StartOffset::Earliest,
+            "latest" => StartOffset::Latest,
+            other => {
+                return Err(invalid(
+                    "source.start_offset",
+                    format!("`{other}`: expected `earliest` or `latest`"),
+                ))
+            }
+        };
+        let mut kafka_properties = BTreeMap::new();
+        for (k, v) in &raw.source.properties {
+            let key = format!("source.properties.{k}");
+            if crate::source::FORCED_PROPERTIES.contains(&k.as_str()) {
+                return Err(invalid(
+                    &key,
+                    "sluice sets this property itself (see README: the exactly-once protocol relies on it)"
+                        .into(),
+                ));
+            }
+            kafka_properties.insert(k.clone(), subst(&key, v)?);
+        }
+
+        match raw.schema.format.as_deref().unwrap_or("json") {
+            "json" => {}
+            other => {
+                return Err(invalid(
+                    "schema.format",
+                    format!("`{other}`: supported payload formats: json"),
+                ))
+            }
+        }
+        let schema_path = base.join(&raw.schema.file);
+        let schema = TableSchema::load(&schema_path).map_err(|m| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "schema.file".into(),
+            message: format!("{}: {m}", schema_path.display()),
+        })?;
+
+        let event_time = match (
+            raw.event_time.source.as_deref(),
+            raw.event_time.field.as_ref(),
+        ) {
+            (Some("kafka_timestamp"), None) => {
+                if raw.event_time.format.is_some() {
+                    return Err(invalid(
+                        "event_time.format",
+                        "only applies to `field`".into(),
+                    ));
+                }
+                EventTime::KafkaTimestamp
+            }
+            (Some("field") | None, Some(field)) => {
+                let format = schema
+                    .event_time_format(field, raw.event_time.format.as_deref())
+                    .map_err(|m| invalid("event_time.field", m))?;
+                EventTime::Field {
+                    name: field.clone(),
+                    format,
+                }
+            }
+            (Some("kafka_timestamp"), Some(_)) => {
+                return Err(invalid(
+                    "event_time",
+                    "set either `field` or `source = \"kafka_timestamp\"`, not both".into(),
+                ))
+            }
+            (Some(other), _) if other != "field" => {
+                return Err(invalid(
+                    "event_time.source",
+                    format!("`{other}`: expected `field` or `kafka_timestamp`"),
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "event_time",
+                    "set `field = \"...\"` (a timestamp field of the event) or `source = \"kafka_timestamp\"`"
+                        .into(),
+                ))
+            }
+        };
+
+        let raw_window = raw.window.as_ref();
+        let size_text = raw_window
+            .and_then(|w| w.size.as_deref())
+            .unwrap_or(defaults::WINDOW);
+        let size_ms = parse_duration_ms(size_text).map_err(|m| invalid("window.size", m))?;
+        let window = WindowSize::from_millis(size_ms)
+            .filter(|w| w.millis() >= 60_000 && (w.millis() % 60_000 == 0))
+            .ok_or_else(|| invalid("window.size", format!("`{size_text}`: must be a whole number of minutes, at least 1m")))?;
+        if 86_400_000 % size_ms != 0 && size_ms % 86_400_000 != 0 {
+            return Err(invalid(
+                "window.size",
+                format!("`{size_text}`: must divide a day (15m, 1h, 6h…) or be whole days"),
+            ));
+        }
+        let layout = match raw_window.and_then(|w| w.layout.as_deref()) {
+            None => Layout::default_for(window),
+            Some(t) => Layout::parse(t, window).map_err(|m| invalid("window.layout", m))?,
+        };
+
+        let mut storage_url = subst("storage.url", &raw.storage.url)?;
+        if !storage_url.contains("://") {
+            // A plain path: a local folder, relative to the job file.
+            let p = base.join(&storage_url);
+            std::fs::create_dir_all(&p).map_err(|e| {
+                invalid(
+                    "storage.url",
+                    format!("cannot create {}: {e}", p.display()),
+                )
+            })?;
+            let abs = p.canonicalize().map_err(|e| {
+                invalid("storage.url", format!("{}: {e}", p.display()))
+            })?;
+            storage_url = url::Url::from_directory_path(&abs)
+                .map_err(|_| invalid("storage.url", format!("{}: not a path", abs.display())))?
+                .to_string();
+        }
+        let parsed = url::Url::parse(&storage_url)
+            .map_err(|e| invalid("storage.url", format!("`{}`: {e}", redact_url(&storage_url))))?;
+        match parsed.scheme() {
+            "file" | "memory" | "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "azure" | "http"
+            | "https" => {}
+            other => {
+                return Err(invalid(
+                    "storage.url",
+                    format!("unsupported scheme `{other}` (file, memory, s3, gs, az)"),
+                ))
+            }
+        }
+        let mut storage_options = BTreeMap::new();
+        for (k, v) in &raw.storage.options {
+            storage_options.insert(k.clone(), subst(&format!("storage.options.{k}"), v)?);
+        }
+
+        let rp = raw.parquet.as_ref();
+        let compression = parse_compression(
+            rp.and_then(|p| p.compression.as_deref())
+                .unwrap_or(defaults::COMPRESSION),
+        )
+        .map_err(|m| invalid("parquet.compression", m))?;
+        let row_group_rows = rp
+            .and_then(|p| p.row_group_rows)
+            .unwrap_or(defaults::ROW_GROUP_ROWS);
+        if row_group_rows == 0 {
+            return Err(invalid("parquet.row_group_rows", "must be positive".into()));
+        }
+
+        let rc = raw.commit.as_ref();
+        let interval_text = rc
+            .and_then(|c| c.interval.as_deref())
+            .unwrap_or(defaults::COMMIT_INTERVAL);
+        let commit_interval_ms =
+            parse_duration_ms(interval_text).map_err(|m| invalid("commit.interval", m))?;
+        if commit_interval_ms < 1000 {
+            return Err(invalid(
+                "commit.interval",
+                format!("`{interval_text}`: at least 1s"),
+            ));
+        }
+        let bytes_text = rc
+            .and_then(|c| c.max_buffered_bytes.as_deref())
+            .unwrap_or(defaults::MAX_BUFFERED_BYTES);
+        let max_buffered_bytes =
+            parse_size(bytes_text).map_err(|m| invalid("commit.max_buffered_bytes", m))?;
+        if max_buffered_bytes < 1 << 20 {
+            return Err(invalid(
+                "commit.max_buffered_bytes",
+                format!("`{bytes_text}`: at least 1MiB"),
+            ));
+        }
+        let max_rows = rc.and_then(|c| c.max_rows).unwrap_or(defaults::MAX_ROWS);
+        if max_rows == 0 {
+            return Err(invalid("commit.max_rows", "must be positive".into()));
+        }
+        let checkpoint_every = rc
+            .and_then(|c| c.checkpoint_every)
+            .unwrap_or(defaults::CHECKPOINT_EVERY);
+        if checkpoint_every == 0 {
+            return Err(invalid("commit.checkpoint_every", "must be positive".into()));
+        }
+
+        let bad_records = match raw
+            .bad_records
+            .as_ref()
+            .and_then(|b| b.policy.as_deref())
+            .unwrap_or("dead_letter")
+        {
+            "dead_letter" => BadRecordPolicy::DeadLetter,
+            "fail" => BadRecordPolicy::Fail,
+            other => {
+                return Err(invalid(
+                    "bad_records.policy",
+                    format!("`{other}`: expected `dead_letter` or `fail`"),
+                ))
+            }
+        };
+
+        Ok(Job {
+            path: path.to_path_buf(),
+            name,
+            brokers,
+            topics: raw.source.topics,
+            group_id,
+            start_offset,
+            kafka_properties,
+            schema_path,
+            schema,
+            event_time,
+            window,
+            layout,
+            storage_url,
+            storage_options,
+            compression,
+            row_group_rows,
+            commit_interval_ms,
+            max_buffered_bytes,
+            max_rows,
+            checkpoint_every,
+            bad_records,
+        })
+    }
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    let (name, level) = match s.split_once(':') {
+        Some((n, l)) => (n, Some(l)),
+        None => (s, None),
+    };
+    match (name, level) {
+        ("zstd", None) => Ok(Compression::Zstd(3)),
+        ("zstd", Some(l)) => match l.parse::<i32>() {
+            Ok(l) if (1..=22).contains(&l) => Ok(Compression::Zstd(l)),
+            _ => Err(format!("`{s}`: zstd level must be 1..=22")),
+        },
+        ("snappy", None) => Ok(Compression::Snappy),
+        ("lz4", None) => Ok(Compression::Lz4),
+        ("none", None) => Ok(Compression::None),
+        _ => Err(format!(
+            "`{s}`: expected zstd, zstd:LEVEL, snappy, lz4 or none"
+        )),
+    }
+}
+
+/// Replaces `${NAME}` with the variable's value; a missing variable is an error.
+fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            return Err("unterminated `${` reference".into());
+        };
+        let name = &after[..end];
+        match env(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(format!("environment variable `{name}` is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A URL with any user info and query string removed, safe to print.
+pub fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema_dir() -> PathBuf {
+        let d = tempfile::tempdir().unwrap().keep();
+        std::fs::write(
+            d.join("s.avsc"),
+            r#"{"type":"record","name":"e","fields":[{"name":"id","type":"string"},{"name":"ts","type":"string"}]}"#,
+        )
+        .unwrap();
+        d
+    }
+
+    fn job(dir: &Path, extra: &str) -> Result<Job, ConfigError> {
+        let text = format!(
+            r#"
+[source]
+brokers = "${{BROKERS}}"
+topics = ["payments"]
+[schema]
+file = "s.avsc"
+[event_time]
+field = "ts"
+[storage]
+url = "memory://"
+{extra}
+"#
+        );
+        Job::parse(&dir.join("j.toml"), &text, &|k| {
+            (k == "BROKERS").then(|| "127.0.0.1:9092".to_string())
+        })
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let d = schema_dir();
+        let j = job(&d, "").unwrap();
+        assert_eq!(j.brokers, "127.0.0.1:9092");
+        assert_eq!(j.window.millis(), 3_600_000);
+        assert_eq!(j.layout.template(), "date={date}/hour={hour}");
+        assert_eq!(j.commit_interval_ms, 60_000);
+        assert_eq!(j.compression, Compression::Zstd(3));
+        assert_eq!(j.bad_records, BadRecordPolicy::DeadLetter);
+        assert_eq!(j.group_id, "sluice-j");
+        assert_eq!(
+            j.event_time,
+            EventTime::Field {
+                name: "ts".into(),
+                format: TimeFormat::Rfc3339
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let d = schema_dir();
+        let e = job(&d, "[commit]\ninterval = \"100ms\"").unwrap_err().to_string();
+        assert!(e.contains("commit.interval"), "{e}");
+        let e = job(&d, "[window]\nsize = \"7m\"").unwrap_err().to_string();
+        assert!(e.contains("window.size"), "{e}");
+        let e = job(&d, "[commit]\nintervall = \"1s\"").unwrap_err().to_string();
+        assert!(e.contains("intervall"), "{e}");
+        let e = job(&d, "[storage.options]\nkey = \"${MISSING}\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MISSING") && e.contains("storage.options.key"), "{e}");
+        let e = job(&d, "[bad_records]\npolicy = \"ignore\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad_records.policy"), "{e}");
+    }
+}

@@ -1,0 +1,543 @@
+//! Batch decoding of raw Kafka payloads into Arrow rows.
+//!
+//! Payloads of one partition are copied into a [`RawChunk`] arena (no allocation per event) and
+//! decoded together by arrow-json's tape decoder, fed the raw bytes. A record that is not one
+//! complete JSON object fitting the schema is isolated (the rest of the chunk is re-decoded
+//! without it, halving on type errors) and becomes a [`DeadRecord`] with its offset and reason:
+//! every record of a chunk ends up either as a row or as a dead record, never both, never
+//! neither.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
+use arrow::compute::kernels::cast::{cast_with_options, CastOptions};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, TimeUnit};
+use arrow::json::reader::{Decoder, ReaderBuilder};
+
+use crate::config::{EventTime, TimeFormat};
+use crate::schema::TableSchema;
+
+const NO_TS: i64 = i64::MIN;
+
+/// Raw records of one partition, in offset order, copied into one arena.
+#[derive(Debug, Default)]
+pub struct RawChunk {
+    data: Vec<u8>,
+    /// Per record: (payload start, payload end, key start, key end) in `data`; a missing
+    /// payload or key has `start == u32::MAX`.
+    spans: Vec<[u32; 4]>,
+    offsets: Vec<i64>,
+    timestamps: Vec<i64>,
+}
+
+impl RawChunk {
+    pub fn push(&mut self, offset: i64, timestamp_ms: Option<i64>, key: Option<&[u8]>, payload: Option<&[u8]>) {
+        let mut put = |b: Option<&[u8]>| match b {
+            Some(b) => {
+                let s = self.data.len() as u32;
+                self.data.extend_from_slice(b);
+                (s, self.data.len() as u32)
+            }
+            None => (u32::MAX, 0),
+        };
+        let (ps, pe) = put(payload);
+        let (ks, ke) = put(key);
+        self.spans.push([ps, pe, ks, ke]);
+        self.offsets.push(offset);
+        self.timestamps.push(timestamp_ms.unwrap_or(NO_TS));
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.spans.clear();
+        self.offsets.clear();
+        self.timestamps.clear();
+    }
+
+    fn slice(&self, s: u32, e: u32) -> Option<&[u8]> {
+        (s != u32::MAX).then(|| &self.data[s as usize..e as usize])
+    }
+
+    fn payload(&self, i: usize) -> Option<&[u8]> {
+        let [s, e, _, _] = self.spans[i];
+        self.slice(s, e)
+    }
+
+    fn key(&self, i: usize) -> Option<&[u8]> {
+        let [_, _, s, e] = self.spans[i];
+        self.slice(s, e)
+    }
+
+    fn timestamp(&self, i: usize) -> Option<i64> {
+        let t = self.timestamps[i];
+        (t != NO_TS).then_some(t)
+    }
+
+    fn dead(&self, i: usize, error: String) -> DeadRecord {
+        DeadRecord {
+            offset: self.offsets[i],
+            kafka_timestamp: self.timestamp(i),
+            key: self.key(i).map(<[u8]>::to_vec),
+            payload: self.payload(i).map(<[u8]>::to_vec),
+            error,
+        }
+    }
+}
+
+/// A record that could not be loaded, kept with everything needed to replay it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadRecord {
+    pub offset: i64,
+    pub kafka_timestamp: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub error: String,
+}
+
+/// The rows of a chunk, with their event times, and the records that could not be loaded.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Rows in offset order, in the table schema (payload fields, then source columns).
+    pub batch: Option<RecordBatch>,
+    /// Event time (ms since epoch, UTC) of each row of `batch`.
+    pub event_ms: Vec<i64>,
+    pub dead: Vec<DeadRecord>,
+}
+
+/// Decodes chunks of one table's payloads.
+pub struct ChunkDecoder {
+    schema: TableSchema,
+    event_time: EventTime,
+    /// Column index of the event-time field in the payload schema.
+    event_col: Option<usize>,
+}
+
+impl ChunkDecoder {
+    pub fn new(schema: TableSchema, event_time: EventTime) -> Self {
+        let event_col = match &event_time {
+            EventTime::Field { name, .. } => schema.payload.index_of(name).ok(),
+            EventTime::KafkaTimestamp => None,
+        };
+        Self {
+            schema,
+            event_time,
+            event_col,
+        }
+    }
+
+    pub fn schema(&self) -> &TableSchema {
+        &self.schema
+    }
+
+    /// Decodes every record of `chunk`.
+    pub fn decode(&self, chunk: &RawChunk, topic: &str, partition: i32) -> Decoded {
+        let mut parts: Vec<(RecordBatch, Vec<u32>)> = Vec::new();
+        let mut bad: Vec<(u32, String)> = Vec::new();
+        let all: Vec<u32> = (0..chunk.len() as u32).collect();
+        self.decode_rows(chunk, &all, &mut parts, &mut bad);
+
+        // Post-decode checks: enum symbols and a usable event time.
+        let mut kept_batches = Vec::with_capacity(parts.len());
+        let mut rows: Vec<u32> = Vec::with_capacity(chunk.len());
+        let mut event_ms: Vec<i64> = Vec::with_capacity(chunk.len());
+        for (batch, idx) in parts {
+            let times = self.event_times(&batch, chunk, &idx);
+            let mut keep = vec![true; batch.num_rows()];
+            for (col, symbols) in &self.schema.enums {
+                if let Some(values) = batch.column(*col).as_any().downcast_ref::<StringArray>() {
+                    for (r, v) in values.iter().enumerate() {
+                        if let Some(v) = v {
+                            if keep[r] && !symbols.iter().any(|s| s == v) {
+                                keep[r] = false;
+                                bad.push((
+                                    idx[r],
+                                    format!(
+                                        "field `{}`: `{v}` is not one of the enum symbols",
+                                        self.schema.payload.field(*col).name()
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            for (r, t) in times.iter().enumerate() {
+                if !keep[r] {
+                    continue;
+                }
+                match t {
+                    Ok(ms) => {
+                        rows.push(idx[r]);
+                        event_ms.push(*ms);
+                    }
+                    Err(e) => {
+                        keep[r] = false;
+                        bad.push((idx[r], e.clone()));
+                    }
+                }
+            }
+            if keep.iter().all(|k| *k) {
+                kept_batches.push(batch);
+            } else {
+                let mask = BooleanArray::from(keep);
+                match filter_record_batch(&batch, &mask) {
+                    Ok(b) => kept_batches.push(b),
+                    Err(e) => {
+                        // Cannot happen for a mask of the batch's length; account the rows.
+                        let kept: Vec<u32> = idx
+                            .iter()
+                            .zip(mask.iter())
+                            .filter(|(_, k)| k.unwrap_or(false))
+                            .map(|(i, _)| *i)
+                            .collect();
+                        for i in kept {
+                            bad.push((i, format!("internal: {e}")));
+                        }
+                    }
+                }
+            }
+        }
+
+        // Rows stay in offset order: parts come in index order and filtering keeps order.
+        let batch = self.finish_batch(kept_batches, &rows, chunk, topic, partition);
+        let (batch, event_ms) = match batch {
+            Ok(b) => (b, event_ms),
+            Err(e) => {
+                for &i in &rows {
+                    bad.push((i, format!("internal: {e}")));
+                }
+                (None, Vec::new())
+            }
+        };
+        bad.sort_by_key(|(i, _)| *i);
+        let dead = bad
+            .into_iter()
+            .map(|(i, e)| chunk.dead(i as usize, e))
+            .collect();
+        Decoded {
+            batch,
+            event_ms,
+            dead,
+        }
+    }
+
+    fn new_decoder(&self, rows: usize) -> Result<Decoder, String> {
+        ReaderBuilder::new(self.schema.payload.clone())
+            .with_batch_size(rows.max(1) + 1)
+            .build_decoder()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Decodes the records `idx` (ascending), pushing good batches in order and bad records.
+    fn decode_rows(
+        &self,
+        chunk: &RawChunk,
+        idx: &[u32],
+        parts: &mut Vec<(RecordBatch, Vec<u32>)>,
+        bad: &mut Vec<(u32, String)>,
+    ) {
+        let mut start = 0;
+        'outer: while start < idx.len() {
+            let mut dec = match self.new_decoder(idx.len() - start) {
+                Ok(d) => d,
+                Err(e) => {
+                    bad.extend(idx[start..].iter().map(|&i| (i, e.clone())));
+                    return;
+                }
+            };
+            let mut fed: Vec<u32> = Vec::with_capacity(idx.len() - start);
+            for (pos, &i) in idx.iter().enumerate().skip(start) {
+                let Some(payload) = chunk.payload(i as usize) else {
+                    bad.push((i, "null payload (tombstone)".into()));
+                    continue;
+                };
+                let before = dec.len();
+                let problem = match dec.decode(payload) {
+                    Err(e) => Some(format!("invalid JSON: {e}")),
+                    Ok(n) if n != payload.len() => Some("payload holds more than one JSON value".into()),
+                    Ok(_) if dec.has_partial_record() => Some("truncated JSON: incomplete value".into()),
+                    Ok(_) if dec.len() == before => {
+                        // Nothing was added (an empty or blank payload): the decoder is intact.
+                        bad.push((i, "empty payload".into()));
+                        continue;
+                    }
+                    Ok(_) if dec.len() != before + 1 => Some("payload holds more than one JSON value".into()),
+                    Ok(_) => None,
+                };
+                match problem {
+                    None => fed.push(i),
+                    Some(reason) => {
+                        // The decoder state is spoiled: decode what came before on its own,
+                        // drop this record, and go on after it with a fresh decoder.
+                        bad.push((i, reason));
+                        self.flush_or_split(chunk, fed, dec, parts, bad, true);
+                        start = pos + 1;
+                        continue 'outer;
+                    }
+                }
+            }
+            self.flush_or_split(chunk, fed, dec, parts, bad, false);
+            return;
+        }
+    }
+
+    /// Flushes the decoder holding exactly `fed` (unless `spoiled`, then re-decodes `fed`). When
+    /// flushing fails (a value does not fit the schema), splits `fed` in halves to find the
+    /// records at fault.
+    fn flush_or_split(
+        &self,
+        chunk: &RawChunk,
+        fed: Vec<u32>,
+        mut dec: Decoder,
+        parts: &mut Vec<(RecordBatch, Vec<u32>)>,
+        bad: &mut Vec<(u32, String)>,
+        spoiled: bool,
+    ) {
+        if fed.is_empty() {
+            return;
+        }
+        if spoiled {
+            self.decode_rows(chunk, &fed, parts, bad);
+            return;
+        }
+        match dec.flush() {
+            Ok(Some(batch)) if batch.num_rows() == fed.len() => parts.push((batch, fed)),
+            Ok(_) if fed.len() == 1 => bad.push((fed[0], "decoded row count mismatch".into())),
+            Err(e) if fed.len() == 1 => bad.push((fed[0], format!("does not fit the schema: {e}"))),
+            _ => {
+                let mid = fed.len() / 2;
+                self.decode_rows(chunk, &fed[..mid], parts, bad);
+                self.decode_rows(chunk, &fed[mid..], parts, bad);
+            }
+        }
+    }
+
+    /// The event time of each row, or why it has none.
+    fn event_times(&self, batch: &RecordBatch, chunk: &RawChunk, idx: &[u32]) -> Vec<Result<i64, String>> {
+        let (col, format) = match (&self.event_time, self.event_col) {
+            (EventTime::KafkaTimestamp, _) => {
+                return idx
+                    .iter()
+                    .map(|&i| {
+                        chunk
+                            .timestamp(i as usize)
+                            .ok_or_else(|| "the message has no Kafka timestamp".to_string())
+                    })
+                    .collect()
+            }
+            (EventTime::Field { format, .. }, Some(c)) => (batch.column(c), *format),
+            (EventTime::Field { name, .. }, None) => {
+                return vec![Err(format!("event-time field `{name}` is missing from the schema")); idx.len()]
+            }
+        };
+        let name = match &self.event_time {
+            EventTime::Field { name, .. } => name.as_str(),
+            EventTime::KafkaTimestamp => "",
+        };
+        let millis = match to_millis(col, format) {
+            Ok(m) => m,
+            Err(e) => return vec![Err(format!("event-time field `{name}`: {e}")); idx.len()],
+        };
+        (0..millis.len())
+            .map(|r| {
+                if millis.is_valid(r) {
+                    Ok(millis.value(r))
+                } else if col.is_null(r) {
+                    Err(format!("event-time field `{name}` is null"))
+                } else {
+                    Err(format!("event-time field `{name}` is not a valid {format:?} time"))
+                }
+            })
+            .collect()
+    }
+
+    fn finish_batch(
+        &self,
+        batches: Vec<RecordBatch>,
+        rows: &[u32],
+        chunk: &RawChunk,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let payload = if batches.len() == 1 {
+            batches.into_iter().next().unwrap_or_else(|| RecordBatch::new_empty(self.schema.payload.clone()))
+        } else {
+            concat_batches(&self.schema.payload, &batches)?
+        };
+        let n = rows.len();
+        let mut columns: Vec<ArrayRef> = payload.columns().to_vec();
+        columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(topic, n))));
+        columns.push(Arc::new(Int32Array::from_value(partition, n)));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|&i| chunk.offsets[i as usize]),
+        )));
+        columns.push(Arc::new(
+            TimestampMillisecondArray::from_iter(rows.iter().map(|&i| chunk.timestamp(i as usize)))
+                .with_timezone("+00:00"),
+        ));
+        Ok(Some(RecordBatch::try_new(self.schema.table.clone(), columns)?))
+    }
+}
+
+/// Converts an event-time column to milliseconds since the epoch; invalid values become null.
+fn to_millis(col: &ArrayRef, format: TimeFormat) -> Result<Int64Array, String> {
+    let safe = CastOptions {
+        safe: true,
+        ..Default::default()
+    };
+    let ts_ms = DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into()));
+    let as_i64 = |a: &ArrayRef| -> Result<Int64Array, String> {
+        let c = cast_with_options(a, &DataType::Int64, &safe).map_err(|e| e.to_string())?;
+        c.as_any()
+            .downcast_ref::<Int64Array>()
+            .cloned()
+            .ok_or_else(|| "cast to Int64 failed".to_string())
+    };
+    match format {
+        TimeFormat::Rfc3339 | TimeFormat::Logical => {
+            let ts = cast_with_options(col, &ts_ms, &safe).map_err(|e| e.to_string())?;
+            as_i64(&ts)
+        }
+        TimeFormat::EpochMillis => as_i64(col),
+        TimeFormat::EpochSeconds => {
+            let secs = as_i64(col)?;
+            Ok(secs.iter().map(|s| s.and_then(|s| s.checked_mul(1000))).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::OFFSET_COL;
+    use proptest::prelude::*;
+
+    const SCHEMA: &str = r#"{"type":"record","name":"p","fields":[
+        {"name":"id","type":"string"},
+        {"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}},
+        {"name":"status","type":{"type":"enum","name":"st","symbols":["OK","FAILED"]}},
+        {"name":"note","type":["null","string"]},
+        {"name":"ts","type":"string"}]}"#;
+
+    fn decoder() -> ChunkDecoder {
+        ChunkDecoder::new(
+            TableSchema::parse(SCHEMA).unwrap(),
+            EventTime::Field {
+                name: "ts".into(),
+                format: TimeFormat::Rfc3339,
+            },
+        )
+    }
+
+    fn good(i: i64) -> String {
+        format!(r#"{{"id":"e{i}","amount":"12.50","status":"OK","ts":"2026-11-24T13:{:02}:00Z"}}"#, i % 60)
+    }
+
+    fn offsets(d: &Decoded) -> Vec<i64> {
+        d.batch
+            .as_ref()
+            .map(|b| {
+                b.column_by_name(OFFSET_COL)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn decodes_a_clean_chunk() {
+        let mut c = RawChunk::default();
+        for i in 0..100 {
+            c.push(1000 + i, Some(5), None, Some(good(i).as_bytes()));
+        }
+        let d = decoder().decode(&c, "t", 3);
+        assert!(d.dead.is_empty(), "{:?}", d.dead.iter().map(|r| &r.error).collect::<Vec<_>>());
+        assert_eq!(offsets(&d), (1000..1100).collect::<Vec<_>>());
+        assert_eq!(d.event_ms[0], 1_795_525_200_000);
+        assert_eq!(d.batch.unwrap().num_columns(), 9);
+    }
+
+    #[test]
+    fn isolates_every_kind_of_bad_record() {
+        let bad: Vec<(&str, Option<&[u8]>)> = vec![
+            ("truncated", Some(br#"{"id":"x","amount":"1.00","#)),
+            ("garbage", Some(b"\xff\xfe not json")),
+            ("two values", Some(br#"{"id":"a","amount":"1","status":"OK","ts":"2026-11-24T00:00:00Z"}{"id":"b"}"#)),
+            ("wrong type", Some(br#"{"id":"a","amount":"abc","status":"OK","ts":"2026-11-24T00:00:00Z"}"#)),
+            ("missing field", Some(br#"{"amount":"1","status":"OK","ts":"2026-11-24T00:00:00Z"}"#)),
+            ("bad enum", Some(br#"{"id":"a","amount":"1","status":"MAYBE","ts":"2026-11-24T00:00:00Z"}"#)),
+            ("bad time", Some(br#"{"id":"a","amount":"1","status":"OK","ts":"yesterday"}"#)),
+            ("empty", Some(b"")),
+            ("tombstone", None),
+            ("array", Some(b"[1,2,3]")),
+            ("scalar", Some(b"42")),
+            ("nested open", Some(br#"{"id":"#)),
+        ];
+        let mut c = RawChunk::default();
+        let mut expected_bad = Vec::new();
+        let mut offset = 0;
+        for (_, payload) in &bad {
+            c.push(offset, None, Some(b"k"), Some(good(offset).as_bytes()));
+            offset += 1;
+            c.push(offset, None, None, *payload);
+            expected_bad.push(offset);
+            offset += 1;
+        }
+        c.push(offset, None, None, Some(good(offset).as_bytes()));
+        let d = decoder().decode(&c, "t", 0);
+        let dead: Vec<i64> = d.dead.iter().map(|r| r.offset).collect();
+        assert_eq!(dead, expected_bad, "{:?}", d.dead.iter().map(|r| (r.offset, &r.error)).collect::<Vec<_>>());
+        let good_offsets: Vec<i64> = (0..=offset).step_by(2).collect();
+        assert_eq!(offsets(&d), good_offsets);
+        assert_eq!(d.event_ms.len(), good_offsets.len());
+    }
+
+    proptest! {
+        #[test]
+        fn every_record_is_a_row_or_dead(
+            payloads in proptest::collection::vec(
+                prop_oneof![
+                    Just(None),
+                    (0i64..1000).prop_map(|i| Some(good(i).into_bytes())),
+                    proptest::collection::vec(any::<u8>(), 0..40).prop_map(Some),
+                    "[{}\\[\\]\":,a-z0-9 ]{0,30}".prop_map(|s| Some(s.into_bytes())),
+                ],
+                0..60,
+            )
+        ) {
+            let mut c = RawChunk::default();
+            for (i, p) in payloads.iter().enumerate() {
+                c.push(i as i64, None, None, p.as_deref());
+            }
+            let d = decoder().decode(&c, "t", 0);
+            let mut all: Vec<i64> = offsets(&d);
+            all.extend(d.dead.iter().map(|r| r.offset));
+            all.sort();
+            prop_assert_eq!(all, (0..payloads.len() as i64).collect::<Vec<_>>());
+            prop_assert_eq!(d.event_ms.len(), offsets(&d).len());
+        }
+    }
+}

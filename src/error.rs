@@ -1,0 +1,91 @@
+//! Typed errors, shaped for the caller: variants where callers branch, fields rather than
+//! formatted strings for the things a user has to fix.
+
+use std::path::PathBuf;
+
+/// Errors in a job file or a schema file: they name the file, the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// Errors of the manifest (the table's commit log).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Another writer published the same sequence number first. Callers re-read and retry.
+    #[error("manifest entry {seq} was published by another writer")]
+    Conflict { seq: u64 },
+    #[error("storage error at {path}: {source}")]
+    Store {
+        path: String,
+        source: object_store::Error,
+    },
+    #[error("manifest object {path} is corrupt: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("manifest entry {seq} is missing although later state exists")]
+    Missing { seq: u64 },
+}
+
+/// A partition whose buffered range does not start where the manifest says it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fenced {
+    pub topic: String,
+    pub partition: i32,
+    /// Where our buffered range starts.
+    pub from: i64,
+    /// Where the committed range ends (None: nothing committed, but a range was expected).
+    pub committed_end: Option<i64>,
+}
+
+/// Errors of the loader.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        context: String,
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("storage error at {path}: {source}")]
+    Store {
+        path: String,
+        source: object_store::Error,
+    },
+    #[error("parquet encoding of {path} failed: {source}")]
+    Encode {
+        path: String,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("arrow: {context}: {source}")]
+    Arrow {
+        context: String,
+        source: arrow::error::ArrowError,
+    },
+    /// The `fail` bad-record policy met a record it cannot load.
+    #[error("bad record at topic {topic} partition {partition} offset {offset}: {reason}")]
+    BadRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    #[error("could not start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+pub type Result<T, E = LoadError> = std::result::Result<T, E>;

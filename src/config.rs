@@ -2,7 +2,7 @@
 //!
 //! Every error names the job file, the key and the problem. Strings in `source.brokers`,
 //! `source.properties`, `storage.url` and `storage.options` may reference environment variables
-//! as `${NAME}`, so secrets never have to live in the file.
+//! as `${NAME}` (or `${NAME:-default}`), so secrets never have to live in the file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -206,7 +206,10 @@ impl Job {
             return Err(invalid("source.topics", "name at least one topic".into()));
         }
         for t in &raw.source.topics {
-            if t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            if t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
             {
                 return Err(invalid(
                     "source.topics",
@@ -313,7 +316,12 @@ impl Job {
         let size_ms = parse_duration_ms(size_text).map_err(|m| invalid("window.size", m))?;
         let window = WindowSize::from_millis(size_ms)
             .filter(|w| w.millis() >= 60_000 && (w.millis() % 60_000 == 0))
-            .ok_or_else(|| invalid("window.size", format!("`{size_text}`: must be a whole number of minutes, at least 1m")))?;
+            .ok_or_else(|| {
+                invalid(
+                    "window.size",
+                    format!("`{size_text}`: must be a whole number of minutes, at least 1m"),
+                )
+            })?;
         if 86_400_000 % size_ms != 0 && size_ms % 86_400_000 != 0 {
             return Err(invalid(
                 "window.size",
@@ -330,23 +338,24 @@ impl Job {
             // A plain path: a local folder, relative to the job file.
             let p = base.join(&storage_url);
             std::fs::create_dir_all(&p).map_err(|e| {
-                invalid(
-                    "storage.url",
-                    format!("cannot create {}: {e}", p.display()),
-                )
+                invalid("storage.url", format!("cannot create {}: {e}", p.display()))
             })?;
-            let abs = p.canonicalize().map_err(|e| {
-                invalid("storage.url", format!("{}: {e}", p.display()))
-            })?;
+            let abs = p
+                .canonicalize()
+                .map_err(|e| invalid("storage.url", format!("{}: {e}", p.display())))?;
             storage_url = url::Url::from_directory_path(&abs)
                 .map_err(|_| invalid("storage.url", format!("{}: not a path", abs.display())))?
                 .to_string();
         }
-        let parsed = url::Url::parse(&storage_url)
-            .map_err(|e| invalid("storage.url", format!("`{}`: {e}", redact_url(&storage_url))))?;
+        let parsed = url::Url::parse(&storage_url).map_err(|e| {
+            invalid(
+                "storage.url",
+                format!("`{}`: {e}", redact_url(&storage_url)),
+            )
+        })?;
         match parsed.scheme() {
-            "file" | "memory" | "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "azure" | "http"
-            | "https" => {}
+            "file" | "memory" | "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" | "azure"
+            | "http" | "https" => {}
             other => {
                 return Err(invalid(
                     "storage.url",
@@ -403,7 +412,10 @@ impl Job {
             .and_then(|c| c.checkpoint_every)
             .unwrap_or(defaults::CHECKPOINT_EVERY);
         if checkpoint_every == 0 {
-            return Err(invalid("commit.checkpoint_every", "must be positive".into()));
+            return Err(invalid(
+                "commit.checkpoint_every",
+                "must be positive".into(),
+            ));
         }
 
         let bad_records = match raw
@@ -478,10 +490,15 @@ fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
         let Some(end) = after.find('}') else {
             return Err("unterminated `${` reference".into());
         };
-        let name = &after[..end];
-        match env(name) {
-            Some(v) => out.push_str(&v),
-            None => return Err(format!("environment variable `{name}` is not set")),
+        let reference = &after[..end];
+        let (name, default) = match reference.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (reference, None),
+        };
+        match (env(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(format!("environment variable `{name}` is not set")),
         }
         rest = &after[end + 1..];
     }
@@ -541,6 +558,11 @@ url = "memory://"
         let d = schema_dir();
         let j = job(&d, "").unwrap();
         assert_eq!(j.brokers, "127.0.0.1:9092");
+        assert_eq!(expand_env("a${X:-b}c", &|_| None), Ok("abc".to_string()));
+        assert_eq!(
+            expand_env("${X:-b}", &|_| Some("y".into())),
+            Ok("y".to_string())
+        );
         assert_eq!(j.window.millis(), 3_600_000);
         assert_eq!(j.layout.template(), "date={date}/hour={hour}");
         assert_eq!(j.commit_interval_ms, 60_000);
@@ -559,16 +581,23 @@ url = "memory://"
     #[test]
     fn errors_name_the_key() {
         let d = schema_dir();
-        let e = job(&d, "[commit]\ninterval = \"100ms\"").unwrap_err().to_string();
+        let e = job(&d, "[commit]\ninterval = \"100ms\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("commit.interval"), "{e}");
         let e = job(&d, "[window]\nsize = \"7m\"").unwrap_err().to_string();
         assert!(e.contains("window.size"), "{e}");
-        let e = job(&d, "[commit]\nintervall = \"1s\"").unwrap_err().to_string();
+        let e = job(&d, "[commit]\nintervall = \"1s\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("intervall"), "{e}");
         let e = job(&d, "[storage.options]\nkey = \"${MISSING}\"")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("MISSING") && e.contains("storage.options.key"), "{e}");
+        assert!(
+            e.contains("MISSING") && e.contains("storage.options.key"),
+            "{e}"
+        );
         let e = job(&d, "[bad_records]\npolicy = \"ignore\"")
             .unwrap_err()
             .to_string();

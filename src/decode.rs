@@ -35,7 +35,13 @@ pub struct RawChunk {
 }
 
 impl RawChunk {
-    pub fn push(&mut self, offset: i64, timestamp_ms: Option<i64>, key: Option<&[u8]>, payload: Option<&[u8]>) {
+    pub fn push(
+        &mut self,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) {
         let mut put = |b: Option<&[u8]>| match b {
             Some(b) => {
                 let s = self.data.len() as u32;
@@ -270,14 +276,20 @@ impl ChunkDecoder {
                 let before = dec.len();
                 let problem = match dec.decode(payload) {
                     Err(e) => Some(format!("invalid JSON: {e}")),
-                    Ok(n) if n != payload.len() => Some("payload holds more than one JSON value".into()),
-                    Ok(_) if dec.has_partial_record() => Some("truncated JSON: incomplete value".into()),
+                    Ok(n) if n != payload.len() => {
+                        Some("payload holds more than one JSON value".into())
+                    }
+                    Ok(_) if dec.has_partial_record() => {
+                        Some("truncated JSON: incomplete value".into())
+                    }
                     Ok(_) if dec.len() == before => {
                         // Nothing was added (an empty or blank payload): the decoder is intact.
                         bad.push((i, "empty payload".into()));
                         continue;
                     }
-                    Ok(_) if dec.len() != before + 1 => Some("payload holds more than one JSON value".into()),
+                    Ok(_) if dec.len() != before + 1 => {
+                        Some("payload holds more than one JSON value".into())
+                    }
                     Ok(_) => None,
                 };
                 match problem {
@@ -329,7 +341,12 @@ impl ChunkDecoder {
     }
 
     /// The event time of each row, or why it has none.
-    fn event_times(&self, batch: &RecordBatch, chunk: &RawChunk, idx: &[u32]) -> Vec<Result<i64, String>> {
+    fn event_times(
+        &self,
+        batch: &RecordBatch,
+        chunk: &RawChunk,
+        idx: &[u32],
+    ) -> Vec<Result<i64, String>> {
         let (col, format) = match (&self.event_time, self.event_col) {
             (EventTime::KafkaTimestamp, _) => {
                 return idx
@@ -343,7 +360,12 @@ impl ChunkDecoder {
             }
             (EventTime::Field { format, .. }, Some(c)) => (batch.column(c), *format),
             (EventTime::Field { name, .. }, None) => {
-                return vec![Err(format!("event-time field `{name}` is missing from the schema")); idx.len()]
+                return vec![
+                    Err(format!(
+                        "event-time field `{name}` is missing from the schema"
+                    ));
+                    idx.len()
+                ]
             }
         };
         let name = match &self.event_time {
@@ -361,7 +383,9 @@ impl ChunkDecoder {
                 } else if col.is_null(r) {
                     Err(format!("event-time field `{name}` is null"))
                 } else {
-                    Err(format!("event-time field `{name}` is not a valid {format:?} time"))
+                    Err(format!(
+                        "event-time field `{name}` is not a valid {format:?} time"
+                    ))
                 }
             })
             .collect()
@@ -379,13 +403,18 @@ impl ChunkDecoder {
             return Ok(None);
         }
         let payload = if batches.len() == 1 {
-            batches.into_iter().next().unwrap_or_else(|| RecordBatch::new_empty(self.schema.payload.clone()))
+            batches
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| RecordBatch::new_empty(self.schema.payload.clone()))
         } else {
             concat_batches(&self.schema.payload, &batches)?
         };
         let n = rows.len();
         let mut columns: Vec<ArrayRef> = payload.columns().to_vec();
-        columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(topic, n))));
+        columns.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(topic, n),
+        )));
         columns.push(Arc::new(Int32Array::from_value(partition, n)));
         columns.push(Arc::new(Int64Array::from_iter_values(
             rows.iter().map(|&i| chunk.offsets[i as usize]),
@@ -394,7 +423,10 @@ impl ChunkDecoder {
             TimestampMillisecondArray::from_iter(rows.iter().map(|&i| chunk.timestamp(i as usize)))
                 .with_timezone("+00:00"),
         ));
-        Ok(Some(RecordBatch::try_new(self.schema.table.clone(), columns)?))
+        Ok(Some(RecordBatch::try_new(
+            self.schema.table.clone(),
+            columns,
+        )?))
     }
 }
 
@@ -420,7 +452,10 @@ fn to_millis(col: &ArrayRef, format: TimeFormat) -> Result<Int64Array, String> {
         TimeFormat::EpochMillis => as_i64(col),
         TimeFormat::EpochSeconds => {
             let secs = as_i64(col)?;
-            Ok(secs.iter().map(|s| s.and_then(|s| s.checked_mul(1000))).collect())
+            Ok(secs
+                .iter()
+                .map(|s| s.and_then(|s| s.checked_mul(1000)))
+                .collect())
         }
     }
 }
@@ -449,7 +484,10 @@ mod tests {
     }
 
     fn good(i: i64) -> String {
-        format!(r#"{{"id":"e{i}","amount":"12.50","status":"OK","ts":"2026-11-24T13:{:02}:00Z"}}"#, i % 60)
+        format!(
+            r#"{{"id":"e{i}","amount":"12.50","status":"OK","ts":"2026-11-24T13:{:02}:00Z"}}"#,
+            i % 60
+        )
     }
 
     fn offsets(d: &Decoded) -> Vec<i64> {
@@ -474,7 +512,11 @@ mod tests {
             c.push(1000 + i, Some(5), None, Some(good(i).as_bytes()));
         }
         let d = decoder().decode(&c, "t", 3);
-        assert!(d.dead.is_empty(), "{:?}", d.dead.iter().map(|r| &r.error).collect::<Vec<_>>());
+        assert!(
+            d.dead.is_empty(),
+            "{:?}",
+            d.dead.iter().map(|r| &r.error).collect::<Vec<_>>()
+        );
         assert_eq!(offsets(&d), (1000..1100).collect::<Vec<_>>());
         assert_eq!(d.event_ms[0], 1_795_525_200_000);
         assert_eq!(d.batch.unwrap().num_columns(), 9);
@@ -509,7 +551,15 @@ mod tests {
         c.push(offset, None, None, Some(good(offset).as_bytes()));
         let d = decoder().decode(&c, "t", 0);
         let dead: Vec<i64> = d.dead.iter().map(|r| r.offset).collect();
-        assert_eq!(dead, expected_bad, "{:?}", d.dead.iter().map(|r| (r.offset, &r.error)).collect::<Vec<_>>());
+        assert_eq!(
+            dead,
+            expected_bad,
+            "{:?}",
+            d.dead
+                .iter()
+                .map(|r| (r.offset, &r.error))
+                .collect::<Vec<_>>()
+        );
         let good_offsets: Vec<i64> = (0..=offset).step_by(2).collect();
         assert_eq!(offsets(&d), good_offsets);
         assert_eq!(d.event_ms.len(), good_offsets.len());

@@ -19,6 +19,7 @@ pub mod config;
 pub mod decode;
 pub mod error;
 pub mod failpoint;
+pub mod generate;
 pub mod loader;
 pub mod manifest;
 pub mod schema;

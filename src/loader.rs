@@ -674,7 +674,7 @@ impl Loader {
             }
             if !buf.dead.is_empty() {
                 let rel = format!(
-                    "_sluice/dead_letters/topic={}/partition={}/{:020}-{}.parquet",
+                    "_sluice/dead_letters/{}-{}/{:020}-{}.parquet",
                     r.topic,
                     r.partition,
                     buf.dead[0].offset,

@@ -1,0 +1,26 @@
+# sluice: `make demo` runs the sample job on local defaults; `make test` runs every test.
+# Both install what they need (the tansu broker, DuckDB and pyarrow) into .tools/ first.
+
+CARGO ?= cargo
+SLUICE = $(or $(CARGO_TARGET_DIR),target)/debug/sluice
+
+.PHONY: tools build test lint demo clean
+
+tools:
+	@tests/support/tools.sh
+
+build:
+	$(CARGO) build --bins
+
+test: tools
+	tests/support/with-broker.sh $(CARGO) test --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+demo: tools build
+	SLUICE=$(SLUICE) tests/support/with-broker.sh tests/support/demo.sh
+
+clean:
+	rm -rf demo-warehouse

@@ -1,0 +1,260 @@
+//! Helpers for the end-to-end tests: a real broker (started by `make test`, address in
+//! SLUICE_TEST_BROKERS), the real `sluice` binary, and an independent Python reader.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice::generate::GenSpec;
+use sluice::manifest::TableState;
+
+pub fn brokers() -> String {
+    std::env::var("SLUICE_TEST_BROKERS").expect(
+        "SLUICE_TEST_BROKERS is not set: run the tests with `make test`, which starts a broker",
+    )
+}
+
+pub fn python() -> String {
+    std::env::var("SLUICE_TEST_PYTHON")
+        .expect("SLUICE_TEST_PYTHON is not set: run the tests with `make test`")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A topic and a table of one test: unique names, so tests run in parallel.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub topic: String,
+    pub partitions: i32,
+    pub job: PathBuf,
+}
+
+/// Job settings that make group joins fast against the test broker.
+pub const FAST_GROUP: &str = r#"
+"session.timeout.ms" = "3000"
+"heartbeat.interval.ms" = "500"
+"max.poll.interval.ms" = "10000"
+"#;
+
+impl Fixture {
+    pub fn new(name: &str, partitions: i32) -> Fixture {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let topic = format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000);
+        rt().block_on(sluice::generate::create_topic(
+            &brokers(),
+            &topic,
+            partitions,
+        ))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = Fixture {
+            job: dir.path().join("job.toml"),
+            dir,
+            topic,
+            partitions,
+        };
+        f.write_job("table", "");
+        f
+    }
+
+    /// Writes (or rewrites) the job file; `extra` is appended TOML (sections after [source]).
+    pub fn write_job(&mut self, table: &str, extra: &str) -> PathBuf {
+        self.write_job_with(table, "", extra)
+    }
+
+    pub fn write_job_with(&mut self, table: &str, properties: &str, extra: &str) -> PathBuf {
+        let schema = repo().join("schemas/payment.avsc");
+        let text = format!(
+            r#"
+[source]
+brokers = "{brokers}"
+topics = ["{topic}"]
+group_id = "g-{topic}-{table}"
+[source.properties]
+{FAST_GROUP}
+{properties}
+[schema]
+file = "{schema}"
+[event_time]
+field = "created_at"
+[storage]
+url = "{table}"
+{extra}
+"#,
+            brokers = brokers(),
+            topic = self.topic,
+            schema = schema.display(),
+        );
+        let path = self.dir.path().join(format!("{table}.toml"));
+        std::fs::write(&path, text).unwrap();
+        self.job = path.clone();
+        path
+    }
+
+    pub fn table_dir(&self, table: &str) -> PathBuf {
+        self.dir.path().join(table)
+    }
+
+    /// Produces `count` events with ids from `first_id`; returns how many were malformed.
+    pub fn produce(&self, spec: GenSpec) -> u64 {
+        let spec = GenSpec {
+            partitions: self.partitions,
+            ..spec
+        };
+        sluice::generate::produce(&brokers(), &self.topic, &spec).unwrap()
+    }
+
+    pub fn state(&self) -> TableState {
+        let job = sluice::config::Job::load(&self.job).unwrap();
+        let m = sluice::open_manifest(&job).unwrap();
+        rt().block_on(m.load()).unwrap()
+    }
+
+    /// Runs the independent reader on the table.
+    pub fn read(&self) -> serde_json::Value {
+        let out = Command::new(python())
+            .arg(repo().join("tests/reader.py"))
+            .arg("--sluice")
+            .arg(env!("CARGO_BIN_EXE_sluice"))
+            .arg("--job")
+            .arg(&self.job)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "reader failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn sluice(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.env("SLUICE_LOG", "info,rdkafka=warn")
+            .env_remove("SLUICE_FAILPOINT");
+        c
+    }
+
+    /// `sluice run --once`; returns the output.
+    pub fn run_once(&self, failpoint: Option<&str>) -> Output {
+        let mut c = self.sluice();
+        c.args(["run", "--once", "--job"]).arg(&self.job);
+        if let Some(fp) = failpoint {
+            c.env("SLUICE_FAILPOINT", fp);
+        }
+        c.output().unwrap()
+    }
+
+    /// `sluice run --once`, which must succeed; returns its stats line.
+    pub fn run_once_ok(&self) -> serde_json::Value {
+        let out = self.run_once(None);
+        assert!(
+            out.status.success(),
+            "sluice run --once failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Starts a continuous `sluice run` in the background.
+    pub fn spawn_run(&self, log: &str) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
+        self.sluice()
+            .args(["run", "--job"])
+            .arg(&self.job)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// Waits until `cond` holds for the committed state, or panics after `secs`.
+    pub fn wait_for(&self, secs: u64, what: &str, cond: impl Fn(&TableState) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if cond(&self.state()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+pub fn committed_rows(s: &TableState) -> u64 {
+    s.partitions.iter().map(|p| p.rows).sum()
+}
+
+pub fn sigterm(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+pub fn spec(first_id: u64, count: u64) -> GenSpec {
+    GenSpec {
+        first_id,
+        count,
+        ..Default::default()
+    }
+}
+
+pub fn n(v: &serde_json::Value, key: &str) -> i64 {
+    v[key]
+        .as_i64()
+        .unwrap_or_else(|| panic!("`{key}` missing in {v}"))
+}
+
+/// Asserts the reader found exactly the ids `0..count` once each, in the right windows, and
+/// that every offset of every partition is loaded or dead-lettered exactly once.
+pub fn assert_exactly_once(r: &serde_json::Value, count: i64, dead: i64) {
+    assert_eq!(n(r, "rows") + n(r, "dead_letters"), count, "{r}");
+    assert_eq!(n(r, "dead_letters"), dead, "{r}");
+    assert_eq!(n(r, "distinct_ids"), n(r, "rows"), "duplicate ids: {r}");
+    assert_eq!(
+        n(r, "distinct_offsets"),
+        n(r, "rows"),
+        "duplicate offsets: {r}"
+    );
+    assert_eq!(n(r, "dead_distinct_offsets"), n(r, "dead_letters"), "{r}");
+    assert_eq!(n(r, "loaded_and_dead"), 0, "{r}");
+    assert_eq!(n(r, "rows_pyarrow"), n(r, "rows"), "{r}");
+    assert_eq!(
+        n(r, "window_mismatches"),
+        0,
+        "rows outside their window: {r}"
+    );
+    let parts = r["partitions"].as_object().unwrap();
+    let total: i64 = parts.values().map(|p| n(p, "count")).sum();
+    assert_eq!(total, count, "{r}");
+    for (p, v) in parts {
+        assert_eq!(n(v, "count"), n(v, "distinct"), "partition {p}: {r}");
+        assert_eq!(
+            n(v, "max") - n(v, "min") + 1,
+            n(v, "count"),
+            "partition {p} has a gap: {r}"
+        );
+        assert_eq!(n(v, "min"), 0, "partition {p}: {r}");
+    }
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

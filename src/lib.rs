@@ -15,6 +15,8 @@
 //! - Consumers start every partition at the manifest's committed end; Kafka group offsets are
 //!   written after each commit for lag tools and never read back.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod config;
 pub mod decode;
 pub mod error;

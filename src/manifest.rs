@@ -391,7 +391,7 @@ impl Manifest {
         }
         state.apply(entry)?;
         crate::failpoint::hit("after-manifest-put");
-        if state.seq % self.checkpoint_every == 0 {
+        if state.seq.is_multiple_of(self.checkpoint_every) {
             // Advisory: a failed checkpoint only makes the next load read more entries.
             if let Err(e) = self.write_checkpoint(state).await {
                 tracing::warn!(error = %e, seq = state.seq, "could not write checkpoint");

@@ -204,8 +204,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let mult: u64 = match t[digits..].trim() {
         "" | "B" => 1,
         "KB" => 1000,
-        "MB" => 1000_000,
-        "GB" => 1000_000_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,

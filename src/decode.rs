@@ -565,6 +565,75 @@ mod tests {
         assert_eq!(d.event_ms.len(), good_offsets.len());
     }
 
+    #[test]
+    fn kafka_timestamp_and_epoch_event_times() {
+        let schema = TableSchema::parse(
+            r#"{"type":"record","name":"r","fields":[{"name":"id","type":"string"},{"name":"s","type":["null","long"]},{"name":"ms","type":"long"}]}"#,
+        )
+        .unwrap();
+        let mut c = RawChunk::default();
+        c.push(
+            0,
+            Some(1_000),
+            None,
+            Some(br#"{"id":"a","s":1700000000,"ms":1700000000123}"#),
+        );
+        c.push(1, None, None, Some(br#"{"id":"b","s":null,"ms":5}"#));
+        let by_kafka =
+            ChunkDecoder::new(schema.clone(), EventTime::KafkaTimestamp).decode(&c, "t", 0);
+        assert_eq!(by_kafka.event_ms, vec![1_000]);
+        assert_eq!(by_kafka.dead.len(), 1);
+        assert!(by_kafka.dead[0].error.contains("Kafka timestamp"));
+        let secs = EventTime::Field {
+            name: "s".into(),
+            format: TimeFormat::EpochSeconds,
+        };
+        let d = ChunkDecoder::new(schema.clone(), secs).decode(&c, "t", 0);
+        assert_eq!(d.event_ms, vec![1_700_000_000_000]);
+        assert_eq!(d.dead.len(), 1);
+        assert!(d.dead[0].error.contains("null"), "{}", d.dead[0].error);
+        let ms = EventTime::Field {
+            name: "ms".into(),
+            format: TimeFormat::EpochMillis,
+        };
+        let d = ChunkDecoder::new(schema, ms).decode(&c, "t", 0);
+        assert_eq!(d.event_ms, vec![1_700_000_000_123, 5]);
+    }
+
+    #[test]
+    fn decodes_nested_and_logical_types() {
+        let schema = TableSchema::parse(
+            r#"{"type":"record","name":"r","fields":[
+              {"name":"ts","type":{"type":"long","logicalType":"timestamp-micros"}},
+              {"name":"day","type":{"type":"int","logicalType":"date"}},
+              {"name":"amt","type":{"type":"bytes","logicalType":"decimal","precision":10,"scale":3}},
+              {"name":"tags","type":{"type":"array","items":"string"}},
+              {"name":"attrs","type":{"type":"map","values":"long"}},
+              {"name":"card","type":["null",{"type":"record","name":"card","fields":[{"name":"bin","type":"string"},{"name":"exp","type":"int"}]}]},
+              {"name":"raw","type":"bytes"},
+              {"name":"fx","type":{"type":"fixed","name":"f2","size":2}}]}"#,
+        )
+        .unwrap();
+        let et = EventTime::Field {
+            name: "ts".into(),
+            format: TimeFormat::Logical,
+        };
+        let dec = ChunkDecoder::new(schema, et);
+        let mut c = RawChunk::default();
+        c.push(7, None, None, Some(br#"{"ts":"2026-11-24T13:45:00.5Z","day":20000,"amt":"12.345","tags":["a","b"],"attrs":{"x":1},"card":{"bin":"4242","exp":2712},"raw":"00ff","fx":"abcd"}"#));
+        c.push(8, None, None, Some(br#"{"ts":1795527900000000,"day":1,"amt":1.5,"tags":[],"attrs":{},"card":null,"raw":"","fx":"0000"}"#));
+        let d = dec.decode(&c, "t", 0);
+        assert!(
+            d.dead.is_empty(),
+            "{:?}",
+            d.dead.iter().map(|r| &r.error).collect::<Vec<_>>()
+        );
+        assert_eq!(d.event_ms, vec![1_795_527_900_500, 1_795_527_900_000]);
+        let b = d.batch.unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(b.column_by_name("card").unwrap().null_count(), 1);
+    }
+
     proptest! {
         #[test]
         fn every_record_is_a_row_or_dead(

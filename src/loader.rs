@@ -826,12 +826,27 @@ impl Loader {
                 buf.reset_to(end);
                 buf.done = false;
                 buf.target_refined = false;
-                consumer
-                    .seek(&f.topic, f.partition, Offset::Offset(end), KAFKA_TIMEOUT)
-                    .map_err(|source| LoadError::Kafka {
-                        context: format!("seeking {}/{} to {end}", f.topic, f.partition),
-                        source,
-                    })?;
+                if let Err(source) =
+                    consumer.seek(&f.topic, f.partition, Offset::Offset(end), KAFKA_TIMEOUT)
+                {
+                    // A zombie whose partition was already taken away: let it go (the pending
+                    // revoke will confirm). Still owned: consuming on from the old position
+                    // would leave a gap, so stop.
+                    let owned = consumer.assignment().map(|a| {
+                        a.elements()
+                            .iter()
+                            .any(|e| e.topic() == f.topic && e.partition() == f.partition)
+                    });
+                    if matches!(owned, Ok(false)) {
+                        tracing::warn!(topic = %f.topic, partition = f.partition, "no longer assigned; dropping it");
+                        self.parts.remove(&f.topic, f.partition);
+                    } else {
+                        return Err(LoadError::Kafka {
+                            context: format!("seeking {}/{} to {end}", f.topic, f.partition),
+                            source,
+                        });
+                    }
+                }
             }
         }
         Ok(())

@@ -316,6 +316,7 @@ impl Loader {
                 })?;
             let mut buf = PartBuf::new(*o);
             buf.target = highs.get(&(t.clone(), *p)).copied();
+            tracing::debug!(topic = %t, partition = p, start = ?o, listed_end = ?buf.target, "assigned");
             self.parts.insert(t, *p, buf);
         }
         consumer.assign(&list).map_err(|source| LoadError::Kafka {

@@ -213,3 +213,19 @@ fn bad_job_files_get_errors_naming_file_and_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/job.toml"));
 }
+
+#[test]
+fn once_resumes_inside_the_last_batch_without_losing_it() {
+    // A crash right after a commit that ended inside the partitions' last record batch: the
+    // broker's ListOffsets answer (tansu: the last batch's base offset) is then below the
+    // committed end, and the rest of the batch must still be loaded by the next run.
+    let mut f = Fixture::new("midbatch", 2);
+    f.write_job("table", "[commit]\nmax_rows = 1000\n");
+    f.produce(spec(0, 3_000));
+    let out = f.run_once(Some("before-group-commit:1"));
+    assert!(!out.status.success());
+    let loaded = committed_rows(&f.state());
+    assert!(loaded > 0 && loaded < 3_000, "{loaded}");
+    f.run_once_ok();
+    assert_exactly_once(&f.read(), 3_000, 0);
+}

@@ -229,3 +229,33 @@ fn once_resumes_inside_the_last_batch_without_losing_it() {
     f.run_once_ok();
     assert_exactly_once(&f.read(), 3_000, 0);
 }
+
+#[test]
+fn crash_loop_while_producing_is_exactly_once() {
+    // SIGKILL the continuous loader at pseudo-random moments while events are produced,
+    // restarting it each time; SLUICE_CRASH_LOOPS sets how many kills (default 12).
+    let kills: u64 = std::env::var("SLUICE_CRASH_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut f = Fixture::new("crashloop", 4);
+    f.write_job("table", "[commit]\ninterval = \"1s\"\nmax_rows = 2500\n");
+    let per_round = 4_000;
+    let mut seed = 0x5eed_u64;
+    for round in 0..kills {
+        f.produce(GenSpec {
+            seed: round + 1,
+            ..spec(round * per_round, per_round)
+        });
+        let mut child = f.spawn_run(&format!("run{round}.log"));
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(300 + (seed >> 33) % 2500));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let total = (kills * per_round) as i64;
+    f.run_once_ok();
+    let r = f.read();
+    assert_exactly_once(&r, total, 0);
+    assert_eq!((n(&r, "id_min"), n(&r, "id_max")), (0, total - 1));
+}

@@ -675,7 +675,8 @@ impl Loader {
             }
             if !buf.dead.is_empty() {
                 let rel = format!(
-                    "_sluice/dead_letters/{}-{}/{:020}-{}.parquet",
+                    "{}/{}-{}/{:020}-{}.parquet",
+                    crate::manifest::DEAD_LETTER_DIR,
                     r.topic,
                     r.partition,
                     buf.dead[0].offset,

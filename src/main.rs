@@ -41,6 +41,26 @@ enum Command {
         #[arg(long)]
         dead_letters: bool,
     },
+    /// Audit the table: files exist with the recorded size and row count, offset ranges are
+    /// contiguous and never overlap, checkpoints agree with the entries. Exits 1 on violations.
+    Verify {
+        #[arg(long)]
+        job: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete data and dead-letter files no manifest entry references (left by crashes before
+    /// a commit) that are older than the grace period.
+    Gc {
+        #[arg(long)]
+        job: PathBuf,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Grace period: never touch files younger than this (an in-flight commit's).
+        #[arg(long, default_value = "24h")]
+        older_than: String,
+    },
     /// Produce realistic payment events (about 250 bytes of JSON) to a topic, for demos and
     /// benchmarks.
     Generate {
@@ -175,6 +195,74 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!(
                 "produced {count} events ({malformed} malformed) to {topic} in {:.1}s",
                 t.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Verify { job, json } => {
+            let job = Job::load(&job)?;
+            let rt = runtime()?;
+            let manifest = sluice::open_manifest(&job)?;
+            let report = rt.block_on(sluice::audit::verify(&manifest))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} entries, {} checkpoints, {} data files ({} rows), {} dead-letter files ({} records)",
+                    report.entries,
+                    report.checkpoints,
+                    report.data_files,
+                    report.rows,
+                    report.dead_letter_files,
+                    report.dead_letters
+                );
+                for p in &report.partitions {
+                    let ranges: Vec<String> = p
+                        .ranges
+                        .iter()
+                        .map(|(a, b)| format!("[{a}, {b})"))
+                        .collect();
+                    println!(
+                        "  {}/{}: offsets {} — {} rows, {} dead-lettered",
+                        p.topic,
+                        p.partition,
+                        ranges.join(" "),
+                        p.rows,
+                        p.dead_letters
+                    );
+                }
+                for v in &report.violations {
+                    println!("VIOLATION {}", serde_json::to_string(v)?);
+                }
+                if report.violations.is_empty() {
+                    println!("clean");
+                }
+            }
+            if !report.violations.is_empty() {
+                anyhow::bail!("{} violation(s)", report.violations.len());
+            }
+            Ok(())
+        }
+        Command::Gc {
+            job,
+            dry_run,
+            older_than,
+        } => {
+            let job = Job::load(&job)?;
+            let older_than_ms = sluice::window::parse_duration_ms(&older_than)
+                .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+            let rt = runtime()?;
+            let manifest = sluice::open_manifest(&job)?;
+            let report = rt.block_on(sluice::audit::gc(&manifest, older_than_ms, dry_run))?;
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            for p in &report.deleted {
+                println!("{verb} {p}");
+            }
+            println!(
+                "{} files scanned, {} referenced, {} {verb}, {} unreferenced but younger than {older_than} (kept)",
+                report.scanned,
+                report.referenced,
+                report.deleted.len(),
+                report.kept_young.len()
             );
             Ok(())
         }

@@ -22,9 +22,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Fenced, ManifestError};
 
 pub const FORMAT_VERSION: u32 = 1;
-const LOG_DIR: &str = "_sluice/log";
-const CHECKPOINT_DIR: &str = "_sluice/checkpoints";
-const LAST_CHECKPOINT: &str = "_sluice/_last_checkpoint";
+pub const LOG_DIR: &str = "_sluice/log";
+pub const CHECKPOINT_DIR: &str = "_sluice/checkpoints";
+pub const LAST_CHECKPOINT: &str = "_sluice/_last_checkpoint";
+/// Where dead-letter files go, below the table root.
+pub const DEAD_LETTER_DIR: &str = "_sluice/dead_letters";
 
 /// A committed Parquet data file: rows of one topic-partition in one event-time window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,6 +302,39 @@ impl Manifest {
         Ok(state)
     }
 
+    /// Reads the checkpoint written after entry `seq`, if there is one.
+    pub async fn read_checkpoint(&self, seq: u64) -> Result<Option<TableState>, ManifestError> {
+        let mut s: Option<TableState> = self.get_json(&checkpoint_rel(seq)).await?;
+        if let Some(s) = s.as_mut() {
+            s.reindex();
+        }
+        Ok(s)
+    }
+
+    /// The sequence numbers of every checkpoint, ascending.
+    pub async fn list_checkpoints(&self) -> Result<Vec<u64>, ManifestError> {
+        use futures::TryStreamExt;
+        let prefix = self.path(CHECKPOINT_DIR);
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.store_err(CHECKPOINT_DIR, e))?;
+        let mut seqs: Vec<u64> = metas
+            .iter()
+            .filter_map(|m| {
+                m.location
+                    .filename()?
+                    .strip_suffix(".json")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .collect();
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
     async fn latest_checkpoint(&self) -> Result<Option<TableState>, ManifestError> {
         if let Some(hint) = self.get_json::<LastCheckpoint>(LAST_CHECKPOINT).await? {
             if let Some(s) = self
@@ -310,26 +345,8 @@ impl Manifest {
             }
         }
         // No usable hint: list the checkpoints and take the newest.
-        use futures::TryStreamExt;
-        let prefix = self.path(CHECKPOINT_DIR);
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| self.store_err(CHECKPOINT_DIR, e))?;
-        let newest = metas
-            .iter()
-            .filter_map(|m| {
-                m.location
-                    .filename()?
-                    .strip_suffix(".json")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .max();
-        match newest {
-            Some(seq) => self.get_json(&checkpoint_rel(seq)).await,
+        match self.list_checkpoints().await?.last() {
+            Some(&seq) => self.get_json(&checkpoint_rel(seq)).await,
             None => Ok(None),
         }
     }

@@ -248,7 +248,9 @@ fn crash_loop_while_producing_is_exactly_once() {
             ..spec(round * per_round, per_round)
         });
         let mut child = f.spawn_run(&format!("run{round}.log"));
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(300 + (seed >> 33) % 2500));
         child.kill().unwrap();
         child.wait().unwrap();

@@ -123,8 +123,20 @@ url = "{table}"
         rt().block_on(m.load()).unwrap()
     }
 
-    /// Runs the independent reader on the table.
+    /// Runs `sluice verify` (which must find the table clean), then the independent reader.
     pub fn read(&self) -> serde_json::Value {
+        let v = self
+            .sluice()
+            .args(["verify", "--job"])
+            .arg(&self.job)
+            .output()
+            .unwrap();
+        assert!(
+            v.status.success(),
+            "sluice verify: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
         let out = Command::new(python())
             .arg(repo().join("tests/reader.py"))
             .arg("--sluice")
@@ -257,4 +269,17 @@ pub fn assert_exactly_once(r: &serde_json::Value, count: i64, dead: i64) {
 
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
+}
+
+pub trait GenSpecExt {
+    fn with_malformed(self, permille: u32) -> GenSpec;
+}
+
+impl GenSpecExt for GenSpec {
+    fn with_malformed(self, permille: u32) -> GenSpec {
+        GenSpec {
+            malformed_permille: permille,
+            ..self
+        }
+    }
 }

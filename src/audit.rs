@@ -1,7 +1,7 @@
 //! `sluice verify` (audit a table against its manifest) and `sluice gc` (delete files no entry
 //! references, left by crashes before a commit).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStoreExt};
@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::ManifestError;
 use crate::manifest::{
-    Manifest, TableState, CHECKPOINT_DIR, DEAD_LETTER_DIR, LAST_CHECKPOINT, LOG_DIR,
+    Manifest, Refusal, TableState, CHECKPOINT_DIR, DEAD_LETTER_DIR, LAST_CHECKPOINT, LOG_DIR,
 };
 
 /// One thing wrong with a table.
@@ -45,7 +45,10 @@ pub enum Violation {
         partition: i32,
         from: i64,
         to: i64,
+    },
+    BadReplace {
         seq: u64,
+        message: String,
     },
     OffsetsOutsideRange {
         seq: u64,
@@ -91,16 +94,40 @@ pub struct VerifyReport {
 pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
     let mut report = VerifyReport::default();
     let mut state = TableState::default();
-    // Per partition, the end of what the entries so far cover.
-    let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     while let Some(e) = m.read_entry(state.seq + 1).await? {
+        // Each entry must have been publishable on top of the entries before it.
+        for refusal in state.check(&e) {
+            let (topic, partition, from, to) = match &refusal {
+                // An append starting before the committed end overlaps it; one starting after
+                // leaves a gap, reported from the merged ranges below.
+                Refusal::Fenced(f) => match f.committed_end {
+                    Some(end) if f.from < end => (f.topic.clone(), f.partition, f.from, end),
+                    _ => continue,
+                },
+                Refusal::Overlap {
+                    topic,
+                    partition,
+                    from,
+                    to,
+                } => (topic.clone(), *partition, *from, *to),
+                Refusal::Stale { message } => {
+                    report.violations.push(Violation::BadReplace {
+                        seq: e.seq,
+                        message: message.clone(),
+                    });
+                    continue;
+                }
+            };
+            report.violations.push(Violation::Overlap {
+                topic,
+                partition,
+                from,
+                to,
+                seq: e.seq,
+            });
+        }
         for r in &e.ranges {
-            let key = (r.topic.clone(), r.partition);
-            let p = state.partition(&r.topic, r.partition);
-            let overlaps = p
-                .map(|p| p.ranges.iter().any(|&(a, b)| r.from < b && a < r.to))
-                .unwrap_or(false);
-            if overlaps || r.to < r.from {
+            if r.to < r.from {
                 report.violations.push(Violation::Overlap {
                     topic: r.topic.clone(),
                     partition: r.partition,
@@ -108,19 +135,7 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
                     to: r.to,
                     seq: e.seq,
                 });
-            } else if let Some(&end) = ends.get(&key) {
-                if r.from != end {
-                    report.violations.push(Violation::Gap {
-                        topic: r.topic.clone(),
-                        partition: r.partition,
-                        from: end.min(r.from),
-                        to: end.max(r.from),
-                        seq: e.seq,
-                    });
-                }
             }
-            let end = ends.entry(key).or_insert(r.to);
-            *end = (*end).max(r.to);
             let records: u64 = e
                 .files
                 .iter()
@@ -217,6 +232,14 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
     report.data_files = state.files.len() as u64;
     report.dead_letter_files = state.dead_letters.len() as u64;
     for p in &state.partitions {
+        for w in p.ranges.windows(2) {
+            report.violations.push(Violation::Gap {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                from: w[0].1,
+                to: w[1].0,
+            });
+        }
         report.rows += p.rows;
         report.dead_letters += p.dead_letters;
         report.partitions.push(PartitionReport {
@@ -404,6 +427,7 @@ mod tests {
                 .collect(),
             files: vec![],
             dead_letters: vec![],
+            removed: vec![],
         }
     }
 
@@ -425,7 +449,7 @@ mod tests {
             v,
             Violation::Overlap {
                 from: 15,
-                to: 30,
+                to: 20,
                 ..
             }
         )));

@@ -723,6 +723,7 @@ impl Loader {
             ranges,
             files,
             dead_letters: dead_files,
+            removed: Vec::new(),
         };
         let mut attempt = 0u32;
         let mut orphaned: Vec<String> = Vec::new();

@@ -77,6 +77,11 @@ pub struct OffsetRange {
 pub enum EntryKind {
     /// New offsets, each range starting where the partition's committed range ends.
     Append,
+    /// Offsets never loaded (history, a gap): each range overlaps nothing committed.
+    Backfill,
+    /// Offsets already loaded, re-derived from Kafka: each range lies inside the committed
+    /// ranges, and the entry removes every file that held them (`removed`) in the same step.
+    Replace,
 }
 
 /// One manifest entry: a commit.
@@ -93,6 +98,42 @@ pub struct Entry {
     pub ranges: Vec<OffsetRange>,
     pub files: Vec<DataFile>,
     pub dead_letters: Vec<DeadLetterFile>,
+    /// Paths of data and dead-letter files this entry takes out of the table (`Replace`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+/// Why an entry cannot be published on top of the current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// An append that does not start at the committed end.
+    Fenced(Fenced),
+    /// A backfill range overlapping committed offsets `[from, to)`.
+    Overlap {
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: i64,
+    },
+    /// A replace range not entirely committed, or a file to remove that is no longer live.
+    Stale { message: String },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Fenced(x) => write!(
+                f,
+                "{}/{}: range starts at {} but the committed range ends at {:?}",
+                x.topic, x.partition, x.from, x.committed_end
+            ),
+            Refusal::Overlap { topic, partition, from, to } => write!(
+                f,
+                "{topic}/{partition}: offsets [{from}, {to}) are already loaded (use --replace to re-derive them)"
+            ),
+            Refusal::Stale { message } => f.write_str(message),
+        }
+    }
 }
 
 /// What the manifest says about one partition.
@@ -194,6 +235,76 @@ impl TableState {
             .collect()
     }
 
+    /// The committed offsets of a partition that fall inside `[from, to)`.
+    pub fn overlaps(&self, topic: &str, partition: i32, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.partition(topic, partition)
+            .map(|p| {
+                p.ranges
+                    .iter()
+                    .filter(|&&(a, b)| a < to && from < b)
+                    .map(|&(a, b)| (a.max(from), b.min(to)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Checks that `e` can be published on top of this state.
+    pub fn check(&self, e: &Entry) -> Vec<Refusal> {
+        match e.kind {
+            EntryKind::Append => self
+                .check_append(&e.ranges)
+                .into_iter()
+                .map(Refusal::Fenced)
+                .collect(),
+            EntryKind::Backfill => e
+                .ranges
+                .iter()
+                .flat_map(|r| {
+                    self.overlaps(&r.topic, r.partition, r.from, r.to)
+                        .into_iter()
+                        .map(move |(from, to)| Refusal::Overlap {
+                            topic: r.topic.clone(),
+                            partition: r.partition,
+                            from,
+                            to,
+                        })
+                })
+                .collect(),
+            EntryKind::Replace => {
+                let mut out = Vec::new();
+                for r in &e.ranges {
+                    let covered: i64 = self
+                        .overlaps(&r.topic, r.partition, r.from, r.to)
+                        .iter()
+                        .map(|(a, b)| b - a)
+                        .sum();
+                    if covered != r.to - r.from {
+                        out.push(Refusal::Stale {
+                            message: format!(
+                                "{}/{}: [{}, {}) is not entirely loaded, so it cannot be replaced",
+                                r.topic, r.partition, r.from, r.to
+                            ),
+                        });
+                    }
+                }
+                let live: std::collections::HashSet<&str> = self
+                    .files
+                    .iter()
+                    .map(|f| f.path.as_str())
+                    .chain(self.dead_letters.iter().map(|d| d.path.as_str()))
+                    .collect();
+                for path in &e.removed {
+                    if !live.contains(path.as_str()) {
+                        out.push(Refusal::Stale {
+                            message: format!("{path} was already removed by another entry"),
+                        });
+                    }
+                }
+                out
+            }
+        }
+    }
+
     /// Applies the next entry.
     pub fn apply(&mut self, e: &Entry) -> Result<(), ManifestError> {
         if e.seq != self.seq + 1 {
@@ -201,6 +312,35 @@ impl TableState {
                 path: entry_rel(e.seq),
                 message: format!("expected entry {}, found entry {}", self.seq + 1, e.seq),
             });
+        }
+        if !e.removed.is_empty() {
+            let removed: std::collections::HashSet<&str> =
+                e.removed.iter().map(String::as_str).collect();
+            let mut gone_files = Vec::new();
+            self.files.retain(|f| {
+                let keep = !removed.contains(f.path.as_str());
+                if !keep {
+                    gone_files.push((f.topic.clone(), f.partition, f.rows));
+                }
+                keep
+            });
+            let mut gone_dead = Vec::new();
+            self.dead_letters.retain(|d| {
+                let keep = !removed.contains(d.path.as_str());
+                if !keep {
+                    gone_dead.push((d.topic.clone(), d.partition, d.offsets.len() as u64));
+                }
+                keep
+            });
+            for (t, p, rows) in gone_files {
+                let ps = self.partition_mut(&t, p);
+                ps.rows = ps.rows.saturating_sub(rows);
+                ps.files = ps.files.saturating_sub(1);
+            }
+            for (t, p, n) in gone_dead {
+                let ps = self.partition_mut(&t, p);
+                ps.dead_letters = ps.dead_letters.saturating_sub(n);
+            }
         }
         for r in &e.ranges {
             let p = self.partition_mut(&r.topic, r.partition);
@@ -493,6 +633,7 @@ mod tests {
                 .collect(),
             files: vec![],
             dead_letters: vec![],
+            removed: vec![],
         }
     }
 

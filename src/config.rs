@@ -332,20 +332,8 @@ impl Job {
             Some(t) => Layout::parse(t, window).map_err(|m| invalid("window.layout", m))?,
         };
 
-        let mut storage_url = subst("storage.url", &raw.storage.url)?;
-        if !storage_url.contains("://") {
-            // A plain path: a local folder, relative to the job file.
-            let p = base.join(&storage_url);
-            std::fs::create_dir_all(&p).map_err(|e| {
-                invalid("storage.url", format!("cannot create {}: {e}", p.display()))
-            })?;
-            let abs = p
-                .canonicalize()
-                .map_err(|e| invalid("storage.url", format!("{}: {e}", p.display())))?;
-            storage_url = url::Url::from_directory_path(&abs)
-                .map_err(|_| invalid("storage.url", format!("{}: not a path", abs.display())))?
-                .to_string();
-        }
+        let storage_url = resolve_storage_url(&subst("storage.url", &raw.storage.url)?, &base)
+            .map_err(|m| invalid("storage.url", m))?;
         let parsed = url::Url::parse(&storage_url).map_err(|e| {
             invalid(
                 "storage.url",
@@ -457,6 +445,22 @@ impl Job {
             bad_records,
         })
     }
+}
+
+/// A storage URL as given, or a plain path (a local folder, relative to `base`, created if
+/// missing) turned into a `file://` URL.
+pub fn resolve_storage_url(s: &str, base: &Path) -> Result<String, String> {
+    if s.contains("://") {
+        return Ok(s.to_string());
+    }
+    let p = base.join(s);
+    std::fs::create_dir_all(&p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+    let abs = p
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    url::Url::from_directory_path(&abs)
+        .map(|u| u.to_string())
+        .map_err(|_| format!("{}: not a path", abs.display()))
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {

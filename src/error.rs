@@ -84,6 +84,9 @@ pub enum LoadError {
         offset: i64,
         reason: String,
     },
+    /// A backfill or replace that the table's state does not allow.
+    #[error("refused: {message}")]
+    Refused { message: String },
     #[error("could not start the async runtime: {0}")]
     Runtime(std::io::Error),
 }

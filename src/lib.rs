@@ -18,6 +18,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod audit;
+pub mod backfill;
 pub mod config;
 pub mod decode;
 pub mod error;

@@ -31,7 +31,7 @@ use crate::config::{BadRecordPolicy, Job, StartOffset};
 use crate::decode::{ChunkDecoder, DeadRecord, RawChunk};
 use crate::error::{LoadError, ManifestError, Result};
 use crate::manifest::{
-    DataFile, DeadLetterFile, Entry, EntryKind, Manifest, OffsetRange, TableState,
+    DataFile, DeadLetterFile, Entry, EntryKind, Manifest, OffsetRange, Refusal, TableState,
 };
 use crate::schema::OFFSET_COL;
 use crate::source::{self, Assignment, LoaderContext, TopicPartition};
@@ -50,6 +50,33 @@ pub enum Mode {
     Continuous,
     /// Load up to each partition's end as of the start, commit, exit.
     Once,
+    /// Load the offset ranges of a [`BackfillPlan`] through the same commit path.
+    Backfill,
+}
+
+impl Mode {
+    /// Modes that stop at a target offset per partition.
+    fn bounded(self) -> bool {
+        matches!(self, Mode::Once | Mode::Backfill)
+    }
+}
+
+/// One partition's range to backfill, half-open; `to: None` is the partition's end now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackfillRange {
+    pub topic: String,
+    pub partition: i32,
+    pub from: i64,
+    pub to: Option<i64>,
+}
+
+/// What `sluice backfill` loads: ranges never loaded (a `Backfill` entry), or with `replace`,
+/// loaded ranges re-derived from Kafka and swapped for the files in `removed` in one entry.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BackfillPlan {
+    pub ranges: Vec<BackfillRange>,
+    pub replace: bool,
+    pub removed: Vec<String>,
 }
 
 /// What a run did.
@@ -213,6 +240,8 @@ pub struct Loader {
     parts: Partitions,
     stats: RunStats,
     shutdown: Arc<AtomicBool>,
+    plan: Option<BackfillPlan>,
+    mode: Mode,
 }
 
 fn lock(state: &Mutex<TableState>) -> std::sync::MutexGuard<'_, TableState> {
@@ -261,6 +290,8 @@ impl Loader {
             parts: Partitions::default(),
             stats: RunStats::default(),
             shutdown,
+            plan: None,
+            mode: Mode::Continuous,
         })
     }
 
@@ -286,7 +317,14 @@ impl Loader {
         })
     }
 
+    /// Loads the ranges of `plan` (see [`BackfillPlan`]) and exits.
+    pub fn backfill(mut self, plan: BackfillPlan) -> Result<RunStats> {
+        self.plan = Some(plan);
+        self.run(Mode::Backfill)
+    }
+
     pub fn run(mut self, mode: Mode) -> Result<RunStats> {
+        self.mode = mode;
         let ctx = LoaderContext::new(self.resolver());
         let consumer = source::create_consumer(&self.job, ctx)?;
         match mode {
@@ -300,6 +338,7 @@ impl Loader {
                     })?;
             }
             Mode::Once => self.assign_all(&consumer)?,
+            Mode::Backfill => self.assign_plan(&consumer)?,
         }
         let result = self.consume(&consumer, mode);
         // Flush what is buffered (also on SIGINT/SIGTERM); not after an error.
@@ -316,7 +355,7 @@ impl Loader {
     fn assign_all(&mut self, consumer: &BaseConsumer<LoaderContext>) -> Result<()> {
         let parts = source::all_partitions(consumer, &self.job.topics, KAFKA_TIMEOUT)?;
         let starts = (self.resolver())(&parts)?;
-        let highs = source::high_watermarks(consumer, &parts, KAFKA_TIMEOUT)?;
+        let highs = source::watermarks(consumer, &parts, KAFKA_TIMEOUT)?;
         let mut list = TopicPartitionList::new();
         for ((t, p), o) in parts.iter().zip(&starts) {
             list.add_partition_offset(t, *p, *o)
@@ -325,7 +364,7 @@ impl Loader {
                     source,
                 })?;
             let mut buf = PartBuf::new(*o);
-            buf.target = highs.get(&(t.clone(), *p)).copied();
+            buf.target = highs.get(&(t.clone(), *p)).map(|w| w.1);
             tracing::debug!(topic = %t, partition = p, start = ?o, listed_end = ?buf.target, "assigned");
             self.parts.insert(t, *p, buf);
         }
@@ -337,6 +376,44 @@ impl Loader {
             partitions = parts.len(),
             "loading up to the current end of each partition"
         );
+        Ok(())
+    }
+
+    /// `backfill`: own the plan's partitions, positioned at each range's start.
+    fn assign_plan(&mut self, consumer: &BaseConsumer<LoaderContext>) -> Result<()> {
+        let ranges = self
+            .plan
+            .as_ref()
+            .map(|p| p.ranges.clone())
+            .unwrap_or_default();
+        let open_ended: Vec<TopicPartition> = ranges
+            .iter()
+            .filter(|r| r.to.is_none())
+            .map(|r| (r.topic.clone(), r.partition))
+            .collect();
+        let highs = source::watermarks(consumer, &open_ended, KAFKA_TIMEOUT)?;
+        let mut list = TopicPartitionList::new();
+        for r in &ranges {
+            list.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from))
+                .map_err(|source| LoadError::Kafka {
+                    context: format!("assigning {}/{}", r.topic, r.partition),
+                    source,
+                })?;
+            let mut buf = PartBuf::new(Offset::Offset(r.from));
+            match r.to {
+                Some(to) => {
+                    buf.target = Some(to);
+                    buf.target_refined = true;
+                    buf.done = to <= r.from;
+                }
+                None => buf.target = highs.get(&(r.topic.clone(), r.partition)).map(|w| w.1),
+            }
+            self.parts.insert(&r.topic, r.partition, buf);
+        }
+        consumer.assign(&list).map_err(|source| LoadError::Kafka {
+            context: "assigning partitions".into(),
+            source,
+        })?;
         Ok(())
     }
 
@@ -363,7 +440,7 @@ impl Loader {
             for event in consumer.context().take_events() {
                 self.on_assignment(event)?;
             }
-            if mode == Mode::Once {
+            if mode.bounded() {
                 if idle {
                     self.mark_fetched_ends(consumer);
                 }
@@ -375,7 +452,10 @@ impl Loader {
                 since_clock = 0;
                 let (bytes, rows) = self.buffered();
                 let due = last_commit.elapsed() >= interval && (bytes > 0 || self.any_range());
-                if due || bytes as u64 >= self.job.max_buffered_bytes || rows >= self.job.max_rows {
+                let full = bytes as u64 >= self.job.max_buffered_bytes || rows >= self.job.max_rows;
+                // A replace is one entry: it commits once, at the end.
+                let replacing = self.plan.as_ref().is_some_and(|p| p.replace);
+                if (due || full) && !replacing {
                     self.commit(consumer)?;
                     last_commit = Instant::now();
                 }
@@ -408,7 +488,7 @@ impl Loader {
         if offset < buf.next && buf.from.is_some() {
             return Ok(()); // stale: from before a seek
         }
-        if mode == Mode::Once {
+        if mode.bounded() {
             if !buf.target_refined {
                 buf.target_refined = true;
                 // The watermark cached from the fetch response is exact; ListOffsets may lag.
@@ -427,7 +507,7 @@ impl Loader {
         let ts = msg.timestamp().to_millis();
         buf.raw.push(offset, ts, msg.key(), msg.payload());
         buf.next = offset + 1;
-        if mode == Mode::Once && matches!(buf.target, Some(t) if buf.next >= t) {
+        if mode.bounded() && matches!(buf.target, Some(t) if buf.next >= t) {
             buf.done = true;
         }
         if buf.raw.len() >= CHUNK_RECORDS {
@@ -625,10 +705,33 @@ impl Loader {
                 })
             })
             .collect();
+        let (kind, removed) = match (&self.plan, self.mode) {
+            (Some(plan), Mode::Backfill) if plan.replace => {
+                // Every file of the range goes at once: the re-derived range must be whole.
+                for r in &ranges {
+                    let want = plan
+                        .ranges
+                        .iter()
+                        .find(|x| x.topic == r.topic && x.partition == r.partition)
+                        .and_then(|x| x.to);
+                    if want.is_some_and(|to| r.to != to) {
+                        return Err(LoadError::Refused {
+                            message: format!(
+                                "{}/{}: Kafka returned offsets up to {} only, not the whole range to {:?}; nothing replaced",
+                                r.topic, r.partition, r.to, want
+                            ),
+                        });
+                    }
+                }
+                (EntryKind::Replace, plan.removed.clone())
+            }
+            (Some(_), Mode::Backfill) => (EntryKind::Backfill, Vec::new()),
+            _ => (EntryKind::Append, Vec::new()),
+        };
         let fenced = {
             let mut s = lock(&self.table.state);
             self.rt.block_on(self.table.manifest.refresh(&mut s))?;
-            s.check_append(&ranges)
+            self.refusals(&s, kind, &ranges, &removed)?
         };
         self.refence(consumer, &fenced)?;
         let ranges: Vec<OffsetRange> = ranges
@@ -716,14 +819,14 @@ impl Loader {
         let mut entry = Entry {
             format: crate::manifest::FORMAT_VERSION,
             seq: 0,
-            kind: EntryKind::Append,
+            kind,
             commit_id: uuid::Uuid::new_v4().to_string(),
             writer: self.writer_id.clone(),
             committed_at_ms: chrono::Utc::now().timestamp_millis(),
             ranges,
             files,
             dead_letters: dead_files,
-            removed: Vec::new(),
+            removed,
         };
         let mut attempt = 0u32;
         let mut orphaned: Vec<String> = Vec::new();
@@ -736,9 +839,9 @@ impl Loader {
                     entry.seq = *seq;
                     return Ok(None);
                 }
-                let fenced = s.check_append(&entry.ranges);
-                if !fenced.is_empty() {
-                    return Ok::<_, ManifestError>(Some(fenced));
+                let refusals = s.check(&entry);
+                if !refusals.is_empty() {
+                    return Ok::<_, ManifestError>(Some(refusals));
                 }
                 self.table.manifest.try_commit(&mut s, &mut entry).await?;
                 Ok(None)
@@ -746,7 +849,8 @@ impl Loader {
             drop(s);
             match outcome {
                 Ok(None) => break true,
-                Ok(Some(fenced)) => {
+                Ok(Some(refusals)) => {
+                    let fenced = self.only_fenced(refusals)?;
                     // Another writer committed some partitions first: drop those from the entry.
                     for f in &fenced {
                         let gone = |t: &str, p: i32| t == f.topic && p == f.partition;
@@ -822,6 +926,45 @@ impl Loader {
         crate::failpoint::hit("before-group-commit");
         source::commit_group_offsets(consumer, &group_offsets);
         Ok(())
+    }
+
+    /// The refusals of `ranges` on top of `s`: fenced appends are returned (the caller drops
+    /// and re-seeks them); a backfill or replace that no longer fits is an error.
+    fn refusals(
+        &self,
+        s: &TableState,
+        kind: EntryKind,
+        ranges: &[OffsetRange],
+        removed: &[String],
+    ) -> Result<Vec<crate::error::Fenced>> {
+        let probe = Entry {
+            format: crate::manifest::FORMAT_VERSION,
+            seq: 0,
+            kind,
+            commit_id: String::new(),
+            writer: String::new(),
+            committed_at_ms: 0,
+            ranges: ranges.to_vec(),
+            files: Vec::new(),
+            dead_letters: Vec::new(),
+            removed: removed.to_vec(),
+        };
+        self.only_fenced(s.check(&probe))
+    }
+
+    fn only_fenced(&self, refusals: Vec<Refusal>) -> Result<Vec<crate::error::Fenced>> {
+        let mut fenced = Vec::new();
+        for r in refusals {
+            match r {
+                Refusal::Fenced(f) => fenced.push(f),
+                other => {
+                    return Err(LoadError::Refused {
+                        message: other.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(fenced)
     }
 
     /// Drops the buffers of fenced partitions and positions them at the committed end.

@@ -41,6 +41,30 @@ enum Command {
         #[arg(long)]
         dead_letters: bool,
     },
+    /// Load an offset range (half-open) through the same commit path: fill offsets never
+    /// loaded, or with --replace re-derive loaded ones and swap their files atomically.
+    Backfill {
+        #[arg(long)]
+        job: PathBuf,
+        /// Partition to backfill (repeatable; all partitions of the job's topics when omitted).
+        #[arg(long = "partition")]
+        partitions: Vec<i32>,
+        /// First offset to load.
+        #[arg(long)]
+        from: i64,
+        /// One past the last offset to load, or `latest` for each partition's end now.
+        #[arg(long)]
+        to: String,
+        /// Re-derive offsets that are already loaded and swap their files in one entry.
+        #[arg(long)]
+        replace: bool,
+        /// Write to this table (a storage URL) instead of the job's, e.g. a sandbox.
+        #[arg(long)]
+        to_table: Option<String>,
+        /// Print what would be loaded or replaced, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Audit the table: files exist with the recorded size and row count, offset ranges are
     /// contiguous and never overlap, checkpoints agree with the entries. Exits 1 on violations.
     Verify {
@@ -196,6 +220,72 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "produced {count} events ({malformed} malformed) to {topic} in {:.1}s",
                 t.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+        Command::Backfill {
+            job,
+            partitions,
+            from,
+            to,
+            replace,
+            to_table,
+            dry_run,
+        } => {
+            let mut job = Job::load(&job)?;
+            if let Some(url) = to_table {
+                job.storage_url =
+                    sluice::config::resolve_storage_url(&url, std::path::Path::new("."))
+                        .map_err(|e| anyhow::anyhow!("--to-table: {e}"))?;
+            }
+            let to = match to.as_str() {
+                "latest" => None,
+                n => Some(
+                    n.parse::<i64>()
+                        .context("--to takes an offset or `latest`")?,
+                ),
+            };
+            let rt = runtime()?;
+            let manifest = sluice::open_manifest(&job)?;
+            let state = rt.block_on(manifest.load())?;
+            let consumer = sluice::source::lookup_consumer(&job)?;
+            let timeout = std::time::Duration::from_secs(30);
+            let mut parts = sluice::source::all_partitions(&consumer, &job.topics, timeout)?;
+            if !partitions.is_empty() {
+                for p in &partitions {
+                    if !parts.iter().any(|(_, q)| q == p) {
+                        anyhow::bail!("--partition {p}: no such partition in {:?}", job.topics);
+                    }
+                }
+                parts.retain(|(_, p)| partitions.contains(p));
+            }
+            let marks = sluice::source::watermarks(&consumer, &parts, timeout)?;
+            drop(consumer);
+            let lows = marks.iter().map(|(k, v)| (k.clone(), v.0)).collect();
+            let request = sluice::backfill::Request {
+                partitions: parts,
+                from,
+                to,
+                replace,
+            };
+            let plan = sluice::backfill::plan(&state, &lows, &request)
+                .map_err(|e| anyhow::anyhow!("backfill refused:\n{e}"))?;
+            for r in &plan.ranges {
+                let to =
+                    r.to.map(|t| t.to_string())
+                        .unwrap_or_else(|| "latest".into());
+                let verb = if plan.replace { "replace" } else { "load" };
+                eprintln!("{verb} {}/{} [{}, {to})", r.topic, r.partition, r.from);
+            }
+            if plan.replace {
+                eprintln!("files to swap out: {}", plan.removed.len());
+            }
+            if dry_run {
+                println!("{}", serde_json::to_string(&plan)?);
+                return Ok(());
+            }
+            let shutdown = Arc::new(AtomicBool::new(false));
+            let stats = Loader::with_manifest(job, manifest, rt, shutdown)?.backfill(plan)?;
+            println!("{}", serde_json::to_string(&stats)?);
             Ok(())
         }
         Command::Verify { job, json } => {

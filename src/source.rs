@@ -188,23 +188,34 @@ pub fn all_partitions<C: ConsumerContext>(
     Ok(out)
 }
 
-/// The high watermark of each partition as the broker reports it in ListOffsets.
-pub fn high_watermarks<C: ConsumerContext>(
+/// The `(low, high)` watermarks of each partition as the broker reports them in ListOffsets
+/// (some brokers under-report the high one: see `cached_watermarks`).
+pub fn watermarks<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     parts: &[TopicPartition],
     timeout: Duration,
-) -> Result<HashMap<TopicPartition, i64>> {
+) -> Result<HashMap<TopicPartition, (i64, i64)>> {
     let mut out = HashMap::new();
     for (t, p) in parts {
-        let (_, high) = consumer
+        let wm = consumer
             .fetch_watermarks(t, *p, timeout)
             .map_err(|source| LoadError::Kafka {
                 context: format!("fetching watermarks of {t}/{p}"),
                 source,
             })?;
-        out.insert((t.clone(), *p), high);
+        out.insert((t.clone(), *p), wm);
     }
     Ok(out)
+}
+
+/// A consumer for looking things up (metadata, watermarks), never for loading.
+pub fn lookup_consumer(job: &Job) -> Result<BaseConsumer> {
+    client_config(job)
+        .create()
+        .map_err(|source| LoadError::Kafka {
+            context: format!("creating a consumer for {}", job.brokers),
+            source,
+        })
 }
 
 /// Commits advisory group offsets (for lag tools); failures are logged, never fatal.

@@ -1,0 +1,224 @@
+//! Planning `sluice backfill`: which offsets to load, what a `--replace` takes out.
+//!
+//! Pure: takes the table state and the broker's low watermarks, returns a [`BackfillPlan`] or
+//! an error naming the offsets in the way. Loading goes through the loader's commit path.
+
+use std::collections::HashMap;
+
+use crate::loader::{BackfillPlan, BackfillRange};
+use crate::manifest::TableState;
+use crate::source::TopicPartition;
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub partitions: Vec<TopicPartition>,
+    pub from: i64,
+    /// `None`: up to the partition's end now (`--to latest`).
+    pub to: Option<i64>,
+    pub replace: bool,
+}
+
+pub fn plan(
+    state: &TableState,
+    lows: &HashMap<TopicPartition, i64>,
+    req: &Request,
+) -> Result<BackfillPlan, String> {
+    let mut plan = BackfillPlan {
+        replace: req.replace,
+        ..Default::default()
+    };
+    let mut problems = Vec::new();
+    for (topic, partition) in &req.partitions {
+        let (t, p) = (topic.as_str(), *partition);
+        if let Some(&low) = lows.get(&(topic.clone(), p)) {
+            if req.from < low {
+                problems.push(format!(
+                    "{t}/{p}: offsets [{}, {low}) are no longer in Kafka (retention gap); start at {low} or later",
+                    req.from
+                ));
+                continue;
+            }
+        }
+        if let Some(to) = req.to {
+            if to < req.from {
+                problems.push(format!("{t}/{p}: --to {to} is before --from {}", req.from));
+                continue;
+            }
+        }
+        if !req.replace {
+            let overlaps = state.overlaps(t, p, req.from, req.to.unwrap_or(i64::MAX));
+            if !overlaps.is_empty() {
+                let list: Vec<String> = overlaps
+                    .iter()
+                    .map(|(a, b)| format!("[{a}, {b})"))
+                    .collect();
+                problems.push(format!(
+                    "{t}/{p}: offsets {} are already loaded; backfill only what is missing, or pass --replace to re-derive them",
+                    list.join(", ")
+                ));
+                continue;
+            }
+            plan.ranges.push(BackfillRange {
+                topic: topic.clone(),
+                partition: p,
+                from: req.from,
+                to: req.to,
+            });
+            continue;
+        }
+        // Replace: the range must be loaded; widen it to whole files so every row of every
+        // file it touches is re-derived, and nothing is lost or doubled.
+        let end = state
+            .partition(t, p)
+            .and_then(|s| s.end())
+            .unwrap_or(req.from);
+        let (mut lo, mut hi) = (req.from, req.to.unwrap_or(end));
+        if hi <= lo {
+            continue;
+        }
+        let mut removed = Vec::new();
+        loop {
+            let before = (lo, hi);
+            removed.clear();
+            for f in state
+                .files
+                .iter()
+                .filter(|f| f.topic == t && f.partition == p)
+            {
+                if f.first_offset < hi && lo < f.next_offset {
+                    lo = lo.min(f.first_offset);
+                    hi = hi.max(f.next_offset);
+                    removed.push(f.path.clone());
+                }
+            }
+            for d in state
+                .dead_letters
+                .iter()
+                .filter(|d| d.topic == t && d.partition == p)
+            {
+                let (a, b) = match (d.offsets.first(), d.offsets.last()) {
+                    (Some(&a), Some(&b)) => (a, b + 1),
+                    _ => continue,
+                };
+                if a < hi && lo < b {
+                    lo = lo.min(a);
+                    hi = hi.max(b);
+                    removed.push(d.path.clone());
+                }
+            }
+            if (lo, hi) == before {
+                break;
+            }
+        }
+        let covered: i64 = state
+            .overlaps(t, p, lo, hi)
+            .iter()
+            .map(|(a, b)| b - a)
+            .sum();
+        if covered != hi - lo {
+            problems.push(format!(
+                "{t}/{p}: [{lo}, {hi}) is not entirely loaded, so it cannot be replaced; backfill the missing offsets first"
+            ));
+            continue;
+        }
+        plan.removed.extend(removed);
+        plan.ranges.push(BackfillRange {
+            topic: topic.clone(),
+            partition: p,
+            from: lo,
+            to: Some(hi),
+        });
+    }
+    if problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{DataFile, Entry, EntryKind, OffsetRange};
+
+    fn file(path: &str, first: i64, next: i64) -> DataFile {
+        DataFile {
+            path: path.into(),
+            bytes: 1,
+            rows: 1,
+            topic: "t".into(),
+            partition: 0,
+            first_offset: first,
+            next_offset: next,
+            window_start_ms: 0,
+            window_end_ms: 1,
+            min_event_ms: 0,
+            max_event_ms: 0,
+            schema_fingerprint: String::new(),
+        }
+    }
+
+    fn state() -> TableState {
+        let mut s = TableState::default();
+        s.apply(&Entry {
+            format: 1,
+            seq: 1,
+            kind: EntryKind::Append,
+            commit_id: "a".into(),
+            writer: "w".into(),
+            committed_at_ms: 0,
+            ranges: vec![OffsetRange {
+                topic: "t".into(),
+                partition: 0,
+                from: 100,
+                to: 200,
+            }],
+            // Two windows interleaving in [100, 200), then one file of [150, 200).
+            files: vec![
+                file("a", 100, 140),
+                file("b", 101, 160),
+                file("c", 160, 200),
+            ],
+            dead_letters: vec![],
+            removed: vec![],
+        })
+        .unwrap();
+        s
+    }
+
+    fn req(from: i64, to: Option<i64>, replace: bool) -> Request {
+        Request {
+            partitions: vec![("t".into(), 0)],
+            from,
+            to,
+            replace,
+        }
+    }
+
+    #[test]
+    fn fills_only_what_is_missing() {
+        let s = state();
+        let lows = HashMap::from([(("t".to_string(), 0), 10)]);
+        let p = plan(&s, &lows, &req(10, Some(100), false)).unwrap();
+        assert_eq!(p.ranges[0].from, 10);
+        assert_eq!(p.ranges[0].to, Some(100));
+        let e = plan(&s, &lows, &req(50, Some(120), false)).unwrap_err();
+        assert!(e.contains("[100, 120)"), "{e}");
+        let e = plan(&s, &lows, &req(0, Some(50), false)).unwrap_err();
+        assert!(e.contains("retention"), "{e}");
+    }
+
+    #[test]
+    fn replace_widens_to_whole_files() {
+        let s = state();
+        let p = plan(&s, &HashMap::new(), &req(130, Some(135), true)).unwrap();
+        // [130,135) touches a [100,140) and b [101,160): widened to [100,160).
+        assert_eq!((p.ranges[0].from, p.ranges[0].to), (100, Some(160)));
+        let mut removed = p.removed.clone();
+        removed.sort();
+        assert_eq!(removed, vec!["a", "b"]);
+        let e = plan(&s, &HashMap::new(), &req(50, Some(150), true)).unwrap_err();
+        assert!(e.contains("not entirely loaded"), "{e}");
+    }
+}

@@ -1,0 +1,218 @@
+//! `sluice backfill`: filling history, refusing overlaps, atomic replace, sandboxes.
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::*;
+
+fn backfill(f: &Fixture, args: &[&str]) -> Output {
+    f.sluice()
+        .args(["backfill", "--job"])
+        .arg(&f.job)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A table whose loader started at the latest offset, after `history` events per partition.
+fn started_at_latest(name: &str, history: u64) -> (Fixture, std::process::Child) {
+    let mut f = Fixture::new(name, 4);
+    f.write_job_with("table", "", "[commit]\ninterval = \"1s\"\n");
+    let text = std::fs::read_to_string(&f.job).unwrap().replace(
+        "[source.properties]",
+        "start_offset = \"latest\"\n[source.properties]",
+    );
+    std::fs::write(&f.job, text).unwrap();
+    f.produce(spec(0, history * 4));
+    let child = f.spawn_run("run.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !f.log("run.log").contains("assigned") {
+        assert!(std::time::Instant::now() < deadline, "{}", f.log("run.log"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    (f, child)
+}
+
+#[test]
+fn backfill_fills_the_history_of_a_table_started_at_latest_while_the_loader_runs() {
+    let (f, child) = started_at_latest("hole", 2_500);
+    f.produce(spec(10_000, 8_000));
+    f.wait_for(60, "the live events", |s| committed_rows(s) >= 8_000);
+    // The history is missing. Where each partition's table starts depends on the broker's
+    // idea of "latest" (tansu answers with its last batch's base offset), so ask the manifest.
+    let state = f.state();
+    let starts: Vec<(i32, i64)> = state
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.ranges[0].0))
+        .collect();
+    assert_eq!(starts.len(), 4);
+    let (p0, s0) = starts[0];
+    let (p0s, over) = (p0.to_string(), (s0 + 500).to_string());
+    // An overlapping backfill is refused, naming the offsets.
+    let out = backfill(&f, &["--partition", &p0s, "--from", "0", "--to", &over]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("[{s0}, {over})")) && err.contains("already loaded"),
+        "{err}"
+    );
+    // A dry run changes nothing.
+    let seq = f.state().seq;
+    let plan = ok(backfill(
+        &f,
+        &[
+            "--partition",
+            &p0s,
+            "--from",
+            "0",
+            "--to",
+            &s0.to_string(),
+            "--dry-run",
+        ],
+    ));
+    assert_eq!(plan["ranges"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(f.state().seq, seq);
+    // Fill the history while the continuous loader keeps appending.
+    f.produce(spec(18_000, 2_000));
+    let mut filled = 0;
+    for (p, start) in &starts {
+        let stats = ok(backfill(
+            &f,
+            &[
+                "--partition",
+                &p.to_string(),
+                "--from",
+                "0",
+                "--to",
+                &start.to_string(),
+            ],
+        ));
+        filled += n(&stats, "rows");
+    }
+    assert_eq!(filled, starts.iter().map(|s| s.1).sum::<i64>());
+    f.produce(spec(20_000, 2_000));
+    f.wait_for(60, "everything", |s| committed_rows(s) >= 22_000);
+    sigterm(&child);
+    assert!(child.wait_with_output().unwrap().status.success());
+    let r = f.read();
+    assert_exactly_once(&r, 22_000, 0);
+    assert_eq!((n(&r, "id_min"), n(&r, "id_max")), (0, 21_999));
+    // Everything is loaded now: another backfill of the history is refused.
+    assert!(!backfill(&f, &["--from", "0", "--to", "100"])
+        .status
+        .success());
+}
+
+#[test]
+fn replace_swaps_files_atomically_while_readers_query() {
+    let mut f = Fixture::new("replace", 4);
+    f.write_job("table", "[commit]\nmax_rows = 4000\n");
+    f.produce(spec(0, 20_000));
+    f.run_once_ok();
+    let before = f.state();
+    let old_files: Vec<String> = before.files.iter().map(|x| x.path.clone()).collect();
+
+    // A reader querying in a loop while the replace runs: it must see exactly 20k distinct
+    // ids every time (never both the old and new files, never neither).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let job = f.job.clone();
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || reads < 3 {
+                let out = std::process::Command::new(python())
+                    .arg(repo().join("tests/reader.py"))
+                    .arg("--sluice")
+                    .arg(env!("CARGO_BIN_EXE_sluice"))
+                    .arg("--job")
+                    .arg(&job)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(n(&r, "rows"), 20_000, "a reader saw {r}");
+                assert_eq!(n(&r, "distinct_ids"), 20_000, "a reader saw {r}");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let stats = ok(backfill(
+        &f,
+        &["--from", "0", "--to", "latest", "--replace"],
+    ));
+    assert_eq!(n(&stats, "rows"), 20_000, "{stats}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().unwrap();
+    assert!(reads >= 3);
+
+    let after = f.state();
+    assert_eq!(after.seq, before.seq + 1, "a replace is one entry");
+    assert!(
+        after.files.iter().all(|x| !old_files.contains(&x.path)),
+        "old files still listed"
+    );
+    assert_exactly_once(&f.read(), 20_000, 0);
+    // The replaced files are unreferenced now: gc may take them (after the grace period).
+    let gc = f
+        .sluice()
+        .args(["gc", "--dry-run", "--older-than", "0s", "--job"])
+        .arg(&f.job)
+        .output()
+        .unwrap();
+    let gc = String::from_utf8_lossy(&gc.stdout);
+    assert!(old_files.iter().all(|p| gc.contains(p.as_str())), "{gc}");
+}
+
+#[test]
+fn backfill_to_a_sandbox_table_leaves_the_main_table_alone() {
+    let mut f = Fixture::new("sandbox", 2);
+    f.write_job("table", "");
+    f.produce(spec(0, 4_000));
+    f.run_once_ok();
+    let seq = f.state().seq;
+    let sandbox = f.table_dir("sandbox");
+    let stats = ok(backfill(
+        &f,
+        &[
+            "--from",
+            "0",
+            "--to",
+            "1000",
+            "--to-table",
+            sandbox.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(n(&stats, "rows"), 2_000);
+    assert_eq!(f.state().seq, seq);
+    assert_exactly_once(&f.read(), 4_000, 0);
+    // The sandbox is a table of its own.
+    let mut g = f;
+    let job = g.write_job("sandbox", "");
+    let out = g
+        .sluice()
+        .args(["verify", "--json", "--job"])
+        .arg(&job)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rows"], 2_000, "{report}");
+}

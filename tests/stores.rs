@@ -175,6 +175,7 @@ fn entry(partition: i32, from: i64, to: i64) -> Entry {
         }],
         files: vec![],
         dead_letters: vec![],
+        removed: vec![],
     }
 }
 

@@ -26,8 +26,10 @@ pub mod failpoint;
 pub mod generate;
 pub mod loader;
 pub mod manifest;
+pub mod metrics;
 pub mod schema;
 pub mod source;
+pub mod status;
 pub mod window;
 pub mod writer;
 

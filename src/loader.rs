@@ -33,6 +33,7 @@ use crate::error::{LoadError, ManifestError, Result};
 use crate::manifest::{
     DataFile, DeadLetterFile, Entry, EntryKind, Manifest, OffsetRange, Refusal, TableState,
 };
+use crate::metrics::Metrics;
 use crate::schema::OFFSET_COL;
 use crate::source::{self, Assignment, LoaderContext, TopicPartition};
 use crate::writer;
@@ -116,6 +117,8 @@ struct PartBuf {
     target: Option<i64>,
     target_refined: bool,
     done: bool,
+    /// Offsets of this partition committed by this run (for progress).
+    loaded: i64,
 }
 
 impl PartBuf {
@@ -135,6 +138,7 @@ impl PartBuf {
             target: None,
             target_refined: false,
             done: false,
+            loaded: 0,
         }
     }
 
@@ -242,6 +246,16 @@ pub struct Loader {
     shutdown: Arc<AtomicBool>,
     plan: Option<BackfillPlan>,
     mode: Mode,
+    metrics: Arc<Metrics>,
+    progress: Progress,
+}
+
+/// Progress of bounded runs: a line on a terminal, a log line at an interval otherwise.
+struct Progress {
+    tty: bool,
+    started: Instant,
+    last: Instant,
+    total: Option<i64>,
 }
 
 fn lock(state: &Mutex<TableState>) -> std::sync::MutexGuard<'_, TableState> {
@@ -292,6 +306,13 @@ impl Loader {
             shutdown,
             plan: None,
             mode: Mode::Continuous,
+            metrics: Arc::new(Metrics::default()),
+            progress: Progress {
+                tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                started: Instant::now(),
+                last: Instant::now(),
+                total: None,
+            },
         })
     }
 
@@ -315,6 +336,11 @@ impl Loader {
                 })
                 .collect())
         })
+    }
+
+    /// The loader's metrics (served by `run --metrics-addr`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Loads the ranges of `plan` (see [`BackfillPlan`]) and exits.
@@ -343,6 +369,9 @@ impl Loader {
         let result = self.consume(&consumer, mode);
         // Flush what is buffered (also on SIGINT/SIGTERM); not after an error.
         let result = result.and_then(|_| self.commit(&consumer));
+        if mode.bounded() && result.is_ok() {
+            self.report_progress(true);
+        }
         if mode == Mode::Continuous {
             consumer.unsubscribe();
         }
@@ -451,6 +480,12 @@ impl Loader {
             if idle || since_clock >= CLOCK_EVERY {
                 since_clock = 0;
                 let (bytes, rows) = self.buffered();
+                self.metrics
+                    .buffered_bytes
+                    .store(bytes as u64, Ordering::Relaxed);
+                if mode.bounded() {
+                    self.report_progress(false);
+                }
                 let due = last_commit.elapsed() >= interval && (bytes > 0 || self.any_range());
                 let full = bytes as u64 >= self.job.max_buffered_bytes || rows >= self.job.max_rows;
                 // A replace is one entry: it commits once, at the end.
@@ -460,6 +495,62 @@ impl Loader {
                     last_commit = Instant::now();
                 }
             }
+        }
+    }
+
+    /// Offsets done of the total, events/s and ETA: on a terminal a line redrawn every 200 ms,
+    /// otherwise a log line every 10 s.
+    fn report_progress(&mut self, last: bool) {
+        let every = if self.progress.tty { 200 } else { 10_000 };
+        if !last && self.progress.last.elapsed() < Duration::from_millis(every) {
+            return;
+        }
+        self.progress.last = Instant::now();
+        let mut done = 0i64;
+        let mut total = 0i64;
+        for (_, _, b) in self.parts.iter() {
+            let start = b.from.unwrap_or(b.next);
+            done += b.next - start + b.loaded;
+            total += b
+                .target
+                .map(|t| (t - start).max(b.next - start))
+                .unwrap_or(b.next - start)
+                + b.loaded;
+        }
+        // Totals only grow as targets are refined; keep the largest seen.
+        let total = self.progress.total.unwrap_or(0).max(total);
+        self.progress.total = Some(total);
+        let secs = self.progress.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 {
+            (total - done).max(0) as f64 / rate
+        } else {
+            f64::INFINITY
+        };
+        let pct = if total > 0 {
+            100.0 * done as f64 / total as f64
+        } else {
+            100.0
+        };
+        if self.progress.tty {
+            let width = 30;
+            let filled = ((pct / 100.0) * width as f64) as usize;
+            eprint!(
+                "\r[{}{}] {done}/{total} offsets ({pct:.1}%), {rate:.0} events/s, ETA {eta:.0}s   ",
+                "#".repeat(filled.min(width)),
+                " ".repeat(width - filled.min(width))
+            );
+            if last {
+                eprintln!();
+            }
+        } else {
+            tracing::info!(
+                done,
+                total,
+                events_per_s = rate as u64,
+                eta_s = eta.min(1e9) as u64,
+                "progress"
+            );
         }
     }
 
@@ -592,6 +683,7 @@ impl Loader {
             Assignment::Revoked(list) => {
                 for (t, p) in list {
                     self.parts.remove(&t, p);
+                    self.metrics.forget_partition(&t, p);
                 }
             }
             Assignment::Failed(reason) => {
@@ -615,6 +707,12 @@ impl Loader {
             return Ok(());
         }
         let decoded = self.decoder.decode(&buf.raw, &topic, partition);
+        self.metrics
+            .events_consumed
+            .fetch_add(buf.raw.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .bytes_consumed
+            .fetch_add(buf.raw.bytes() as u64, Ordering::Relaxed);
         buf.raw.clear();
         if let (BadRecordPolicy::Fail, Some(d)) = (policy, decoded.dead.first()) {
             return Err(LoadError::BadRecord {
@@ -878,6 +976,7 @@ impl Loader {
                     }
                 }
                 Err(ManifestError::Conflict { seq }) => {
+                    self.metrics.conflicts.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(seq, "lost the race for a manifest entry; re-reading");
                 }
                 Err(ManifestError::Store { path, source }) if attempt + 1 < STORE_ATTEMPTS => {
@@ -899,6 +998,7 @@ impl Loader {
         for r in &entry.ranges {
             if let Some(buf) = self.parts.get_mut(&r.topic, r.partition) {
                 let next = buf.next;
+                buf.loaded += r.to - r.from;
                 buf.reset_to(next);
                 group_offsets.push(((r.topic.clone(), r.partition), r.to));
             }
@@ -914,6 +1014,25 @@ impl Loader {
         self.stats.files += (entry.files.len() + entry.dead_letters.len()) as u64;
         self.stats.bytes += upload_bytes;
         self.stats.commits += 1;
+        let m = &self.metrics;
+        m.rows_loaded.fetch_add(rows, Ordering::Relaxed);
+        m.dead_letters.fetch_add(dead, Ordering::Relaxed);
+        m.files.fetch_add(
+            (entry.files.len() + entry.dead_letters.len()) as u64,
+            Ordering::Relaxed,
+        );
+        m.file_bytes.fetch_add(upload_bytes, Ordering::Relaxed);
+        m.commits.fetch_add(1, Ordering::Relaxed);
+        m.observe_commit(started.elapsed());
+        for r in &entry.ranges {
+            let high = source::cached_watermarks(consumer, &r.topic, r.partition).map(|w| w.1);
+            m.set_partition(
+                &r.topic,
+                r.partition,
+                r.to,
+                high.map(|h| (h - r.to).max(0)).unwrap_or(0),
+            );
+        }
         tracing::info!(
             seq = entry.seq,
             rows,
@@ -983,6 +1102,7 @@ impl Loader {
                 "fenced: another writer committed this partition; dropping buffers and re-seeking"
             );
             self.stats.fenced += 1;
+            self.metrics.fenced.fetch_add(1, Ordering::Relaxed);
             if let Some(buf) = self.parts.get_mut(&f.topic, f.partition) {
                 buf.reset_to(end);
                 buf.done = false;

@@ -15,6 +15,9 @@ use sluice::loader::{Loader, Mode};
 #[derive(Parser)]
 #[command(name = "sluice", version)]
 struct Cli {
+    /// Log format on stderr: `human` or `json` (one object a line).
+    #[arg(long, global = true, default_value = "human")]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,6 +32,9 @@ enum Command {
         /// Load up to each partition's end as of now, commit, and exit.
         #[arg(long)]
         once: bool,
+        /// Serve Prometheus metrics (`/metrics`) and `/healthz` on this address.
+        #[arg(long)]
+        metrics_addr: Option<String>,
     },
     /// Print the table's committed data files, one URL a line.
     Files {
@@ -64,6 +70,14 @@ enum Command {
         /// Print what would be loaded or replaced, and change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Show each partition's committed offset, the broker's high watermark, the lag, the last
+    /// commit, the latest event time loaded, files and rows.
+    Status {
+        #[arg(long)]
+        job: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Audit the table: files exist with the recorded size and row count, offset ranges are
     /// contiguous and never overlap, checkpoints agree with the entries. Exits 1 on violations.
@@ -120,15 +134,23 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format.as_str() {
+        "json" => logs.json().init(),
+        "human" => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        other => {
+            eprintln!("sluice: error: --log-format {other}: expected `human` or `json`");
+            return ExitCode::FAILURE;
+        }
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: error: {e:#}");
@@ -149,7 +171,11 @@ fn runtime() -> anyhow::Result<Arc<tokio::runtime::Runtime>> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { job, once } => {
+        Command::Run {
+            job,
+            once,
+            metrics_addr,
+        } => {
             let job = Job::load(&job)?;
             let rt = runtime()?;
             let shutdown = Arc::new(AtomicBool::new(false));
@@ -175,7 +201,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "starting"
             );
             let mode = if once { Mode::Once } else { Mode::Continuous };
-            let stats = Loader::new(job, rt, shutdown)?.run(mode)?;
+            let loader = Loader::new(job, rt.clone(), shutdown)?;
+            if let Some(addr) = metrics_addr {
+                let listener = rt
+                    .block_on(tokio::net::TcpListener::bind(&addr))
+                    .with_context(|| format!("--metrics-addr {addr}"))?;
+                tracing::info!(addr = %addr, "serving /metrics and /healthz");
+                rt.spawn(sluice::metrics::serve(listener, loader.metrics()));
+            }
+            let stats = loader.run(mode)?;
             println!("{}", serde_json::to_string(&stats)?);
             Ok(())
         }
@@ -286,6 +320,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = Arc::new(AtomicBool::new(false));
             let stats = Loader::with_manifest(job, manifest, rt, shutdown)?.backfill(plan)?;
             println!("{}", serde_json::to_string(&stats)?);
+            Ok(())
+        }
+        Command::Status { job, json } => {
+            let job = Job::load(&job)?;
+            let rt = runtime()?;
+            let manifest = sluice::open_manifest(&job)?;
+            let state = rt.block_on(manifest.load())?;
+            let timeout = std::time::Duration::from_secs(30);
+            let parts = {
+                let consumer = sluice::source::lookup_consumer(&job)?;
+                sluice::source::all_partitions(&consumer, &job.topics, timeout)?
+            };
+            let highs = sluice::source::served_high_watermarks(&job, &parts, timeout)?;
+            let st = sluice::status::status(&state, &parts, &highs);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+                return Ok(());
+            }
+            println!(
+                "manifest version {} (read from {}), {} rows in {} files, lag {} messages, complete through {}",
+                st.manifest_version,
+                st.checkpoint
+                    .map(|c| format!("checkpoint {c}"))
+                    .unwrap_or_else(|| "the log".into()),
+                st.rows,
+                st.files,
+                st.lag,
+                st.complete_through.as_deref().unwrap_or("-")
+            );
+            println!(
+                "{:<24} {:>5} {:>12} {:>12} {:>10} {:>10} {:>8}  {:<24} {:<24}",
+                "topic",
+                "part",
+                "committed",
+                "high",
+                "lag",
+                "rows",
+                "files",
+                "last commit",
+                "latest event"
+            );
+            for p in &st.partitions {
+                let o = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<24} {:>5} {:>12} {:>12} {:>10} {:>10} {:>8}  {:<24} {:<24}",
+                    p.topic,
+                    p.partition,
+                    o(p.committed_through),
+                    o(p.high_watermark),
+                    o(p.lag),
+                    p.rows,
+                    p.files,
+                    p.last_commit.as_deref().unwrap_or("-"),
+                    p.max_event_time.as_deref().unwrap_or("-")
+                );
+            }
             Ok(())
         }
         Command::Verify { job, json } => {

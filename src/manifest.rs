@@ -179,6 +179,9 @@ pub struct TableState {
     pub dead_letters: Vec<DeadLetterFile>,
     #[serde(skip)]
     index: BTreeMap<(String, i32), usize>,
+    /// The checkpoint this state was loaded from (`None`: replayed from the first entry).
+    #[serde(skip)]
+    pub loaded_from_checkpoint: Option<u64>,
 }
 
 impl TableState {
@@ -453,6 +456,7 @@ impl Manifest {
     pub async fn load(&self) -> Result<TableState, ManifestError> {
         let mut state = self.latest_checkpoint().await?.unwrap_or_default();
         state.reindex();
+        state.loaded_from_checkpoint = (state.seq > 0).then_some(state.seq);
         self.refresh(&mut state).await?;
         Ok(state)
     }

@@ -259,3 +259,42 @@ pub fn cached_watermarks<C: ConsumerContext>(
     };
     (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some((low.max(0), high))
 }
+
+/// Each partition's high watermark as the broker states it while serving a fetch: a short
+/// lookup that assigns every partition just below its listed end and polls until each has
+/// answered (falling back to ListOffsets after `timeout`). ListOffsets alone under-reports on
+/// some brokers.
+pub fn served_high_watermarks(
+    job: &Job,
+    parts: &[TopicPartition],
+    timeout: Duration,
+) -> Result<HashMap<TopicPartition, i64>> {
+    let consumer = lookup_consumer(job)?;
+    let listed = watermarks(&consumer, parts, timeout)?;
+    let mut list = TopicPartitionList::new();
+    for (t, p) in parts {
+        let (low, high) = listed.get(&(t.clone(), *p)).copied().unwrap_or((0, 0));
+        let _ = list.add_partition_offset(t, *p, Offset::Offset((high - 1).max(low)));
+    }
+    consumer.assign(&list).map_err(|source| LoadError::Kafka {
+        context: "assigning partitions for a watermark lookup".into(),
+        source,
+    })?;
+    let deadline = std::time::Instant::now() + timeout.min(Duration::from_secs(10));
+    let mut out = HashMap::new();
+    while std::time::Instant::now() < deadline {
+        let _ = consumer.poll(Duration::from_millis(50));
+        out = parts
+            .iter()
+            .filter_map(|(t, p)| Some(((t.clone(), *p), cached_watermarks(&consumer, t, *p)?.1)))
+            .collect();
+        if out.len() == parts.len() {
+            break;
+        }
+    }
+    for (k, (_, high)) in listed {
+        let v = out.entry(k).or_insert(high);
+        *v = (*v).max(high);
+    }
+    Ok(out)
+}

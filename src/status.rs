@@ -1,0 +1,96 @@
+//! `sluice status`: the table's progress against the broker, per partition.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::manifest::TableState;
+use crate::source::TopicPartition;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    /// One past the last offset loaded (the end of the committed ranges).
+    pub committed_through: Option<i64>,
+    pub high_watermark: Option<i64>,
+    /// Messages in Kafka not yet in the table.
+    pub lag: Option<i64>,
+    pub last_commit: Option<String>,
+    /// The latest event time loaded from this partition.
+    pub max_event_time: Option<String>,
+    pub files: u64,
+    pub rows: u64,
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The manifest's newest entry.
+    pub manifest_version: u64,
+    /// The checkpoint the state was read from (then the entries after it).
+    pub checkpoint: Option<u64>,
+    pub lag: i64,
+    pub rows: u64,
+    pub files: u64,
+    /// Event time the table is complete through: the least of the partitions' latest event
+    /// times (later events may still arrive late).
+    pub complete_through: Option<String>,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+fn rfc3339(ms: i64) -> Option<String> {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// Pure: the status of `parts` from the table state and the broker's high watermarks.
+pub fn status(
+    state: &TableState,
+    parts: &[TopicPartition],
+    highs: &HashMap<TopicPartition, i64>,
+) -> Status {
+    let mut max_event: HashMap<(&str, i32), i64> = HashMap::new();
+    for f in &state.files {
+        let e = max_event
+            .entry((f.topic.as_str(), f.partition))
+            .or_insert(i64::MIN);
+        *e = (*e).max(f.max_event_ms);
+    }
+    let mut partitions = Vec::new();
+    for (t, p) in parts {
+        let ps = state.partition(t, *p);
+        let committed = ps.and_then(|s| s.end());
+        let high = highs.get(&(t.clone(), *p)).copied();
+        let lag = high.map(|h| (h - committed.unwrap_or(0)).max(0));
+        partitions.push(PartitionStatus {
+            topic: t.clone(),
+            partition: *p,
+            committed_through: committed,
+            high_watermark: high,
+            lag,
+            last_commit: ps
+                .filter(|s| s.last_commit_ms > 0)
+                .and_then(|s| rfc3339(s.last_commit_ms)),
+            max_event_time: max_event.get(&(t.as_str(), *p)).and_then(|&ms| rfc3339(ms)),
+            files: ps.map(|s| s.files).unwrap_or(0),
+            rows: ps.map(|s| s.rows).unwrap_or(0),
+            dead_letters: ps.map(|s| s.dead_letters).unwrap_or(0),
+        });
+    }
+    let complete_through = parts
+        .iter()
+        .map(|(t, p)| max_event.get(&(t.as_str(), *p)).copied())
+        .collect::<Option<Vec<i64>>>()
+        .and_then(|v| v.into_iter().min())
+        .and_then(rfc3339);
+    Status {
+        manifest_version: state.seq,
+        checkpoint: state.loaded_from_checkpoint,
+        lag: partitions.iter().filter_map(|p| p.lag).sum(),
+        rows: partitions.iter().map(|p| p.rows).sum(),
+        files: partitions.iter().map(|p| p.files).sum(),
+        complete_through,
+        partitions,
+    }
+}

@@ -190,8 +190,7 @@ fn once_logs_progress_without_a_terminal() {
     assert!(out.status.success());
     let last = err
         .lines()
-        .filter(|l| l.contains("progress"))
-        .last()
+        .rfind(|l| l.contains("progress"))
         .unwrap_or_default();
     assert!(
         last.contains("done=2000") && last.contains("total=2000"),

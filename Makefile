@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SLUICE = $(or $(CARGO_TARGET_DIR),target)/debug/sluice
 
-.PHONY: tools build test lint demo clean
+.PHONY: tools build test lint demo bench clean
 
 tools:
 	@tests/support/tools.sh
@@ -13,7 +13,14 @@ build:
 	$(CARGO) build --bins
 
 test: tools
-	tests/support/with-broker.sh $(CARGO) test --all-targets
+	tests/support/with-broker.sh $(CARGO) test
+
+# Throughput, ceilings, freshness, memory and resume figures (medians), then micro-benchmarks.
+# SLUICE_BENCH_EVENTS, SLUICE_BENCH_RUNS tune the size. Figures: target/bench/latest.json.
+bench: tools
+	$(CARGO) build --release --bins
+	tests/support/with-broker.sh $(CARGO) bench --bench e2e
+	$(CARGO) bench --bench micro -- --warm-up-time 1 --measurement-time 3
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -29,6 +29,8 @@ pub struct GenSpec {
     pub disorder_ms: i64,
     /// Per mille of events replaced by malformed payloads.
     pub malformed_permille: u32,
+    /// Event times drawn at random over the span instead of rising with the index.
+    pub scatter: bool,
     pub seed: u64,
 }
 
@@ -43,6 +45,7 @@ impl Default for GenSpec {
             disorder_permille: 50,
             disorder_ms: 20 * 60_000,
             malformed_permille: 0,
+            scatter: false,
             seed: 7,
         }
     }
@@ -84,7 +87,11 @@ pub fn generate(spec: &GenSpec, mut f: impl FnMut(GenRecord)) {
         let id = spec.first_id + i;
         let base =
             spec.start_ms + (i as i128 * spec.span_ms as i128 / spec.count.max(1) as i128) as i64;
-        let mut t = base;
+        let mut t = if spec.scatter {
+            spec.start_ms + rng.below(spec.span_ms.max(1) as u64) as i64
+        } else {
+            base
+        };
         if (rng.below(1000) as u32) < spec.disorder_permille {
             t -= rng.below(spec.disorder_ms.max(1) as u64) as i64;
             t = t.max(spec.start_ms);

@@ -165,6 +165,57 @@ impl PartBuf {
     }
 }
 
+/// The rows of one decoded batch that fall in one window.
+pub struct WindowPart {
+    pub start: i64,
+    pub batch: RecordBatch,
+    pub first_offset: i64,
+    pub next_offset: i64,
+    pub min_event_ms: i64,
+    pub max_event_ms: i64,
+}
+
+/// Splits a decoded batch (rows in offset order, with `event_ms` per row) by event-time window.
+pub fn split_by_window(
+    batch: &RecordBatch,
+    event_ms: &[i64],
+    window: crate::window::WindowSize,
+) -> Result<Vec<WindowPart>> {
+    let offsets = batch
+        .column_by_name(OFFSET_COL)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .map(|a| a.values().clone())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (start, rows) in crate::window::group_by_window(window, event_ms) {
+        let part = if rows.len() == batch.num_rows() {
+            batch.clone()
+        } else {
+            take_record_batch(batch, &UInt32Array::from(rows.clone())).map_err(|source| {
+                LoadError::Arrow {
+                    context: "splitting a batch by window".into(),
+                    source,
+                }
+            })?
+        };
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for &r in &rows {
+            let t = event_ms[r as usize];
+            lo = lo.min(t);
+            hi = hi.max(t);
+        }
+        out.push(WindowPart {
+            start,
+            batch: part,
+            first_offset: offsets[rows[0] as usize],
+            next_offset: offsets[rows[rows.len() - 1] as usize] + 1,
+            min_event_ms: lo,
+            max_event_ms: hi,
+        });
+    }
+    Ok(out)
+}
+
 /// Owned partitions, looked up by `&str` topic without allocating.
 #[derive(Default)]
 struct Partitions {
@@ -727,49 +778,27 @@ impl Loader {
         let Some(batch) = decoded.batch else {
             return Ok(());
         };
-        let offsets = batch
-            .column_by_name(OFFSET_COL)
-            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-            .map(|a| a.values().clone())
-            .unwrap_or_default();
-        for (start, rows) in crate::window::group_by_window(window, &decoded.event_ms) {
-            let part = if rows.len() == batch.num_rows() {
-                batch.clone()
-            } else {
-                take_record_batch(&batch, &UInt32Array::from(rows.clone())).map_err(|source| {
-                    LoadError::Arrow {
-                        context: "splitting a batch by window".into(),
-                        source,
-                    }
-                })?
-            };
-            let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-            for &r in &rows {
-                let t = decoded.event_ms[r as usize];
-                lo = lo.min(t);
-                hi = hi.max(t);
-            }
-            let first = offsets[rows[0] as usize];
-            let last = offsets[rows[rows.len() - 1] as usize];
-            let bytes = part.get_array_memory_size();
-            let w = buf.windows.entry(start).or_insert_with(|| WindowBuf {
+        for part in split_by_window(&batch, &decoded.event_ms, window)? {
+            let bytes = part.batch.get_array_memory_size();
+            let rows = part.batch.num_rows();
+            let w = buf.windows.entry(part.start).or_insert_with(|| WindowBuf {
                 batches: Vec::new(),
                 rows: 0,
                 bytes: 0,
-                first_offset: first,
-                next_offset: last + 1,
-                min_event_ms: lo,
-                max_event_ms: hi,
+                first_offset: part.first_offset,
+                next_offset: part.next_offset,
+                min_event_ms: part.min_event_ms,
+                max_event_ms: part.max_event_ms,
             });
-            w.rows += part.num_rows() as u64;
+            w.rows += rows as u64;
             w.bytes += bytes;
-            w.first_offset = w.first_offset.min(first);
-            w.next_offset = w.next_offset.max(last + 1);
-            w.min_event_ms = w.min_event_ms.min(lo);
-            w.max_event_ms = w.max_event_ms.max(hi);
-            w.batches.push(part);
+            w.first_offset = w.first_offset.min(part.first_offset);
+            w.next_offset = w.next_offset.max(part.next_offset);
+            w.min_event_ms = w.min_event_ms.min(part.min_event_ms);
+            w.max_event_ms = w.max_event_ms.max(part.max_event_ms);
+            w.batches.push(part.batch);
             buf.decoded_bytes += bytes;
-            buf.decoded_rows += rows.len();
+            buf.decoded_rows += rows;
         }
         Ok(())
     }

@@ -1,0 +1,623 @@
+//! `make bench`: end-to-end throughput, ceilings measured in the same run on the same data,
+//! freshness, memory and resume cost. Prints a table of medians and writes
+//! `target/bench/latest.json`. Needs a broker (`SLUICE_TEST_BROKERS`, set by `make bench`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::json::ReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use sluice::config::{EventTime, TimeFormat};
+use sluice::decode::{ChunkDecoder, RawChunk};
+use sluice::generate::{generate, GenSpec};
+use sluice::schema::TableSchema;
+
+fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+struct Ctx {
+    brokers: String,
+    work: tempfile::TempDir,
+    sluice: PathBuf,
+}
+
+impl Ctx {
+    fn topic(&self, name: &str, partitions: i32) -> String {
+        let t = format!("bench-{name}-{}", std::process::id());
+        rt().block_on(sluice::generate::create_topic(
+            &self.brokers,
+            &t,
+            partitions,
+        ))
+        .unwrap();
+        t
+    }
+
+    fn job(&self, name: &str, topic: &str, extra: &str) -> PathBuf {
+        let path = self.work.path().join(format!("{name}.toml"));
+        let table = self.work.path().join(name);
+        let _ = std::fs::remove_dir_all(&table);
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[source]
+brokers = "{}"
+topics = ["{topic}"]
+group_id = "bench-{name}"
+[source.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[schema]
+file = "{}"
+[event_time]
+field = "created_at"
+[storage]
+url = "{}"
+{extra}
+"#,
+                self.brokers,
+                repo().join("schemas/payment.avsc").display(),
+                table.display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Runs `sluice ARGS` under GNU time: (wall s, cpu s, peak RSS KiB, stdout).
+    fn timed(&self, args: &[&str], job: &Path) -> (f64, f64, f64, String) {
+        let out = Command::new("/usr/bin/time")
+            .args(["-f", "TIME %e %U %S %M"])
+            .arg(&self.sluice)
+            .args(args)
+            .arg("--job")
+            .arg(job)
+            .env("SLUICE_LOG", "warn")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "sluice {args:?} failed: {err}");
+        let line = err.lines().rev().find(|l| l.starts_with("TIME ")).unwrap();
+        let f: Vec<f64> = line[5..].split(' ').map(|x| x.parse().unwrap()).collect();
+        (
+            f[0],
+            f[1] + f[2],
+            f[3],
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    }
+}
+
+fn payloads(spec: &GenSpec) -> (Vec<Vec<u8>>, u64) {
+    let mut v = Vec::with_capacity(spec.count as usize);
+    let mut bytes = 0;
+    generate(spec, |r| {
+        bytes += r.payload.len() as u64;
+        v.push(r.payload);
+    });
+    (v, bytes)
+}
+
+/// Ceiling (a): a bare consumer that reads every payload and does nothing else.
+fn bare_consumer(brokers: &str, topic: &str, partitions: i32, count: u64) -> f64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-bare")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let t = Instant::now();
+    let (mut n, mut sum) = (0u64, 0u64);
+    while n < count {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            n += 1;
+            sum += m.payload().map(|p| p.len() as u64).unwrap_or(0);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "bare consumer stalled at {n}"
+        );
+    }
+    std::hint::black_box(sum);
+    count as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Ceiling (b): arrow-json decode + parquet zstd encode of the same payloads, libraries alone.
+fn libraries_alone(schema: &TableSchema, data: &[Vec<u8>]) -> f64 {
+    let t = Instant::now();
+    let mut dec = ReaderBuilder::new(schema.payload.clone())
+        .with_batch_size(8192)
+        .build_decoder()
+        .unwrap();
+    let props = sluice::writer::writer_properties(sluice::config::Compression::Zstd(3), 1_000_000);
+    let mut w = ArrowWriter::try_new(Vec::new(), schema.payload.clone(), Some(props)).unwrap();
+    for chunk in data.chunks(8192) {
+        for p in chunk {
+            dec.decode(p).unwrap();
+        }
+        if let Some(b) = dec.flush().unwrap() {
+            w.write(&b).unwrap();
+        }
+    }
+    std::hint::black_box(w.into_inner().unwrap().len());
+    data.len() as f64 / t.elapsed().as_secs_f64()
+}
+
+/// sluice's own decode → window → encode path, in memory, on one core.
+fn sluice_in_memory(schema: &TableSchema, data: &[Vec<u8>], partitions: usize) -> f64 {
+    let dec = ChunkDecoder::new(
+        schema.clone(),
+        EventTime::Field {
+            name: "created_at".into(),
+            format: TimeFormat::Rfc3339,
+        },
+    );
+    let window = sluice::window::WindowSize::from_millis(3_600_000).unwrap();
+    let props = sluice::writer::writer_properties(sluice::config::Compression::Zstd(3), 1_000_000);
+    let t = Instant::now();
+    let mut windows: BTreeMap<(usize, i64), Vec<arrow::array::RecordBatch>> = BTreeMap::new();
+    let mut chunks: Vec<RawChunk> = (0..partitions).map(|_| RawChunk::default()).collect();
+    let mut offsets = vec![0i64; partitions];
+    let flush = |p: usize, chunk: &mut RawChunk, windows: &mut BTreeMap<(usize, i64), Vec<_>>| {
+        let d = dec.decode(chunk, "t", p as i32);
+        chunk.clear();
+        if let Some(b) = d.batch {
+            for part in sluice::loader::split_by_window(&b, &d.event_ms, window).unwrap() {
+                windows.entry((p, part.start)).or_default().push(part.batch);
+            }
+        }
+    };
+    for (i, payload) in data.iter().enumerate() {
+        let p = i % partitions;
+        chunks[p].push(offsets[p], None, None, Some(payload));
+        offsets[p] += 1;
+        if chunks[p].len() >= 8192 {
+            let mut c = std::mem::take(&mut chunks[p]);
+            flush(p, &mut c, &mut windows);
+            chunks[p] = c;
+        }
+    }
+    for (p, chunk) in chunks.iter_mut().enumerate() {
+        flush(p, chunk, &mut windows);
+    }
+    let mut bytes = 0;
+    for batches in windows.values() {
+        bytes += sluice::writer::encode(&schema.table, batches, &props)
+            .unwrap()
+            .len();
+    }
+    std::hint::black_box(bytes);
+    data.len() as f64 / t.elapsed().as_secs_f64()
+}
+
+/// When the watcher saw which committed end per partition.
+type Observed = (Instant, Vec<i64>);
+
+/// Freshness: a steady producer and a continuous loader with a 1 s commit interval; the delay
+/// from producing an offset to its being listed in the manifest.
+fn freshness(ctx: &Ctx, rate: u64, secs: u64) -> (f64, f64) {
+    let partitions = 8;
+    let topic = ctx.topic("fresh", partitions);
+    let job = ctx.job("fresh", &topic, "[commit]\ninterval = \"1s\"\n");
+    let mut child = Command::new(&ctx.sluice)
+        .args(["run", "--job"])
+        .arg(&job)
+        .env("SLUICE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Watch the manifest.
+    let manifest = sluice::open_manifest(&sluice::config::Job::load(&job).unwrap()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<std::sync::Mutex<Vec<Observed>>> = Default::default();
+    let watcher = {
+        let (stop, seen, topic) = (stop.clone(), seen.clone(), topic.clone());
+        std::thread::spawn(move || {
+            let rt = rt();
+            let mut state = rt.block_on(manifest.load()).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                rt.block_on(manifest.refresh(&mut state)).unwrap();
+                let ends = (0..partitions)
+                    .map(|p| {
+                        state
+                            .partition(&topic, p)
+                            .and_then(|s| s.end())
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                seen.lock().unwrap().push((Instant::now(), ends));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(8)); // group join
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &ctx.brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut produced = vec![0i64; partitions as usize];
+    let mut ticks: Vec<(Instant, Vec<i64>)> = Vec::new();
+    let per_tick = rate / 10;
+    let start = Instant::now();
+    let mut id = 0u64;
+    let spec = GenSpec {
+        count: 1,
+        ..Default::default()
+    };
+    for tick in 0..secs * 10 {
+        let due = start + Duration::from_millis(tick * 100);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        for _ in 0..per_tick {
+            let p = (id % partitions as u64) as i32;
+            generate(
+                &GenSpec {
+                    first_id: id,
+                    ..spec.clone()
+                },
+                |r| {
+                    let _ = producer.send(
+                        BaseRecord::to(&topic)
+                            .partition(p)
+                            .key(&r.key)
+                            .payload(&r.payload),
+                    );
+                },
+            );
+            produced[p as usize] += 1;
+            id += 1;
+        }
+        producer.poll(Duration::ZERO);
+        producer.flush(Duration::from_secs(5)).unwrap();
+        ticks.push((Instant::now(), produced.clone()));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let seen = seen.lock().unwrap();
+    let mut delays = Vec::new();
+    for (t0, counts) in &ticks {
+        for p in 0..partitions as usize {
+            if let Some((t1, _)) = seen
+                .iter()
+                .find(|(t1, ends)| t1 >= t0 && ends[p] >= counts[p])
+            {
+                delays.push(t1.duration_since(*t0).as_secs_f64());
+            } else {
+                delays.push(f64::INFINITY);
+            }
+        }
+    }
+    (percentile(delays.clone(), 0.5), percentile(delays, 0.99))
+}
+
+/// Resume cost: a table with `entries` manifest entries (checkpoint every 100), then
+/// `run --once` with nothing new: start-up, manifest read, first fetch, exit.
+fn resume(ctx: &Ctx, entries: u64) -> (f64, f64) {
+    let topic = ctx.topic("resume", 1);
+    sluice::generate::produce(
+        &ctx.brokers,
+        &topic,
+        &GenSpec {
+            count: entries,
+            partitions: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let job = ctx.job("resume", &topic, "");
+    let parsed = sluice::config::Job::load(&job).unwrap();
+    let manifest = sluice::open_manifest(&parsed).unwrap();
+    let log = manifest.path("_sluice/log");
+    let dir = PathBuf::from("/").join(log.as_ref());
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut state = sluice::manifest::TableState::default();
+    for seq in 1..=entries {
+        let e = sluice::manifest::Entry {
+            format: 1,
+            seq,
+            kind: sluice::manifest::EntryKind::Append,
+            commit_id: format!("c{seq}"),
+            writer: "bench".into(),
+            committed_at_ms: 0,
+            ranges: vec![sluice::manifest::OffsetRange {
+                topic: topic.clone(),
+                partition: 0,
+                from: seq as i64 - 1,
+                to: seq as i64,
+            }],
+            files: vec![sluice::manifest::DataFile {
+                path: format!("date=2026-11-24/hour=00/part-{topic}-0-{seq:020}-x.parquet"),
+                bytes: 1000,
+                rows: 1,
+                topic: topic.clone(),
+                partition: 0,
+                first_offset: seq as i64 - 1,
+                next_offset: seq as i64,
+                window_start_ms: 0,
+                window_end_ms: 3_600_000,
+                min_event_ms: 0,
+                max_event_ms: 0,
+                schema_fingerprint: parsed.schema.fingerprint.clone(),
+            }],
+            dead_letters: vec![],
+            removed: vec![],
+        };
+        std::fs::write(
+            dir.join(format!("{seq:020}.json")),
+            serde_json::to_vec(&e).unwrap(),
+        )
+        .unwrap();
+        state.apply(&e).unwrap();
+        if seq % 100 == 0 && seq + 100 > entries {
+            rt().block_on(manifest.write_checkpoint(&state)).unwrap();
+        }
+    }
+    let mut walls = Vec::new();
+    for _ in 0..3 {
+        let (wall, _, _, out) = ctx.timed(&["run", "--once"], &job);
+        let stats: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(stats["commits"], 0);
+        walls.push(wall);
+    }
+    // The same with the checkpoint hint removed: the checkpoints folder is listed instead.
+    let _ = std::fs::remove_file(
+        PathBuf::from("/").join(manifest.path("_sluice/_last_checkpoint").as_ref()),
+    );
+    let (no_hint, _, _, _) = ctx.timed(&["run", "--once"], &job);
+    (median(walls), no_hint)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let brokers =
+        std::env::var("SLUICE_TEST_BROKERS").expect("run via `make bench`, which starts a broker");
+    let events: u64 = env_or("SLUICE_BENCH_EVENTS", 1_000_000);
+    let runs: usize = env_or("SLUICE_BENCH_RUNS", 3);
+    let ctx = Ctx {
+        brokers,
+        work: tempfile::tempdir().unwrap(),
+        sluice: PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
+    };
+    let partitions = 8;
+    eprintln!("bench: {events} events over {partitions} partitions, {runs} runs each");
+
+    // The data: payment events over 48 hourly windows, 5% up to 20 minutes out of order.
+    let spec = GenSpec {
+        count: events,
+        partitions,
+        span_ms: 48 * 3_600_000,
+        ..Default::default()
+    };
+    let topic = ctx.topic("e2e", partitions);
+    sluice::generate::produce(&ctx.brokers, &topic, &spec).unwrap();
+    let (data, payload_bytes) = payloads(&spec);
+    let schema = TableSchema::load(&repo().join("schemas/payment.avsc")).unwrap();
+
+    let bare: Vec<f64> = (0..runs)
+        .map(|_| bare_consumer(&ctx.brokers, &topic, partitions, events))
+        .collect();
+    eprintln!("bench: bare consumer done");
+    let libs: Vec<f64> = (0..runs).map(|_| libraries_alone(&schema, &data)).collect();
+    let ours: Vec<f64> = (0..runs)
+        .map(|_| sluice_in_memory(&schema, &data, partitions as usize))
+        .collect();
+    eprintln!("bench: in-memory pipelines done");
+
+    let job = ctx.job("e2e", &topic, "");
+    let (mut rate, mut cpu, mut rss, mut files, mut commits) = (vec![], vec![], vec![], 0.0, 0.0);
+    for _ in 0..runs {
+        let _ = std::fs::remove_dir_all(ctx.work.path().join("e2e"));
+        let (wall, c, r, out) = ctx.timed(&["run", "--once"], &job);
+        let stats: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(stats["rows"], events, "{stats}");
+        rate.push(events as f64 / wall);
+        cpu.push(c / (events as f64 / 1e6));
+        rss.push(r / 1024.0);
+        files = stats["files"].as_f64().unwrap_or(0.0);
+        commits = stats["commits"].as_f64().unwrap_or(0.0);
+    }
+    eprintln!("bench: end to end done");
+    let mb = payload_bytes as f64 / events as f64 / 1e6;
+
+    // Memory: 1,000 open windows x 8 partitions (scattered event times), 64 MiB budget.
+    let mem_events = env_or("SLUICE_BENCH_MEM_EVENTS", 400_000u64);
+    let mem_topic = ctx.topic("mem", partitions);
+    sluice::generate::produce(
+        &ctx.brokers,
+        &mem_topic,
+        &GenSpec {
+            count: mem_events,
+            partitions,
+            span_ms: 1000 * 3_600_000,
+            scatter: true,
+            seed: 11,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let budget_mib = 64.0;
+    let mem_job = ctx.job(
+        "mem",
+        &mem_topic,
+        "[commit]\nmax_buffered_bytes = \"64MiB\"\n",
+    );
+    let (_, _, mem_rss, mem_out) = ctx.timed(&["run", "--once"], &mem_job);
+    let mem_stats: Value = serde_json::from_str(mem_out.trim()).unwrap();
+    eprintln!("bench: memory done");
+
+    let (fresh_p50, fresh_p99) = freshness(&ctx, env_or("SLUICE_BENCH_FRESH_RATE", 20_000), 15);
+    eprintln!("bench: freshness done");
+    let (resume_s, resume_no_hint_s) = resume(&ctx, env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000));
+
+    let e2e = median(rate.clone());
+    let report = json!({
+        "events": events,
+        "partitions": partitions,
+        "runs": runs,
+        "payload_bytes_per_event": payload_bytes as f64 / events as f64,
+        "e2e": {
+            "events_per_s": e2e,
+            "mb_per_s": e2e * mb,
+            "cpu_s_per_million": median(cpu),
+            "peak_rss_mib": median(rss),
+            "files": files,
+            "commits": commits,
+        },
+        "ceiling_bare_consumer_events_per_s": median(bare.clone()),
+        "ceiling_libraries_decode_encode_events_per_s": median(libs.clone()),
+        "sluice_decode_window_encode_events_per_s": median(ours.clone()),
+        "ratio_e2e_to_bare_consumer": e2e / median(bare),
+        "ratio_sluice_to_libraries": median(ours) / median(libs),
+        "freshness_s": { "commit_interval": 1.0, "p50": fresh_p50, "p99": fresh_p99 },
+        "memory": {
+            "open_windows": mem_stats["files"],
+            "events": mem_events,
+            "budget_mib": budget_mib,
+            "peak_rss_mib": mem_rss / 1024.0,
+            "commits": mem_stats["commits"],
+        },
+        "resume_s": { "entries": env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000u64), "with_checkpoint_hint": resume_s, "listing_checkpoints": resume_no_hint_s },
+    });
+    let out_dir = repo().join("target/bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(
+        out_dir.join("latest.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+
+    let r = &report;
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!("sluice bench — {events} payment events (~{:.0} B JSON), {partitions} partitions, medians of {runs} runs", f(&r["payload_bytes_per_event"]));
+    println!("{:<52} {:>14}", "figure", "value");
+    println!(
+        "{:<52} {:>14.0}",
+        "end to end run --once (events/s)",
+        f(&r["e2e"]["events_per_s"])
+    );
+    println!(
+        "{:<52} {:>14.1}",
+        "end to end run --once (MB/s of payload)",
+        f(&r["e2e"]["mb_per_s"])
+    );
+    println!(
+        "{:<52} {:>14.2}",
+        "CPU seconds per million events",
+        f(&r["e2e"]["cpu_s_per_million"])
+    );
+    println!(
+        "{:<52} {:>14.0}",
+        "peak RSS (MiB)",
+        f(&r["e2e"]["peak_rss_mib"])
+    );
+    println!(
+        "{:<52} {:>14}",
+        "files / commits",
+        format!("{files} / {commits}")
+    );
+    println!(
+        "{:<52} {:>14.0}",
+        "ceiling (a) bare consumer (events/s)",
+        f(&r["ceiling_bare_consumer_events_per_s"])
+    );
+    println!(
+        "{:<52} {:>14.0}",
+        "ceiling (b) arrow-json + parquet alone, 1 core (ev/s)",
+        f(&r["ceiling_libraries_decode_encode_events_per_s"])
+    );
+    println!(
+        "{:<52} {:>14.0}",
+        "sluice decode+window+encode, 1 core (events/s)",
+        f(&r["sluice_decode_window_encode_events_per_s"])
+    );
+    println!(
+        "{:<52} {:>14.2}",
+        "ratio end to end / (a)   [target >= 0.70]",
+        f(&r["ratio_e2e_to_bare_consumer"])
+    );
+    println!(
+        "{:<52} {:>14.2}",
+        "ratio sluice / (b)",
+        f(&r["ratio_sluice_to_libraries"])
+    );
+    println!(
+        "{:<52} {:>14}",
+        "freshness p50 / p99 (s)   [target p99 <= 2 s]",
+        format!("{:.2} / {:.2}", fresh_p50, fresh_p99)
+    );
+    println!(
+        "{:<52} {:>14}",
+        "memory: peak RSS, 64 MiB budget (MiB) [<= 164]",
+        format!("{:.0}", f(&r["memory"]["peak_rss_mib"]))
+    );
+    println!(
+        "{:<52} {:>14}",
+        "  open windows written / commits",
+        format!(
+            "{} / {}",
+            r["memory"]["open_windows"], r["memory"]["commits"]
+        )
+    );
+    println!(
+        "{:<52} {:>14}",
+        "resume, 100k entries (s) [target <= 1]",
+        format!("{:.2} ({:.2} w/o hint)", resume_s, resume_no_hint_s)
+    );
+    println!("\nwritten to {}", out_dir.join("latest.json").display());
+}

@@ -1,0 +1,86 @@
+//! Criterion micro-benchmarks of the hot pieces, so a regression shows up in isolation:
+//! batch decoding, window assignment, splitting by window, Parquet encoding.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sluice::config::{Compression, EventTime, TimeFormat};
+use sluice::decode::{ChunkDecoder, RawChunk};
+use sluice::generate::{generate, GenSpec};
+use sluice::schema::TableSchema;
+use sluice::window::{group_by_window, WindowSize};
+
+const N: usize = 8192;
+
+fn chunk(spec: &GenSpec) -> RawChunk {
+    let mut c = RawChunk::default();
+    let mut i = 0;
+    generate(spec, |r| {
+        c.push(i, None, None, Some(&r.payload));
+        i += 1;
+    });
+    c
+}
+
+fn benches(c: &mut Criterion) {
+    let schema = TableSchema::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/payment.avsc"
+    )))
+    .unwrap();
+    let dec = ChunkDecoder::new(
+        schema.clone(),
+        EventTime::Field {
+            name: "created_at".into(),
+            format: TimeFormat::Rfc3339,
+        },
+    );
+    let hourly = GenSpec {
+        count: N as u64,
+        span_ms: 3 * 3_600_000,
+        ..Default::default()
+    };
+    let raw = chunk(&hourly);
+    let window = WindowSize::from_millis(3_600_000).unwrap();
+
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("decode 8192 payment events", |b| {
+        b.iter(|| dec.decode(&raw, "t", 0))
+    });
+    let bad = chunk(&GenSpec {
+        malformed_permille: 10,
+        ..hourly.clone()
+    });
+    g.bench_function("decode 8192 events, 1% malformed", |b| {
+        b.iter(|| dec.decode(&bad, "t", 0))
+    });
+    let decoded = dec.decode(&raw, "t", 0);
+    let batch = decoded.batch.clone().unwrap();
+    g.bench_function("group_by_window 8192 rows", |b| {
+        b.iter(|| group_by_window(window, &decoded.event_ms))
+    });
+    let scattered = chunk(&GenSpec {
+        scatter: true,
+        span_ms: 1000 * 3_600_000,
+        ..hourly.clone()
+    });
+    let sd = dec.decode(&scattered, "t", 0);
+    let sb = sd.batch.clone().unwrap();
+    g.bench_function("split_by_window 8192 rows, 3 windows", |b| {
+        b.iter(|| sluice::loader::split_by_window(&batch, &decoded.event_ms, window).unwrap())
+    });
+    g.bench_function("split_by_window 8192 rows, 1000 windows", |b| {
+        b.iter(|| sluice::loader::split_by_window(&sb, &sd.event_ms, window).unwrap())
+    });
+    let props = sluice::writer::writer_properties(Compression::Zstd(3), 1_000_000);
+    g.bench_function("encode 8192 rows zstd", |b| {
+        b.iter_batched(
+            || vec![batch.clone()],
+            |v| sluice::writer::encode(&schema.table, &v, &props).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(micro, benches);
+criterion_main!(micro);

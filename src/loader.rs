@@ -228,6 +228,11 @@ impl Partitions {
         parts.get_mut(usize::try_from(partition).ok()?)?.as_mut()
     }
 
+    fn get(&self, topic: &str, partition: i32) -> Option<&PartBuf> {
+        let (_, parts) = self.topics.iter().find(|(t, _)| t == topic)?;
+        parts.get(usize::try_from(partition).ok()?)?.as_ref()
+    }
+
     fn insert(&mut self, topic: &str, partition: i32, buf: PartBuf) {
         let i = match self.topics.iter().position(|(t, _)| t == topic) {
             Some(i) => i,
@@ -299,6 +304,7 @@ pub struct Loader {
     mode: Mode,
     metrics: Arc<Metrics>,
     progress: Progress,
+    stats_poll_wait: Duration,
 }
 
 /// Progress of bounded runs: a line on a terminal, a log line at an interval otherwise.
@@ -358,6 +364,7 @@ impl Loader {
             plan: None,
             mode: Mode::Continuous,
             metrics: Arc::new(Metrics::default()),
+            stats_poll_wait: Duration::ZERO,
             progress: Progress {
                 tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 started: Instant::now(),
@@ -423,6 +430,10 @@ impl Loader {
         if mode.bounded() && result.is_ok() {
             self.report_progress(true);
         }
+        tracing::debug!(
+            poll_wait_ms = self.stats_poll_wait.as_millis() as u64,
+            "time spent waiting in poll"
+        );
         if mode == Mode::Continuous {
             consumer.unsubscribe();
         }
@@ -506,7 +517,9 @@ impl Loader {
                 tracing::info!("shutdown requested: committing what is buffered");
                 return Ok(());
             }
+            let t_poll = Instant::now();
             let polled = consumer.poll(Duration::from_millis(100));
+            self.stats_poll_wait += t_poll.elapsed();
             let idle = polled.is_none();
             match polled {
                 None => {}
@@ -879,8 +892,10 @@ impl Loader {
         let mut files: Vec<DataFile> = Vec::new();
         let mut dead_files: Vec<DeadLetterFile> = Vec::new();
         let window_ms = self.job.window.millis();
+        // Encode every window's file, on all cores (each file on one).
+        let mut planned: Vec<(String, DataFile, &[RecordBatch])> = Vec::new();
         for r in &ranges {
-            let Some(buf) = self.parts.get_mut(&r.topic, r.partition) else {
+            let Some(buf) = self.parts.get(&r.topic, r.partition) else {
                 continue;
             };
             for (start, w) in &buf.windows {
@@ -892,14 +907,9 @@ impl Loader {
                     w.first_offset,
                     uuid::Uuid::new_v4().simple()
                 );
-                let body = writer::encode(&self.job.schema.table, &w.batches, &self.props)
-                    .map_err(|source| LoadError::Encode {
-                        path: rel.clone(),
-                        source,
-                    })?;
-                files.push(DataFile {
+                let meta = DataFile {
                     path: rel.clone(),
-                    bytes: body.len() as u64,
+                    bytes: 0,
                     rows: w.rows,
                     topic: r.topic.clone(),
                     partition: r.partition,
@@ -910,9 +920,25 @@ impl Loader {
                     min_event_ms: w.min_event_ms,
                     max_event_ms: w.max_event_ms,
                     schema_fingerprint: self.job.schema.fingerprint.clone(),
-                });
-                uploads.push((rel, body));
+                };
+                planned.push((rel, meta, &w.batches));
             }
+        }
+        let inputs: Vec<&[RecordBatch]> = planned.iter().map(|p| p.2).collect();
+        let bodies = writer::encode_all(&self.job.schema.table, &inputs, &self.props);
+        for ((rel, mut meta, _), body) in planned.into_iter().zip(bodies) {
+            let body = body.map_err(|source| LoadError::Encode {
+                path: rel.clone(),
+                source,
+            })?;
+            meta.bytes = body.len() as u64;
+            files.push(meta);
+            uploads.push((rel, body));
+        }
+        for r in &ranges {
+            let Some(buf) = self.parts.get(&r.topic, r.partition) else {
+                continue;
+            };
             if !buf.dead.is_empty() {
                 let rel = format!(
                     "{}/{}-{}/{:020}-{}.parquet",

@@ -128,6 +128,9 @@ enum Command {
         /// Per mille of events moved up to 20 minutes back in time.
         #[arg(long, default_value_t = 50)]
         disorder_permille: u32,
+        /// Draw event times at random over the span (many open windows at once).
+        #[arg(long)]
+        scatter: bool,
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
@@ -224,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             span,
             malformed_permille,
             disorder_permille,
+            scatter,
             seed,
         } => {
             if let Some(n) = create_partitions {
@@ -244,6 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 span_ms,
                 disorder_permille,
                 malformed_permille,
+                scatter,
                 seed,
                 ..Default::default()
             };

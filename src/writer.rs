@@ -49,6 +49,49 @@ pub fn encode(
     w.into_inner()
 }
 
+/// Encodes one file per input, on up to all available cores; results in input order.
+pub fn encode_all(
+    schema: &SchemaRef,
+    inputs: &[&[RecordBatch]],
+    props: &WriterProperties,
+) -> Vec<Result<Vec<u8>, ParquetError>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(inputs.len());
+    if threads <= 1 {
+        return inputs.iter().map(|b| encode(schema, b, props)).collect();
+    }
+    // Largest first, handed out one at a time: cores finish together.
+    let mut order: Vec<usize> = (0..inputs.len()).collect();
+    order
+        .sort_by_key(|&i| std::cmp::Reverse(inputs[i].iter().map(|b| b.num_rows()).sum::<usize>()));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<Vec<u8>, ParquetError>>>> =
+        inputs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&i) = order.get(k) else { break };
+                let r = encode(schema, inputs[i], props);
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(ParquetError::General("encoder thread failed".into())))
+        })
+        .collect()
+}
+
 /// The schema of dead-letter files.
 pub fn dead_letter_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

@@ -5,25 +5,14 @@ mod common;
 use common::*;
 
 fn verify(f: &Fixture) -> (bool, String) {
-    let out = f
-        .sluice()
-        .args(["verify", "--job"])
-        .arg(&f.job)
-        .output()
-        .unwrap();
+    let out = f.cli(&["verify"]);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
 fn gc(f: &Fixture, args: &[&str]) -> String {
-    let out = f
-        .sluice()
-        .args(["gc", "--job"])
-        .arg(&f.job)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = f.cli(&[&["gc"], args].concat());
     assert!(
         out.status.success(),
         "{}",

@@ -8,12 +8,7 @@ use std::time::Duration;
 use common::*;
 
 fn backfill(f: &Fixture, args: &[&str]) -> Output {
-    f.sluice()
-        .args(["backfill", "--job"])
-        .arg(&f.job)
-        .args(args)
-        .output()
-        .unwrap()
+    f.cli(&[&["backfill"], args].concat())
 }
 
 fn ok(out: Output) -> serde_json::Value {
@@ -134,20 +129,7 @@ fn replace_swaps_files_atomically_while_readers_query() {
         std::thread::spawn(move || {
             let mut reads = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) || reads < 3 {
-                let out = std::process::Command::new(python())
-                    .arg(repo().join("tests/reader.py"))
-                    .arg("--sluice")
-                    .arg(env!("CARGO_BIN_EXE_sluice"))
-                    .arg("--job")
-                    .arg(&job)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                let r = read_table(&job);
                 assert_eq!(n(&r, "rows"), 20_000, "a reader saw {r}");
                 assert_eq!(n(&r, "distinct_ids"), 20_000, "a reader saw {r}");
                 reads += 1;
@@ -172,12 +154,7 @@ fn replace_swaps_files_atomically_while_readers_query() {
     );
     assert_exactly_once(&f.read(), 20_000, 0);
     // The replaced files are unreferenced now: gc may take them (after the grace period).
-    let gc = f
-        .sluice()
-        .args(["gc", "--dry-run", "--older-than", "0s", "--job"])
-        .arg(&f.job)
-        .output()
-        .unwrap();
+    let gc = f.cli(&["gc", "--dry-run", "--older-than", "0s"]);
     let gc = String::from_utf8_lossy(&gc.stdout);
     assert!(old_files.iter().all(|p| gc.contains(p.as_str())), "{gc}");
 }
@@ -207,12 +184,7 @@ fn backfill_to_a_sandbox_table_leaves_the_main_table_alone() {
     // The sandbox is a table of its own.
     let mut g = f;
     let job = g.write_job("sandbox", "");
-    let out = g
-        .sluice()
-        .args(["verify", "--json", "--job"])
-        .arg(&job)
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job, g.job);
+    let report = g.cli_json(&["verify", "--json"]);
     assert_eq!(report["rows"], 2_000, "{report}");
 }

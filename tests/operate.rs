@@ -32,18 +32,7 @@ fn status_agrees_with_the_broker_and_the_manifest() {
     f.produce(spec(0, 3_000));
     f.run_once_ok();
     f.produce(spec(3_000, 600));
-    let out = f
-        .sluice()
-        .args(["status", "--json", "--job"])
-        .arg(&f.job)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = f.cli_json(&["status", "--json"]);
     assert_eq!(st["rows"], 3_000, "{st}");
     assert_eq!(st["lag"], 600, "{st}");
     assert_eq!(st["manifest_version"], 1);
@@ -69,12 +58,7 @@ fn status_agrees_with_the_broker_and_the_manifest() {
         "{st}"
     );
     // The human view says the same.
-    let out = f
-        .sluice()
-        .args(["status", "--job"])
-        .arg(&f.job)
-        .output()
-        .unwrap();
+    let out = f.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("lag 600") && text.contains("checkpoint 1"),

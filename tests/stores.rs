@@ -289,26 +289,10 @@ fn loader_into_s3() {
     f.produce(common::spec(0, 5_000));
     let stats = f.run_once_ok();
     assert_eq!(common::n(&stats, "rows"), 5_000);
-    let out = f
-        .sluice()
-        .args(["verify", "--json", "--job"])
-        .arg(&f.job)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = f.cli_json(&["verify", "--json"]);
     assert_eq!(report["rows"], 5_000);
     assert_eq!(report["violations"].as_array().unwrap().len(), 0);
-    let files = f
-        .sluice()
-        .args(["files", "--job"])
-        .arg(&f.job)
-        .output()
-        .unwrap();
+    let files = f.cli(&["files"]);
     let listed = String::from_utf8_lossy(&files.stdout);
     assert!(
         listed

@@ -125,29 +125,33 @@ url = "{table}"
 
     /// Runs `sluice verify` (which must find the table clean), then the independent reader.
     pub fn read(&self) -> serde_json::Value {
-        let v = self
-            .sluice()
-            .args(["verify", "--job"])
-            .arg(&self.job)
-            .output()
-            .unwrap();
+        let v = self.cli(&["verify"]);
         assert!(
             v.status.success(),
             "sluice verify: {}{}",
             String::from_utf8_lossy(&v.stdout),
             String::from_utf8_lossy(&v.stderr)
         );
-        let out = Command::new(python())
-            .arg(repo().join("tests/reader.py"))
-            .arg("--sluice")
-            .arg(env!("CARGO_BIN_EXE_sluice"))
+        read_table(&self.job)
+    }
+
+    /// `sluice ARGS --job JOB`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.sluice()
+            .args(args)
             .arg("--job")
             .arg(&self.job)
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `sluice ARGS --job JOB`, which must succeed and print JSON.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
         assert!(
             out.status.success(),
-            "reader failed: {}",
+            "sluice {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
@@ -208,6 +212,24 @@ url = "{table}"
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// The independent reader (tests/reader.py: DuckDB and pyarrow) on the table of `job`.
+pub fn read_table(job: &Path) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(repo().join("tests/reader.py"))
+        .arg("--sluice")
+        .arg(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--job")
+        .arg(job)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reader failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 pub fn committed_rows(s: &TableState) -> u64 {

@@ -49,12 +49,15 @@ pub fn encode(
     w.into_inner()
 }
 
+/// One encoded file, or why it could not be encoded.
+pub type Encoded = Result<Vec<u8>, ParquetError>;
+
 /// Encodes one file per input, on up to all available cores; results in input order.
 pub fn encode_all(
     schema: &SchemaRef,
     inputs: &[&[RecordBatch]],
     props: &WriterProperties,
-) -> Vec<Result<Vec<u8>, ParquetError>> {
+) -> Vec<Encoded> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -67,7 +70,7 @@ pub fn encode_all(
     order
         .sort_by_key(|&i| std::cmp::Reverse(inputs[i].iter().map(|b| b.num_rows()).sum::<usize>()));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<Vec<u8>, ParquetError>>>> =
+    let results: Vec<std::sync::Mutex<Option<Encoded>>> =
         inputs.iter().map(|_| std::sync::Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for _ in 0..threads {

@@ -469,7 +469,7 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
         None => (s, None),
     };
     match (name, level) {
-        ("zstd", None) => Ok(Compression::Zstd(3)),
+        ("zstd", None) => Ok(Compression::Zstd(1)),
         ("zstd", Some(l)) => match l.parse::<i32>() {
             Ok(l) if (1..=22).contains(&l) => Ok(Compression::Zstd(l)),
             _ => Err(format!("`{s}`: zstd level must be 1..=22")),
@@ -569,7 +569,7 @@ url = "memory://"
         assert_eq!(j.window.millis(), 3_600_000);
         assert_eq!(j.layout.template(), "date={date}/hour={hour}");
         assert_eq!(j.commit_interval_ms, 60_000);
-        assert_eq!(j.compression, Compression::Zstd(3));
+        assert_eq!(j.compression, Compression::Zstd(1));
         assert_eq!(j.bad_records, BadRecordPolicy::DeadLetter);
         assert_eq!(j.group_id, "sluice-j");
         assert_eq!(

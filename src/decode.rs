@@ -273,6 +273,10 @@ impl ChunkDecoder {
                     bad.push((i, "null payload (tombstone)".into()));
                     continue;
                 };
+                if too_deep(payload) {
+                    bad.push((i, format!("JSON nested deeper than {MAX_DEPTH} levels")));
+                    continue;
+                }
                 let before = dec.len();
                 let problem = match dec.decode(payload) {
                     Err(e) => Some(format!("invalid JSON: {e}")),
@@ -428,6 +432,44 @@ impl ChunkDecoder {
             columns,
         )?))
     }
+}
+
+/// Deeper JSON is refused before decoding: the decoder's error path recurses per level.
+const MAX_DEPTH: usize = 128;
+
+/// Whether `payload` nests objects/arrays deeper than [`MAX_DEPTH`]. A vectorised count of
+/// `{`/`[` bytes settles nearly every payload; only those with many brackets are scanned
+/// exactly (strings skipped).
+fn too_deep(payload: &[u8]) -> bool {
+    let brackets = payload.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    if brackets <= MAX_DEPTH {
+        return false;
+    }
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for &b in payload {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Converts an event-time column to milliseconds since the epoch; invalid values become null.
@@ -632,6 +674,53 @@ mod tests {
         let b = d.batch.unwrap();
         assert_eq!(b.num_rows(), 2);
         assert_eq!(b.column_by_name("card").unwrap().null_count(), 1);
+    }
+
+    #[test]
+    fn depth_check_skips_strings() {
+        assert!(!too_deep(
+            format!(r#"{{"s":"{}"}}"#, "[".repeat(500)).as_bytes()
+        ));
+        assert!(!too_deep(
+            format!(r#"{{"s":"\"{}"}}"#, "{".repeat(500)).as_bytes()
+        ));
+        assert!(too_deep("[".repeat(129).as_bytes()));
+        assert!(!too_deep(
+            format!("{}{}", "[".repeat(128), "]".repeat(128)).as_bytes()
+        ));
+    }
+
+    #[test]
+    fn hostile_payloads_never_panic() {
+        let deep_array = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep_object = format!(
+            r#"{{"id":"x","amount":"1","status":"OK","ts":"2026-11-24T00:00:00Z","extra":{}{}}}"#,
+            "{\"a\":".repeat(50_000),
+            "}".repeat(50_000)
+        );
+        let huge_string = format!(
+            r#"{{"id":"{}","amount":"1","status":"OK","ts":"2026-11-24T00:00:00Z"}}"#,
+            "x".repeat(8 << 20)
+        );
+        let payloads: Vec<Vec<u8>> = vec![
+            deep_array.into_bytes(),
+            deep_object.into_bytes(),
+            huge_string.into_bytes(),
+            vec![0xC3, 0x28, b'{', b'}'],
+            br#"{"id":"\ud800","amount":"1","status":"OK","ts":"2026-11-24T00:00:00Z"}"#.to_vec(),
+            br#"{"id":1,"amount":true,"status":null,"ts":5}"#.to_vec(),
+            b"{}".to_vec(),
+            b"null".to_vec(),
+        ];
+        for (k, p) in payloads.iter().enumerate() {
+            eprintln!("hostile payload {k}");
+            let mut c = RawChunk::default();
+            c.push(k as i64, None, None, Some(p));
+            let d = decoder().decode(&c, "t", 0);
+            let mut all = offsets(&d);
+            all.extend(d.dead.iter().map(|r| r.offset));
+            assert_eq!(all, vec![k as i64]);
+        }
     }
 
     proptest! {

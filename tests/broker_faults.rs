@@ -1,6 +1,6 @@
-//! Broker faults, injected with librdkafka's mock cluster (beside the real-broker tests): request
-//! errors on fetches and metadata, and the broker going down and coming back mid-run. The
-//! loader must recover by itself and lose nothing.
+//! Broker faults: librdkafka's mock cluster with request errors on fetches and metadata and the
+//! broker going down and up; and a real broker (tansu, its log kept in a local S3 so that it
+//! survives) stopped and restarted mid-run. The loader must recover by itself, losing nothing.
 
 mod common;
 
@@ -8,9 +8,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::consumer::Consumer;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
+use sluice::generate::GenSpec;
 use sluice::loader::{Loader, Mode};
 
 use common::*;
@@ -82,4 +84,109 @@ fn fetch_errors_and_a_broker_outage_lose_nothing() {
         .unwrap();
     assert_eq!(loaded_first + stats.rows, 20_000);
     assert_exactly_once(&f.read(), 20_000, 0);
+}
+
+/// A real tansu broker, storing its log in S3 (a local moto) so that it survives a restart.
+struct S3Broker {
+    _moto: Server,
+    moto_port: u16,
+    port: u16,
+    broker: Option<Server>,
+}
+
+impl S3Broker {
+    fn start() -> S3Broker {
+        let (moto, moto_port) = start_moto();
+        create_bucket(moto_port, "tansu");
+        let mut b = S3Broker {
+            _moto: moto,
+            moto_port,
+            port: free_port(),
+            broker: None,
+        };
+        b.up();
+        b
+    }
+
+    fn up(&mut self) {
+        let addr = format!("tcp://127.0.0.1:{}", self.port);
+        let mut child = std::process::Command::new(tool("bin/tansu"))
+            .args([
+                "broker",
+                "--listener-url",
+                &addr,
+                "--advertised-listener-url",
+                &addr,
+            ])
+            .args(["--storage-engine", "s3://tansu/"])
+            .env(
+                "AWS_ENDPOINT",
+                format!("http://127.0.0.1:{}", self.moto_port),
+            )
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(self.port, &mut child);
+        self.broker = Some(Server(child));
+    }
+
+    fn down(&mut self) {
+        self.broker = None; // killed and reaped by Server's Drop
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+#[test]
+fn a_broker_restart_mid_run_loses_nothing() {
+    let mut broker = S3Broker::start();
+    let topic = format!("restart-{}", std::process::id());
+    rt().block_on(sluice::generate::create_topic(&broker.addr(), &topic, 2))
+        .unwrap();
+    // Wait until the new topic's partitions are in the metadata.
+    let probe: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .create()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = probe.fetch_metadata(Some(&topic), Duration::from_secs(5));
+        if md.is_ok_and(|m| m.topics().iter().any(|t| t.partitions().len() == 2)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "topic never appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(probe);
+    let two = |s: GenSpec| GenSpec { partitions: 2, ..s };
+    sluice::generate::produce(&broker.addr(), &topic, &two(spec(0, 6_000))).unwrap();
+    let mut f = Fixture::new("restart", 1);
+    f.write_job("table", "[commit]\ninterval = \"1s\"\nmax_rows = 1500\n");
+    let text = std::fs::read_to_string(&f.job)
+        .unwrap()
+        .replace(&brokers(), &broker.addr())
+        .replace(&f.topic, &topic);
+    std::fs::write(&f.job, text).unwrap();
+    let child = f.spawn_run("run.log");
+    f.wait_for(60, "the first commits", |s| committed_rows(s) >= 1_500);
+    broker.down();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.up();
+    sluice::generate::produce(&broker.addr(), &topic, &two(spec(6_000, 4_000))).unwrap();
+    f.wait_for(120, "all 10k events after the restart", |s| {
+        committed_rows(s) >= 10_000
+    });
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", f.log("run.log"));
+    let r = f.read();
+    assert_exactly_once(&r, 10_000, 0);
+    assert_eq!((n(&r, "id_min"), n(&r, "id_max")), (0, 9_999));
 }

@@ -4,9 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use common::{create_bucket, free_port, s3_options, start_moto, tool, wait_port, Server};
+
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -14,86 +15,6 @@ use sluice::manifest::{Entry, EntryKind, Manifest, OffsetRange};
 
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "server for {port} exited"
-        );
-        assert!(Instant::now() < deadline, "server on {port} did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn tool(rel: &str) -> std::path::PathBuf {
-    let p = common::repo().join(".tools").join(rel);
-    assert!(
-        p.exists(),
-        "{} is missing: run `make test`, which installs it",
-        p.display()
-    );
-    p
-}
-
-fn start_moto() -> (Server, u16) {
-    let port = free_port();
-    let mut child = Command::new(tool("venv/bin/moto_server"))
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(port, &mut child);
-    (Server(child), port)
-}
-
-fn create_bucket(port: u16, name: &str) {
-    let out = Command::new(common::python())
-        .args([
-            "-c",
-            "import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='PUT'))",
-            &format!("http://127.0.0.1:{port}/{name}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "creating bucket {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn s3_options(port: u16) -> Vec<(String, String)> {
-    [
-        ("aws_endpoint", format!("http://127.0.0.1:{port}")),
-        ("aws_allow_http", "true".into()),
-        ("aws_access_key_id", "test".into()),
-        ("aws_secret_access_key", "test".into()),
-        ("aws_region", "us-east-1".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}
 
 fn start_azurite() -> (Server, u16, tempfile::TempDir) {
     let port = free_port();

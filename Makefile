@@ -13,7 +13,7 @@ build:
 	$(CARGO) build --bins
 
 test: tools
-	tests/support/with-broker.sh $(CARGO) test
+	CARGO=$(CARGO) tests/support/run-tests.sh
 
 # Throughput, ceilings, freshness, memory and resume figures (medians), then micro-benchmarks.
 # SLUICE_BENCH_EVENTS, SLUICE_BENCH_RUNS tune the size. Figures: target/bench/latest.json.

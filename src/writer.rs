@@ -37,16 +37,54 @@ pub fn encode(
     props: &WriterProperties,
 ) -> Result<Vec<u8>, ParquetError> {
     let capacity: usize = batches.iter().map(|b| b.get_array_memory_size() / 4).sum();
-    let mut w = ArrowWriter::try_new(
-        Vec::with_capacity(capacity),
-        schema.clone(),
-        Some(props.clone()),
-    )?;
+    let props = without_useless_dictionaries(schema, batches.first(), props);
+    let mut w = ArrowWriter::try_new(Vec::with_capacity(capacity), schema.clone(), Some(props))?;
     for b in batches {
         w.write(b)?;
         crate::failpoint::hit("mid-encode");
     }
     w.into_inner()
+}
+
+/// Dictionary encoding of mostly-unique strings (ids) costs time and saves nothing: switch it
+/// off for top-level string columns whose sample (the first batch, up to 4096 rows) is more
+/// than half distinct. Low-cardinality columns (currency, status) keep their dictionaries.
+fn without_useless_dictionaries(
+    schema: &SchemaRef,
+    sample: Option<&RecordBatch>,
+    props: &WriterProperties,
+) -> WriterProperties {
+    let Some(sample) = sample else {
+        return props.clone();
+    };
+    let rows = sample.num_rows().min(4096);
+    if rows < 64 {
+        return props.clone();
+    }
+    let mut builder: Option<parquet::file::properties::WriterPropertiesBuilder> = None;
+    for (i, field) in schema.fields().iter().enumerate() {
+        let Some(col) = sample
+            .column(i)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+        else {
+            continue;
+        };
+        let mut seen = std::collections::HashSet::with_capacity(rows);
+        for v in col.iter().take(rows).flatten() {
+            seen.insert(v);
+        }
+        if seen.len() * 2 > rows {
+            let b = builder
+                .take()
+                .unwrap_or_else(|| props.clone().into_builder());
+            builder = Some(b.set_column_dictionary_enabled(
+                parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                false,
+            ));
+        }
+    }
+    builder.map(|b| b.build()).unwrap_or_else(|| props.clone())
 }
 
 /// One encoded file, or why it could not be encoded.

@@ -360,19 +360,27 @@ pub fn start_moto() -> (Server, u16) {
 }
 
 pub fn create_bucket(port: u16, name: &str) {
-    let out = Command::new(python())
-        .args([
-            "-c",
-            "import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='PUT'))",
-            &format!("http://127.0.0.1:{port}/{name}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "creating bucket {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The server may accept connections a moment before it answers requests: retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new(python())
+            .args([
+                "-c",
+                "import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='PUT'))",
+                &format!("http://127.0.0.1:{port}/{name}"),
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "creating bucket {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 pub fn s3_options(port: u16) -> Vec<(String, String)> {

@@ -71,7 +71,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("split_by_window 8192 rows, 1000 windows", |b| {
         b.iter(|| sluice::loader::split_by_window(&sb, &sd.event_ms, window).unwrap())
     });
-    let props = sluice::writer::writer_properties(Compression::Zstd(3), 1_000_000);
+    let props = sluice::writer::writer_properties(Compression::Zstd(1), 1_000_000);
     g.bench_function("encode 8192 rows zstd", |b| {
         b.iter_batched(
             || vec![batch.clone()],

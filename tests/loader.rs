@@ -233,11 +233,11 @@ fn once_resumes_inside_the_last_batch_without_losing_it() {
 #[test]
 fn crash_loop_while_producing_is_exactly_once() {
     // SIGKILL the continuous loader at pseudo-random moments while events are produced,
-    // restarting it each time; SLUICE_CRASH_LOOPS sets how many kills (default 12).
+    // restarting it each time; SLUICE_CRASH_LOOPS sets how many kills (default 24).
     let kills: u64 = std::env::var("SLUICE_CRASH_LOOPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+        .unwrap_or(24);
     let mut f = Fixture::new("crashloop", 4);
     f.write_job("table", "[commit]\ninterval = \"1s\"\nmax_rows = 2500\n");
     let per_round = 4_000;

@@ -43,7 +43,12 @@ PY
 echo "  dead-letter files: $("$sluice" files --job "$job" --dead-letters | wc -l)"
 
 echo
-echo "== 6. an analyst's query (DuckDB over the committed files)"
+echo "== 6. sluice status (the table against the broker) and sluice verify (an audit)"
+"$sluice" status --job "$job"
+"$sluice" verify --job "$job" | tail -1
+
+echo
+echo "== 7. an analyst's query (DuckDB over the committed files)"
 "$sluice" files --job "$job" | sed 's|^file://||' >demo-warehouse/files.txt
 "$sluice" files --job "$job" --dead-letters | sed 's|^file://||' >demo-warehouse/dead.txt
 "$py" - <<'PY'

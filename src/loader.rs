@@ -847,18 +847,21 @@ impl Loader {
             .collect();
         let (kind, removed) = match (&self.plan, self.mode) {
             (Some(plan), Mode::Backfill) if plan.replace => {
-                // Every file of the range goes at once: the re-derived range must be whole.
-                for r in &ranges {
-                    let want = plan
-                        .ranges
+                // Every file of the range goes at once: each re-derived range must be whole.
+                for want in &plan.ranges {
+                    let got = ranges
                         .iter()
-                        .find(|x| x.topic == r.topic && x.partition == r.partition)
-                        .and_then(|x| x.to);
-                    if want.is_some_and(|to| r.to != to) {
+                        .find(|r| r.topic == want.topic && r.partition == want.partition);
+                    let whole = got.is_some_and(|r| r.from == want.from && Some(r.to) == want.to);
+                    if !whole {
                         return Err(LoadError::Refused {
                             message: format!(
-                                "{}/{}: Kafka returned offsets up to {} only, not the whole range to {:?}; nothing replaced",
-                                r.topic, r.partition, r.to, want
+                                "{}/{}: Kafka returned {:?}, not the whole range [{}, {:?}); nothing replaced",
+                                want.topic,
+                                want.partition,
+                                got.map(|r| (r.from, r.to)),
+                                want.from,
+                                want.to
                             ),
                         });
                     }

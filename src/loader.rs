@@ -119,6 +119,9 @@ struct PartBuf {
     done: bool,
     /// Offsets of this partition committed by this run (for progress).
     loaded: i64,
+    /// The partition started at a logical offset (earliest/latest) and its position is now
+    /// known: commit an empty range there so the next run starts at the same place.
+    pin: bool,
 }
 
 impl PartBuf {
@@ -139,11 +142,25 @@ impl PartBuf {
             target_refined: false,
             done: false,
             loaded: 0,
+            pin: false,
         }
     }
 
     fn has_range(&self) -> bool {
         matches!(self.from, Some(f) if self.next > f)
+    }
+
+    fn needs_commit(&self) -> bool {
+        self.has_range() || self.pin
+    }
+
+    /// Learns where a partition that started at a logical offset stands.
+    fn pin_at(&mut self, offset: i64) {
+        if self.from.is_none() {
+            self.from = Some(offset);
+            self.next = offset;
+            self.pin = true;
+        }
     }
 
     fn buffered_bytes(&self) -> usize {
@@ -155,6 +172,7 @@ impl PartBuf {
     }
 
     fn reset_to(&mut self, offset: i64) {
+        self.pin = false;
         self.from = Some(offset);
         self.next = offset;
         self.raw.clear();
@@ -683,6 +701,7 @@ impl Loader {
             if let Some((low, high)) = source::cached_watermarks(consumer, topic, partition) {
                 let position = if buf.from.is_some() { buf.next } else { low };
                 if high <= position {
+                    buf.pin_at(high);
                     buf.done = true;
                 }
             }
@@ -707,16 +726,21 @@ impl Loader {
         drop(positions);
         for (topic, end) in ends {
             if let Some(buf) = self.parts.get_mut(&topic, partition) {
+                buf.pin_at(end);
                 // Past the last record there may be transaction markers: the range covers them.
-                if buf.from.is_some() && end > buf.next {
+                if end > buf.next {
                     buf.next = end;
                 }
                 buf.done = true;
             }
         }
-        // A partition with nothing consumed and no numeric start reached its end too.
-        for (_, p, buf) in self.parts.iter_mut() {
+        // A partition with nothing consumed and no numeric start reached its end too: at EOF
+        // its position is the high watermark of the fetch that said so.
+        for (topic, p, buf) in self.parts.iter_mut() {
             if p == partition && buf.from.is_none() {
+                if let Some((_, high)) = source::cached_watermarks(consumer, topic, p) {
+                    buf.pin_at(high);
+                }
                 buf.done = true;
             }
         }
@@ -821,7 +845,7 @@ impl Loader {
         let keys: Vec<(String, i32)> = self
             .parts
             .iter()
-            .filter(|(_, _, b)| b.has_range())
+            .filter(|(_, _, b)| b.needs_commit())
             .map(|(t, p, _)| (t.to_string(), p))
             .collect();
         if keys.is_empty() {

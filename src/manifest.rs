@@ -244,7 +244,7 @@ impl TableState {
             .map(|p| {
                 p.ranges
                     .iter()
-                    .filter(|&&(a, b)| a < to && from < b)
+                    .filter(|&&(a, b)| a < b && a < to && from < b)
                     .map(|&(a, b)| (a.max(from), b.min(to)))
                     .collect()
             })

@@ -261,3 +261,29 @@ fn crash_loop_while_producing_is_exactly_once() {
     assert_exactly_once(&r, total, 0);
     assert_eq!((n(&r, "id_min"), n(&r, "id_max")), (0, total - 1));
 }
+
+#[test]
+fn once_with_latest_on_an_empty_table_pins_its_start() {
+    // Scheduled runs with start_offset = "latest": the first run finds nothing, but records
+    // where each partition stands, so the next run loads what arrived in between.
+    let mut f = Fixture::new("pin", 2);
+    f.write_job("table", "");
+    let text = std::fs::read_to_string(&f.job).unwrap().replace(
+        "[source.properties]",
+        "start_offset = \"latest\"\n[source.properties]",
+    );
+    std::fs::write(&f.job, text).unwrap();
+    let first = f.run_once_ok();
+    assert_eq!(n(&first, "rows"), 0, "{first}");
+    let s = f.state();
+    assert_eq!(s.partitions.len(), 2, "both partitions pinned: {s:?}");
+    assert!(s.partitions.iter().all(|p| p.end() == Some(0)));
+    f.produce(spec(0, 1_000));
+    let second = f.run_once_ok();
+    assert_eq!(n(&second, "rows"), 1_000, "{second}");
+    assert_exactly_once(&f.read(), 1_000, 0);
+    // Nothing new: nothing published.
+    let seq = f.state().seq;
+    assert_eq!(n(&f.run_once_ok(), "commits"), 0);
+    assert_eq!(f.state().seq, seq);
+}

@@ -132,7 +132,13 @@ pub struct ChunkDecoder {
     event_time: EventTime,
     /// Column index of the event-time field in the payload schema.
     event_col: Option<usize>,
+    /// A decoder left clean by a successful flush, reused by the next chunk (building one
+    /// per chunk cost page faults and allocations).
+    spare: std::cell::RefCell<Option<Decoder>>,
 }
+
+/// Rows a reusable decoder holds per flush (chunks are at most this long).
+const SPARE_ROWS: usize = 8192;
 
 impl ChunkDecoder {
     pub fn new(schema: TableSchema, event_time: EventTime) -> Self {
@@ -144,6 +150,7 @@ impl ChunkDecoder {
             schema,
             event_time,
             event_col,
+            spare: std::cell::RefCell::new(None),
         }
     }
 
@@ -243,10 +250,25 @@ impl ChunkDecoder {
         }
     }
 
-    fn new_decoder(&self, rows: usize) -> Result<Decoder, String> {
+    /// A decoder for `rows` records: the spare one when there is one, else a new one, sized
+    /// for a whole chunk (reusable) when `rows` is near a chunk, or just for `rows` (the
+    /// halving of a chunk with a bad record). The flag says whether it is chunk-sized.
+    fn new_decoder(&self, rows: usize) -> Result<(Decoder, bool), String> {
+        if rows <= SPARE_ROWS {
+            if let Some(d) = self.spare.borrow_mut().take() {
+                return Ok((d, true));
+            }
+        }
+        let large = rows > SPARE_ROWS / 2;
+        let capacity = if large {
+            rows.max(SPARE_ROWS)
+        } else {
+            rows.max(1)
+        };
         ReaderBuilder::new(self.schema.payload.clone())
-            .with_batch_size(rows.max(1) + 1)
+            .with_batch_size(capacity + 1)
             .build_decoder()
+            .map(|d| (d, large && capacity == SPARE_ROWS))
             .map_err(|e| e.to_string())
     }
 
@@ -260,7 +282,7 @@ impl ChunkDecoder {
     ) {
         let mut start = 0;
         'outer: while start < idx.len() {
-            let mut dec = match self.new_decoder(idx.len() - start) {
+            let (mut dec, reusable) = match self.new_decoder(idx.len() - start) {
                 Ok(d) => d,
                 Err(e) => {
                     bad.extend(idx[start..].iter().map(|&i| (i, e.clone())));
@@ -302,13 +324,13 @@ impl ChunkDecoder {
                         // The decoder state is spoiled: decode what came before on its own,
                         // drop this record, and go on after it with a fresh decoder.
                         bad.push((i, reason));
-                        self.flush_or_split(chunk, fed, dec, parts, bad, true);
+                        self.flush_or_split(chunk, fed, (dec, reusable), parts, bad, true);
                         start = pos + 1;
                         continue 'outer;
                     }
                 }
             }
-            self.flush_or_split(chunk, fed, dec, parts, bad, false);
+            self.flush_or_split(chunk, fed, (dec, reusable), parts, bad, false);
             return;
         }
     }
@@ -320,7 +342,7 @@ impl ChunkDecoder {
         &self,
         chunk: &RawChunk,
         fed: Vec<u32>,
-        mut dec: Decoder,
+        (mut dec, reusable): (Decoder, bool),
         parts: &mut Vec<(RecordBatch, Vec<u32>)>,
         bad: &mut Vec<(u32, String)>,
         spoiled: bool,
@@ -333,7 +355,13 @@ impl ChunkDecoder {
             return;
         }
         match dec.flush() {
-            Ok(Some(batch)) if batch.num_rows() == fed.len() => parts.push((batch, fed)),
+            Ok(Some(batch)) if batch.num_rows() == fed.len() => {
+                parts.push((batch, fed));
+                // A successful flush leaves the decoder empty: keep it for the next chunk.
+                if reusable && dec.is_empty() && !dec.has_partial_record() {
+                    *self.spare.borrow_mut() = Some(dec);
+                }
+            }
             Ok(_) if fed.len() == 1 => bad.push((fed[0], "decoded row count mismatch".into())),
             Err(e) if fed.len() == 1 => bad.push((fed[0], format!("does not fit the schema: {e}"))),
             _ => {

@@ -289,10 +289,6 @@ pub fn assert_exactly_once(r: &serde_json::Value, count: i64, dead: i64) {
     }
 }
 
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
-}
-
 pub trait GenSpecExt {
     fn with_malformed(self, permille: u32) -> GenSpec;
 }

@@ -322,7 +322,6 @@ pub struct Loader {
     mode: Mode,
     metrics: Arc<Metrics>,
     progress: Progress,
-    stats_poll_wait: Duration,
 }
 
 /// Progress of bounded runs: a line on a terminal, a log line at an interval otherwise.
@@ -382,7 +381,6 @@ impl Loader {
             plan: None,
             mode: Mode::Continuous,
             metrics: Arc::new(Metrics::default()),
-            stats_poll_wait: Duration::ZERO,
             progress: Progress {
                 tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 started: Instant::now(),
@@ -448,10 +446,6 @@ impl Loader {
         if mode.bounded() && result.is_ok() {
             self.report_progress(true);
         }
-        tracing::debug!(
-            poll_wait_ms = self.stats_poll_wait.as_millis() as u64,
-            "time spent waiting in poll"
-        );
         if mode == Mode::Continuous {
             consumer.unsubscribe();
         }
@@ -535,9 +529,7 @@ impl Loader {
                 tracing::info!("shutdown requested: committing what is buffered");
                 return Ok(());
             }
-            let t_poll = Instant::now();
             let polled = consumer.poll(Duration::from_millis(100));
-            self.stats_poll_wait += t_poll.elapsed();
             let idle = polled.is_none();
             match polled {
                 None => {}
@@ -860,7 +852,7 @@ impl Loader {
         let ranges: Vec<OffsetRange> = keys
             .iter()
             .filter_map(|(t, p)| {
-                let b = self.parts.iter().find(|(bt, bp, _)| bt == t && bp == p)?.2;
+                let b = self.parts.get(t, *p)?;
                 Some(OffsetRange {
                     topic: t.clone(),
                     partition: *p,

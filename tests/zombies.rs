@@ -25,20 +25,14 @@ fn two_once_loaders_on_the_same_partitions_load_exactly_once() {
         .sluice()
         .args(["run", "--once", "--job"])
         .arg(&f.job)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let a = a.wait_with_output().unwrap();
     let b = b.wait_with_output().unwrap();
     assert!(a.status.success() && b.status.success());
-    let fenced_b: i64 = serde_json::from_slice::<serde_json::Value>(&b.stdout)
-        .map(|v| n(&v, "fenced"))
-        .unwrap_or(0);
     let r = f.read();
     assert_exactly_once(&r, 40_000, 0);
-    // Not asserted: who lost how often (timing); the manifest decides, the data agrees.
-    let _ = fenced_b;
+    // Who lost how often depends on timing and is not asserted; the data must agree.
 }
 
 #[test]

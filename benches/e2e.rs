@@ -2,7 +2,6 @@
 //! freshness, memory and resume cost. Prints a table of medians and writes
 //! `target/bench/latest.json`. Needs a broker (`SLUICE_TEST_BROKERS`, set by `make bench`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
+use sluice::buffer::{DecodedChunk, PartitionBuffer};
 use sluice::config::{EventTime, TimeFormat};
 use sluice::decode::{ChunkDecoder, RawChunk};
 use sluice::generate::{generate, GenSpec};
@@ -204,36 +204,33 @@ fn sluice_in_memory(schema: &TableSchema, data: &[Vec<u8>], partitions: usize) -
     let window = sluice::window::WindowSize::from_millis(3_600_000).unwrap();
     let props = sluice::writer::writer_properties(sluice::config::Compression::Zstd(1), 1_000_000);
     let t = Instant::now();
-    let mut windows: BTreeMap<(usize, i64), Vec<arrow::array::RecordBatch>> = BTreeMap::new();
+    let mut buffers: Vec<PartitionBuffer> = (0..partitions).map(|_| Default::default()).collect();
     let mut chunks: Vec<RawChunk> = (0..partitions).map(|_| RawChunk::default()).collect();
     let mut offsets = vec![0i64; partitions];
-    let flush = |p: usize, chunk: &mut RawChunk, windows: &mut BTreeMap<(usize, i64), Vec<_>>| {
+    let flush = |p: usize, chunk: &mut RawChunk, buffer: &mut PartitionBuffer| {
         let d = dec.decode(chunk, "t", p as i32);
         chunk.clear();
-        if let Some(b) = d.batch {
-            for part in sluice::loader::split_by_window(&b, &d.event_ms, window).unwrap() {
-                windows.entry((p, part.start)).or_default().push(part.batch);
-            }
-        }
+        buffer.push(DecodedChunk::new(d, window));
     };
     for (i, payload) in data.iter().enumerate() {
         let p = i % partitions;
         chunks[p].push(offsets[p], None, None, Some(payload));
         offsets[p] += 1;
         if chunks[p].len() >= 8192 {
-            let mut c = std::mem::take(&mut chunks[p]);
-            flush(p, &mut c, &mut windows);
-            chunks[p] = c;
+            flush(p, &mut chunks[p], &mut buffers[p]);
         }
     }
     for (p, chunk) in chunks.iter_mut().enumerate() {
-        flush(p, chunk, &mut windows);
+        flush(p, chunk, &mut buffers[p]);
     }
     let mut bytes = 0;
-    for batches in windows.values() {
-        bytes += sluice::writer::encode(&schema.table, batches, &props)
-            .unwrap()
-            .len();
+    for buffer in &buffers {
+        for (_, w) in buffer.windows() {
+            let batches = buffer.window_batches(w).unwrap();
+            bytes += sluice::writer::encode(&schema.table, &batches, &props)
+                .unwrap()
+                .len();
+        }
     }
     std::hint::black_box(bytes);
     data.len() as f64 / t.elapsed().as_secs_f64()

@@ -1,9 +1,11 @@
 //! Criterion micro-benchmarks of the hot pieces, so a regression shows up in isolation:
-//! batch decoding, window assignment, splitting by window, Parquet encoding.
+//! batch decoding, window assignment, buffering and gathering by window, Parquet encoding.
 
+use arrow::array::RecordBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sluice::buffer::{DecodedChunk, PartitionBuffer};
 use sluice::config::{Compression, EventTime, TimeFormat};
-use sluice::decode::{ChunkDecoder, RawChunk};
+use sluice::decode::{ChunkDecoder, Decoded, RawChunk};
 use sluice::generate::{generate, GenSpec};
 use sluice::schema::TableSchema;
 use sluice::window::{group_by_window, WindowSize};
@@ -65,11 +67,26 @@ fn benches(c: &mut Criterion) {
     });
     let sd = dec.decode(&scattered, "t", 0);
     let sb = sd.batch.clone().unwrap();
-    g.bench_function("split_by_window 8192 rows, 3 windows", |b| {
-        b.iter(|| sluice::loader::split_by_window(&batch, &decoded.event_ms, window).unwrap())
+    // Buffering a decoded chunk by window, then gathering each window's rows for its file.
+    let buffer_and_gather = |batch: &RecordBatch, event_ms: &[i64]| {
+        let mut buf = PartitionBuffer::default();
+        buf.push(DecodedChunk::new(
+            Decoded {
+                batch: Some(batch.clone()),
+                event_ms: event_ms.to_vec(),
+                dead: Vec::new(),
+            },
+            window,
+        ));
+        buf.windows()
+            .map(|(_, w)| buf.window_batches(w).unwrap().len())
+            .sum::<usize>()
+    };
+    g.bench_function("buffer + gather by window, 8192 rows, 3 windows", |b| {
+        b.iter(|| buffer_and_gather(&batch, &decoded.event_ms))
     });
-    g.bench_function("split_by_window 8192 rows, 1000 windows", |b| {
-        b.iter(|| sluice::loader::split_by_window(&sb, &sd.event_ms, window).unwrap())
+    g.bench_function("buffer + gather by window, 8192 rows, 1000 windows", |b| {
+        b.iter(|| buffer_and_gather(&sb, &sd.event_ms))
     });
     let props = sluice::writer::writer_properties(Compression::Zstd(1), 1_000_000);
     g.bench_function("encode 8192 rows zstd", |b| {

@@ -469,7 +469,15 @@ const MAX_DEPTH: usize = 128;
 /// `{`/`[` bytes settles nearly every payload; only those with many brackets are scanned
 /// exactly (strings skipped).
 fn too_deep(payload: &[u8]) -> bool {
-    let brackets = payload.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    if payload.len() <= MAX_DEPTH {
+        return false;
+    }
+    // `b | 0x20` maps `[` (0x5b) onto `{` (0x7b) and nothing else onto it; counting in u8
+    // lanes per 128 bytes lets the compiler vectorise (this scan touches every payload byte).
+    let brackets: usize = payload
+        .chunks(128)
+        .map(|c| c.iter().map(|&b| u8::from((b | 0x20) == b'{')).sum::<u8>() as usize)
+        .sum();
     if brackets <= MAX_DEPTH {
         return false;
     }

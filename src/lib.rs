@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod backfill;
+pub mod buffer;
 pub mod config;
 pub mod decode;
 pub mod error;

@@ -1,9 +1,14 @@
 //! The loader loop: consume, decode in chunks, buffer by event-time window, and commit.
 //!
 //! ```text
-//! poll ──► RawChunk (per partition) ──decode──► window buffers ──commit──► Parquet files
-//!                                                                   └────► one manifest entry
+//! poll ──► RawChunk (per partition) ──decode thread──► decoded chunks ──commit──► Parquet files
+//!                                                                           └────► one manifest entry
 //! ```
+//!
+//! Full chunks are decoded on a thread of their own while the polling thread goes on reading;
+//! a commit first waits for every chunk in flight. Each chunk carries its partition's
+//! generation: a chunk of a partition revoked, re-assigned or re-positioned meanwhile is
+//! dropped when it comes back.
 //!
 //! A commit writes every buffered window as a Parquet file and every dead record to a
 //! dead-letter file, then publishes one manifest entry naming them with each partition's offset
@@ -11,14 +16,12 @@
 //! range ends (fencing); otherwise that partition's buffers are dropped and it is re-positioned
 //! at the committed end. Kafka group offsets are written after the manifest, for lag tools only.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, Int64Array, RecordBatch, UInt32Array};
-use arrow::compute::take_record_batch;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::file::properties::WriterProperties;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -27,6 +30,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::Offset;
 
+use crate::buffer::{DecodedChunk, PartitionBuffer, WindowRows};
 use crate::config::{BadRecordPolicy, Job, StartOffset};
 use crate::decode::{ChunkDecoder, DeadRecord, RawChunk};
 use crate::error::{LoadError, ManifestError, Result};
@@ -34,7 +38,6 @@ use crate::manifest::{
     DataFile, DeadLetterFile, Entry, EntryKind, Manifest, OffsetRange, Refusal, TableState,
 };
 use crate::metrics::Metrics;
-use crate::schema::OFFSET_COL;
 use crate::source::{self, Assignment, LoaderContext, TopicPartition};
 use crate::writer;
 
@@ -44,6 +47,10 @@ const CHUNK_RECORDS: usize = 8192;
 const CLOCK_EVERY: u32 = 1024;
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
 const STORE_ATTEMPTS: u32 = 8;
+/// Full chunks queued for the decode thread before polling waits for it.
+const DECODE_QUEUE: usize = 2;
+/// Uploads in flight at once.
+const UPLOADS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -91,16 +98,6 @@ pub struct RunStats {
     pub fenced: u64,
 }
 
-struct WindowBuf {
-    batches: Vec<RecordBatch>,
-    rows: u64,
-    bytes: usize,
-    first_offset: i64,
-    next_offset: i64,
-    min_event_ms: i64,
-    max_event_ms: i64,
-}
-
 /// An owned partition's uncommitted state.
 struct PartBuf {
     /// Start of the uncommitted range; `None` until known (nothing committed, started at a
@@ -109,10 +106,12 @@ struct PartBuf {
     /// One past the last offset consumed.
     next: i64,
     raw: RawChunk,
-    windows: BTreeMap<i64, WindowBuf>,
+    /// Decoded rows by window.
+    buffer: PartitionBuffer,
     dead: Vec<DeadRecord>,
-    decoded_bytes: usize,
-    decoded_rows: usize,
+    /// Changes whenever the buffers are dropped: decoded chunks of an older generation are
+    /// stale.
+    generation: u64,
     /// `--once`: stop at this offset (refined from the first fetch's watermark).
     target: Option<i64>,
     target_refined: bool,
@@ -134,10 +133,9 @@ impl PartBuf {
             from,
             next: from.unwrap_or(0),
             raw: RawChunk::default(),
-            windows: BTreeMap::new(),
+            buffer: PartitionBuffer::default(),
             dead: Vec::new(),
-            decoded_bytes: 0,
-            decoded_rows: 0,
+            generation: next_generation(),
             target: None,
             target_refined: false,
             done: false,
@@ -164,11 +162,11 @@ impl PartBuf {
     }
 
     fn buffered_bytes(&self) -> usize {
-        self.raw.bytes() + self.decoded_bytes
+        self.raw.bytes() + self.buffer.bytes()
     }
 
     fn buffered_rows(&self) -> usize {
-        self.raw.len() + self.decoded_rows
+        self.raw.len() + self.buffer.rows()
     }
 
     fn reset_to(&mut self, offset: i64) {
@@ -176,62 +174,58 @@ impl PartBuf {
         self.from = Some(offset);
         self.next = offset;
         self.raw.clear();
-        self.windows.clear();
+        self.buffer.clear();
         self.dead.clear();
-        self.decoded_bytes = 0;
-        self.decoded_rows = 0;
+        self.generation = next_generation();
     }
 }
 
-/// The rows of one decoded batch that fall in one window.
-pub struct WindowPart {
-    pub start: i64,
-    pub batch: RecordBatch,
-    pub first_offset: i64,
-    pub next_offset: i64,
-    pub min_event_ms: i64,
-    pub max_event_ms: i64,
+fn decode_thread_gone() -> LoadError {
+    LoadError::Runtime(std::io::Error::other("the decode thread stopped"))
 }
 
-/// Splits a decoded batch (rows in offset order, with `event_ms` per row) by event-time window.
-pub fn split_by_window(
-    batch: &RecordBatch,
-    event_ms: &[i64],
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A full chunk on its way to the decode thread, and back.
+struct DecodeJob {
+    topic: String,
+    partition: i32,
+    generation: u64,
+    raw: RawChunk,
+    /// The raw chunk's size when sent (it comes back cleared).
+    bytes: usize,
+    rows: usize,
+    decoded: Option<DecodedChunk>,
+}
+
+/// The polling thread's end of the decode thread.
+struct Decoding {
+    jobs: SyncSender<DecodeJob>,
+    done: Receiver<DecodeJob>,
+    in_flight: usize,
+    in_flight_bytes: usize,
+    in_flight_rows: usize,
+    /// Cleared arenas back from the decode thread, for the next chunks.
+    spare: Vec<RawChunk>,
+}
+
+fn decode_thread(
+    decoder: ChunkDecoder,
     window: crate::window::WindowSize,
-) -> Result<Vec<WindowPart>> {
-    let offsets = batch
-        .column_by_name(OFFSET_COL)
-        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-        .map(|a| a.values().clone())
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for (start, rows) in crate::window::group_by_window(window, event_ms) {
-        let part = if rows.len() == batch.num_rows() {
-            batch.clone()
-        } else {
-            take_record_batch(batch, &UInt32Array::from(rows.clone())).map_err(|source| {
-                LoadError::Arrow {
-                    context: "splitting a batch by window".into(),
-                    source,
-                }
-            })?
-        };
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for &r in &rows {
-            let t = event_ms[r as usize];
-            lo = lo.min(t);
-            hi = hi.max(t);
+    jobs: Receiver<DecodeJob>,
+    done: Sender<DecodeJob>,
+) {
+    while let Ok(mut job) = jobs.recv() {
+        let decoded = decoder.decode(&job.raw, &job.topic, job.partition);
+        job.decoded = Some(DecodedChunk::new(decoded, window));
+        job.raw.clear();
+        if done.send(job).is_err() {
+            break;
         }
-        out.push(WindowPart {
-            start,
-            batch: part,
-            first_offset: offsets[rows[0] as usize],
-            next_offset: offsets[rows[rows.len() - 1] as usize] + 1,
-            min_event_ms: lo,
-            max_event_ms: hi,
-        });
     }
-    Ok(out)
 }
 
 /// Owned partitions, looked up by `&str` topic without allocating.
@@ -312,7 +306,7 @@ pub struct Loader {
     job: Job,
     rt: Arc<tokio::runtime::Runtime>,
     table: Table,
-    decoder: ChunkDecoder,
+    decoding: Option<Decoding>,
     props: WriterProperties,
     writer_id: String,
     parts: Partitions,
@@ -357,7 +351,6 @@ impl Loader {
         shutdown: Arc<AtomicBool>,
     ) -> Result<Self> {
         let state = rt.block_on(manifest.load())?;
-        let decoder = ChunkDecoder::new(job.schema.clone(), job.event_time.clone());
         let props = writer::writer_properties(job.compression, job.row_group_rows);
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
         let writer_id = format!(
@@ -372,7 +365,7 @@ impl Loader {
                 manifest,
                 state: Arc::new(Mutex::new(state)),
             },
-            decoder,
+            decoding: None,
             props,
             writer_id,
             parts: Partitions::default(),
@@ -440,9 +433,32 @@ impl Loader {
             Mode::Once => self.assign_all(&consumer)?,
             Mode::Backfill => self.assign_plan(&consumer)?,
         }
-        let result = self.consume(&consumer, mode);
-        // Flush what is buffered (also on SIGINT/SIGTERM); not after an error.
-        let result = result.and_then(|_| self.commit(&consumer));
+        let decoder = ChunkDecoder::new(self.job.schema.clone(), self.job.event_time.clone());
+        let window = self.job.window;
+        let result = std::thread::scope(|scope| {
+            let (jobs, jobs_rx) = std::sync::mpsc::sync_channel(DECODE_QUEUE);
+            let (done_tx, done) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("sluice-decode".into())
+                .spawn_scoped(scope, move || {
+                    decode_thread(decoder, window, jobs_rx, done_tx)
+                })
+                .map_err(LoadError::Runtime)?;
+            self.decoding = Some(Decoding {
+                jobs,
+                done,
+                in_flight: 0,
+                in_flight_bytes: 0,
+                in_flight_rows: 0,
+                spare: Vec::new(),
+            });
+            let result = self.consume(&consumer, mode);
+            // Flush what is buffered (also on SIGINT/SIGTERM); not after an error.
+            let result = result.and_then(|_| self.commit(&consumer));
+            // Closing the queue ends the decode thread.
+            self.decoding = None;
+            result
+        });
         if mode.bounded() && result.is_ok() {
             self.report_progress(true);
         }
@@ -553,6 +569,7 @@ impl Loader {
             }
             if idle || since_clock >= CLOCK_EVERY {
                 since_clock = 0;
+                self.take_decoded(false)?;
                 let (bytes, rows) = self.buffered();
                 self.metrics
                     .buffered_bytes
@@ -629,7 +646,11 @@ impl Loader {
     }
 
     fn buffered(&self) -> (usize, usize) {
-        self.parts.iter().fold((0, 0), |(b, r), (_, _, p)| {
+        let in_flight = self
+            .decoding
+            .as_ref()
+            .map_or((0, 0), |d| (d.in_flight_bytes, d.in_flight_rows));
+        self.parts.iter().fold(in_flight, |(b, r), (_, _, p)| {
             (b + p.buffered_bytes(), r + p.buffered_rows())
         })
     }
@@ -676,7 +697,7 @@ impl Loader {
             buf.done = true;
         }
         if buf.raw.len() >= CHUNK_RECORDS {
-            self.decode_partition(topic.to_string(), partition)?;
+            self.send_chunk(topic, partition)?;
         }
         Ok(())
     }
@@ -776,60 +797,92 @@ impl Loader {
         Ok(())
     }
 
-    /// Decodes a partition's raw chunk into its window buffers.
-    fn decode_partition(&mut self, topic: String, partition: i32) -> Result<()> {
-        let policy = self.job.bad_records;
-        let window = self.job.window;
-        let Some(buf) = self.parts.get_mut(&topic, partition) else {
+    /// Hands a partition's raw chunk to the decode thread (waiting while its queue is full).
+    fn send_chunk(&mut self, topic: &str, partition: i32) -> Result<()> {
+        self.take_decoded(false)?;
+        let Some(buf) = self.parts.get_mut(topic, partition) else {
             return Ok(());
+        };
+        let Some(decoding) = self.decoding.as_mut() else {
+            return Err(decode_thread_gone());
         };
         if buf.raw.is_empty() {
             return Ok(());
         }
-        let decoded = self.decoder.decode(&buf.raw, &topic, partition);
+        let raw = std::mem::replace(&mut buf.raw, decoding.spare.pop().unwrap_or_default());
         self.metrics
             .events_consumed
-            .fetch_add(buf.raw.len() as u64, Ordering::Relaxed);
+            .fetch_add(raw.len() as u64, Ordering::Relaxed);
         self.metrics
             .bytes_consumed
-            .fetch_add(buf.raw.bytes() as u64, Ordering::Relaxed);
-        buf.raw.clear();
-        if let (BadRecordPolicy::Fail, Some(d)) = (policy, decoded.dead.first()) {
-            return Err(LoadError::BadRecord {
+            .fetch_add(raw.bytes() as u64, Ordering::Relaxed);
+        decoding.in_flight += 1;
+        decoding.in_flight_bytes += raw.bytes();
+        decoding.in_flight_rows += raw.len();
+        let job = DecodeJob {
+            topic: topic.to_string(),
+            partition,
+            generation: buf.generation,
+            bytes: raw.bytes(),
+            rows: raw.len(),
+            raw,
+            decoded: None,
+        };
+        decoding.jobs.send(job).map_err(|_| decode_thread_gone())
+    }
+
+    /// Takes decoded chunks into their partitions' buffers: those ready, or with `wait`, every
+    /// chunk in flight.
+    fn take_decoded(&mut self, wait: bool) -> Result<()> {
+        loop {
+            let Some(decoding) = self.decoding.as_mut() else {
+                return Ok(());
+            };
+            if decoding.in_flight == 0 {
+                return Ok(());
+            }
+            let job = if wait {
+                decoding.done.recv().map_err(|_| decode_thread_gone())?
+            } else {
+                match decoding.done.try_recv() {
+                    Ok(job) => job,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        return Err(decode_thread_gone())
+                    }
+                }
+            };
+            let DecodeJob {
                 topic,
                 partition,
-                offset: d.offset,
-                reason: d.error.clone(),
-            });
+                generation,
+                raw,
+                bytes,
+                rows,
+                decoded,
+            } = job;
+            decoding.in_flight -= 1;
+            decoding.in_flight_bytes -= bytes;
+            decoding.in_flight_rows -= rows;
+            decoding.spare.push(raw);
+            let Some(chunk) = decoded else { continue };
+            let Some(buf) = self.parts.get_mut(&topic, partition) else {
+                continue; // revoked meanwhile
+            };
+            if buf.generation != generation {
+                continue; // dropped or re-positioned meanwhile
+            }
+            if let (BadRecordPolicy::Fail, Some(d)) = (self.job.bad_records, chunk.dead.first()) {
+                return Err(LoadError::BadRecord {
+                    topic,
+                    partition,
+                    offset: d.offset,
+                    reason: d.error.clone(),
+                });
+            }
+            let dead = buf.buffer.push(chunk);
+            buf.dead.extend(dead);
         }
-        buf.decoded_rows += decoded.dead.len();
-        buf.dead.extend(decoded.dead);
-        let Some(batch) = decoded.batch else {
-            return Ok(());
-        };
-        for part in split_by_window(&batch, &decoded.event_ms, window)? {
-            let bytes = part.batch.get_array_memory_size();
-            let rows = part.batch.num_rows();
-            let w = buf.windows.entry(part.start).or_insert_with(|| WindowBuf {
-                batches: Vec::new(),
-                rows: 0,
-                bytes: 0,
-                first_offset: part.first_offset,
-                next_offset: part.next_offset,
-                min_event_ms: part.min_event_ms,
-                max_event_ms: part.max_event_ms,
-            });
-            w.rows += rows as u64;
-            w.bytes += bytes;
-            w.first_offset = w.first_offset.min(part.first_offset);
-            w.next_offset = w.next_offset.max(part.next_offset);
-            w.min_event_ms = w.min_event_ms.min(part.min_event_ms);
-            w.max_event_ms = w.max_event_ms.max(part.max_event_ms);
-            w.batches.push(part.batch);
-            buf.decoded_bytes += bytes;
-            buf.decoded_rows += rows;
-        }
-        Ok(())
     }
 
     /// Writes and publishes everything buffered.
@@ -844,8 +897,9 @@ impl Loader {
             return Ok(());
         }
         for (t, p) in &keys {
-            self.decode_partition(t.clone(), *p)?;
+            self.send_chunk(t, *p)?;
         }
+        self.take_decoded(true)?;
         let started = Instant::now();
 
         // Fence early: do not upload files for partitions another writer has moved past.
@@ -907,57 +961,40 @@ impl Loader {
 
         // Write the files: names that cannot collide, so a retry or a racing writer never
         // overwrites anything.
-        let mut uploads: Vec<(String, Vec<u8>)> = Vec::new();
         let mut files: Vec<DataFile> = Vec::new();
         let mut dead_files: Vec<DeadLetterFile> = Vec::new();
+        let mut dead_uploads: Vec<(String, Vec<u8>)> = Vec::new();
         let window_ms = self.job.window.millis();
-        // Encode every window's file, on all cores (each file on one).
-        let mut planned: Vec<(String, DataFile, &[RecordBatch])> = Vec::new();
+        let mut planned: Vec<(&PartitionBuffer, &WindowRows)> = Vec::new();
         for r in &ranges {
             let Some(buf) = self.parts.get(&r.topic, r.partition) else {
                 continue;
             };
-            for (start, w) in &buf.windows {
+            for (start, w) in buf.buffer.windows() {
                 let rel = format!(
                     "{}/part-{}-{}-{:020}-{}.parquet",
-                    self.job.layout.path(*start),
+                    self.job.layout.path(start),
                     r.topic,
                     r.partition,
                     w.first_offset,
                     uuid::Uuid::new_v4().simple()
                 );
-                let meta = DataFile {
-                    path: rel.clone(),
+                files.push(DataFile {
+                    path: rel,
                     bytes: 0,
                     rows: w.rows,
                     topic: r.topic.clone(),
                     partition: r.partition,
                     first_offset: w.first_offset,
                     next_offset: w.next_offset,
-                    window_start_ms: *start,
+                    window_start_ms: start,
                     window_end_ms: start + window_ms,
                     min_event_ms: w.min_event_ms,
                     max_event_ms: w.max_event_ms,
                     schema_fingerprint: self.job.schema.fingerprint.clone(),
-                };
-                planned.push((rel, meta, &w.batches));
+                });
+                planned.push((&buf.buffer, w));
             }
-        }
-        let inputs: Vec<&[RecordBatch]> = planned.iter().map(|p| p.2).collect();
-        let bodies = writer::encode_all(&self.job.schema.table, &inputs, &self.props);
-        for ((rel, mut meta, _), body) in planned.into_iter().zip(bodies) {
-            let body = body.map_err(|source| LoadError::Encode {
-                path: rel.clone(),
-                source,
-            })?;
-            meta.bytes = body.len() as u64;
-            files.push(meta);
-            uploads.push((rel, body));
-        }
-        for r in &ranges {
-            let Some(buf) = self.parts.get(&r.topic, r.partition) else {
-                continue;
-            };
             if !buf.dead.is_empty() {
                 let rel = format!(
                     "{}/{}-{}/{:020}-{}.parquet",
@@ -980,11 +1017,16 @@ impl Loader {
                     partition: r.partition,
                     offsets: buf.dead.iter().map(|d| d.offset).collect(),
                 });
-                uploads.push((rel, body));
+                dead_uploads.push((rel, body));
             }
         }
-        let upload_bytes: u64 = uploads.iter().map(|(_, b)| b.len() as u64).sum();
-        self.upload(uploads)?;
+        let sizes = self.write_files(&files, &planned)?;
+        for (f, size) in files.iter_mut().zip(sizes) {
+            f.bytes = size;
+        }
+        let upload_bytes: u64 = files.iter().map(|f| f.bytes).sum::<u64>()
+            + dead_files.iter().map(|f| f.bytes).sum::<u64>();
+        self.upload(dead_uploads)?;
         crate::failpoint::hit("after-upload");
 
         // Publish: one conditional put; on a lost race re-read, re-fence and retry.
@@ -1207,37 +1249,118 @@ impl Loader {
         Ok(())
     }
 
-    fn upload(&self, uploads: Vec<(String, Vec<u8>)>) -> Result<()> {
-        let manifest = &self.table.manifest;
-        let results: Vec<Result<()>> = self.rt.block_on(
-            futures::stream::iter(uploads.into_iter().map(|(rel, body)| async move {
-                let path = manifest.path(&rel);
-                let payload = PutPayload::from(bytes::Bytes::from(body));
-                let mut attempt = 0u32;
-                loop {
-                    let opts = PutOptions {
-                        mode: PutMode::Create,
-                        ..Default::default()
-                    };
-                    match manifest.store().put_opts(&path, payload.clone(), opts).await {
-                        Ok(_) => return Ok(()),
-                        // A retried put whose first attempt landed: the name is ours alone.
-                        Err(object_store::Error::AlreadyExists { .. }) if attempt > 0 => return Ok(()),
-                        Err(e) if attempt + 1 < STORE_ATTEMPTS => {
-                            attempt += 1;
-                            tracing::warn!(path = %path, error = %e, attempt, "upload failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(100 * (1 << attempt.min(6)))).await;
-                        }
-                        Err(source) => {
-                            return Err(LoadError::Store {
-                                path: path.to_string(),
-                                source,
+    /// Encodes each window's file on every core and uploads each body as soon as it is
+    /// encoded, so at most a few encoded files are held at once; returns each file's size.
+    fn write_files(
+        &self,
+        files: &[DataFile],
+        planned: &[(&PartitionBuffer, &WindowRows)],
+    ) -> Result<Vec<u64>> {
+        if planned.is_empty() {
+            return Ok(Vec::new());
+        }
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(planned.len());
+        // Largest first, handed out one at a time: cores finish together.
+        let mut order: Vec<usize> = (0..planned.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(planned[i].1.rows));
+        let next = AtomicUsize::new(0);
+        let sizes = Mutex::new(vec![0u64; planned.len()]);
+        let (schema, props) = (&self.job.schema.table, &self.props);
+        std::thread::scope(|scope| {
+            let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Result<Vec<u8>>)>(threads * 2);
+            for _ in 0..threads {
+                let (tx, order, next) = (tx.clone(), &order, &next);
+                scope.spawn(move || loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = order.get(k) else { break };
+                    let (buf, w) = planned[i];
+                    let path = &files[i].path;
+                    let body = buf
+                        .window_batches(w)
+                        .map_err(|source| LoadError::Arrow {
+                            context: format!("gathering the rows of {path}"),
+                            source,
+                        })
+                        .and_then(|batches| {
+                            writer::encode(schema, &batches, props).map_err(|source| {
+                                LoadError::Encode {
+                                    path: path.clone(),
+                                    source,
+                                }
                             })
-                        }
+                        });
+                    // The receiver is gone after an error: stop.
+                    if tx.blocking_send((i, body)).is_err() {
+                        break;
                     }
+                });
+            }
+            drop(tx);
+            let bodies = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|x| (Ok::<_, LoadError>(x), rx))
+            });
+            self.rt
+                .block_on(bodies.try_for_each_concurrent(UPLOADS, |(i, body)| {
+                    let sizes = &sizes;
+                    async move {
+                        let body = body?;
+                        let size = body.len() as u64;
+                        self.put_new(&files[i].path, body).await?;
+                        if let Ok(mut s) = sizes.lock() {
+                            s[i] = size;
+                        }
+                        Ok(())
+                    }
+                }))
+        })?;
+        Ok(sizes.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts a new object under a name no one else uses, retrying transient failures.
+    async fn put_new(&self, rel: &str, body: Vec<u8>) -> Result<()> {
+        let manifest = &self.table.manifest;
+        let path = manifest.path(rel);
+        let payload = PutPayload::from(bytes::Bytes::from(body));
+        let mut attempt = 0u32;
+        loop {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match manifest
+                .store()
+                .put_opts(&path, payload.clone(), opts)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // A retried put whose first attempt landed: the name is ours alone.
+                Err(object_store::Error::AlreadyExists { .. }) if attempt > 0 => return Ok(()),
+                Err(e) if attempt + 1 < STORE_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(path = %path, error = %e, attempt, "upload failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * (1 << attempt.min(6)))).await;
                 }
-            }))
-            .buffer_unordered(8)
+                Err(source) => {
+                    return Err(LoadError::Store {
+                        path: path.to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    fn upload(&self, uploads: Vec<(String, Vec<u8>)>) -> Result<()> {
+        let results: Vec<Result<()>> = self.rt.block_on(
+            futures::stream::iter(
+                uploads
+                    .into_iter()
+                    .map(|(rel, body)| async move { self.put_new(&rel, body).await }),
+            )
+            .buffer_unordered(UPLOADS)
             .collect(),
         );
         results.into_iter().collect()

@@ -135,6 +135,12 @@ pub fn client_config(job: &Job) -> ClientConfig {
     // local queue is over its threshold, which a loader that decodes between polls hits all the
     // time: a short backoff keeps the pipe full (measured: 2.8x the end-to-end throughput).
     cfg.set("fetch.queue.backoff.ms", "20");
+    // librdkafka's prefetch counts against the process's memory as much as our buffers do:
+    // keep it to an eighth of the buffer budget (librdkafka's defaults, 64 MiB queued plus
+    // 50 MiB fetch responses, would double a 64 MiB budget).
+    let prefetch_kib = prefetch_kib(job.max_buffered_bytes);
+    cfg.set("queued.max.messages.kbytes", prefetch_kib.to_string());
+    cfg.set("fetch.max.bytes", (prefetch_kib * 1024).to_string());
     for (k, v) in &job.kafka_properties {
         cfg.set(k, v);
     }
@@ -150,6 +156,11 @@ pub fn client_config(job: &Job) -> ClientConfig {
         // Eager protocols: a rebalance revokes everything, then assigns (see rebalance()).
         .set("partition.assignment.strategy", "range,roundrobin");
     cfg
+}
+
+/// librdkafka's prefetch limit for a buffer budget: an eighth of it, between 4 and 64 MiB.
+pub fn prefetch_kib(max_buffered_bytes: u64) -> u64 {
+    (max_buffered_bytes / 8 / 1024).clamp(4 * 1024, 64 * 1024)
 }
 
 pub fn create_consumer(job: &Job, ctx: LoaderContext) -> Result<Arc<BaseConsumer<LoaderContext>>> {

@@ -425,7 +425,7 @@ fn main() {
     let brokers =
         std::env::var("SLUICE_TEST_BROKERS").expect("run via `make bench`, which starts a broker");
     let events: u64 = env_or("SLUICE_BENCH_EVENTS", 1_000_000);
-    let runs: usize = env_or("SLUICE_BENCH_RUNS", 3);
+    let runs: usize = env_or("SLUICE_BENCH_RUNS", 5);
     let ctx = Ctx {
         brokers,
         work: tempfile::tempdir().unwrap(),
@@ -446,10 +446,6 @@ fn main() {
     let (data, payload_bytes) = payloads(&spec);
     let schema = TableSchema::load(&repo().join("schemas/payment.avsc")).unwrap();
 
-    let bare: Vec<f64> = (0..runs)
-        .map(|_| bare_consumer(&ctx.brokers, &topic, partitions, events))
-        .collect();
-    eprintln!("bench: bare consumer done");
     let libs: Vec<f64> = (0..runs).map(|_| libraries_alone(&schema, &data)).collect();
     let ours: Vec<f64> = (0..runs)
         .map(|_| sluice_in_memory(&schema, &data, partitions as usize))
@@ -458,7 +454,11 @@ fn main() {
 
     let job = ctx.job("e2e", &topic, "");
     let (mut rate, mut cpu, mut rss, mut files, mut commits) = (vec![], vec![], vec![], 0.0, 0.0);
+    // The bare consumer and sluice take turns, so a drift of the machine or the broker over
+    // the runs weighs on both sides of the ratio alike.
+    let mut bare = Vec::new();
     for _ in 0..runs {
+        bare.push(bare_consumer(&ctx.brokers, &topic, partitions, events));
         let _ = std::fs::remove_dir_all(ctx.work.path().join("e2e"));
         let (wall, c, r, out) = ctx.timed(&["run", "--once"], &job);
         let stats: Value = serde_json::from_str(out.trim()).unwrap();
@@ -469,7 +469,7 @@ fn main() {
         files = stats["files"].as_f64().unwrap_or(0.0);
         commits = stats["commits"].as_f64().unwrap_or(0.0);
     }
-    eprintln!("bench: end to end done");
+    eprintln!("bench: end to end and bare consumer done");
     let mb = payload_bytes as f64 / events as f64 / 1e6;
 
     // Memory: 1,000 open windows x 8 partitions (scattered event times), 64 MiB budget.

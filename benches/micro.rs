@@ -97,6 +97,16 @@ fn benches(c: &mut Criterion) {
         )
     });
     g.finish();
+    // A small window's file: the per-file cost (column writers, footer) shows here.
+    let mut g = c.benchmark_group("small file");
+    g.throughput(Throughput::Elements(500));
+    let small = batch.slice(0, 500);
+    g.bench_function("encode 500 rows zstd", |b| {
+        b.iter(|| {
+            sluice::writer::encode(&schema.table, std::slice::from_ref(&small), &props).unwrap()
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(micro, benches);

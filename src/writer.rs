@@ -37,7 +37,7 @@ pub fn encode(
     props: &WriterProperties,
 ) -> Result<Vec<u8>, ParquetError> {
     let capacity: usize = batches.iter().map(|b| b.get_array_memory_size() / 4).sum();
-    let props = without_useless_dictionaries(schema, batches.first(), props);
+    let props = file_properties(schema, batches, props);
     let mut w = ArrowWriter::try_new(Vec::with_capacity(capacity), schema.clone(), Some(props))?;
     for b in batches {
         w.write(b)?;
@@ -46,23 +46,42 @@ pub fn encode(
     w.into_inner()
 }
 
-/// Dictionary encoding of mostly-unique strings (ids) costs time and saves nothing: switch it
-/// off for top-level string columns whose sample (the first 512 rows of the first batch) is
-/// more than half distinct. Low-cardinality columns (currency, status) keep their
-/// dictionaries. (Sampling 4096 rows hashed nearly every value: 5% of a load's CPU.)
-fn without_useless_dictionaries(
+/// Rows under which a file is written uncompressed: setting up zstd costs about 30 µs per
+/// column chunk (a compression and a decompression context each), which is most of the cost
+/// of a file this small and saves little space in it.
+const SMALL_FILE_ROWS: usize = 128;
+
+/// String columns with at most this many distinct values in the sample are dictionary codes of
+/// a few bits each: compressing them again costs a zstd context and saves next to nothing.
+const FEW_DISTINCT: usize = 64;
+
+/// Per-file properties, from a sample (the first 512 rows of the first batch):
+/// - dictionary encoding off for top-level string columns more than half distinct (ids): it
+///   costs time and saves nothing; low-cardinality columns (currency, status) keep theirs;
+/// - no compression for columns that are a handful of dictionary codes (low-cardinality
+///   strings, the partition number) nor for whole files under [`SMALL_FILE_ROWS`] rows.
+fn file_properties(
     schema: &SchemaRef,
-    sample: Option<&RecordBatch>,
+    batches: &[RecordBatch],
     props: &WriterProperties,
 ) -> WriterProperties {
-    let Some(sample) = sample else {
+    let Some(sample) = batches.first() else {
         return props.clone();
     };
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let mut builder = props.clone().into_builder();
+    if total < SMALL_FILE_ROWS {
+        return builder.set_compression(PqCompression::UNCOMPRESSED).build();
+    }
+    let path = |name: &str| parquet::schema::types::ColumnPath::from(name);
+    builder = builder.set_column_compression(
+        path(crate::schema::PARTITION_COL),
+        PqCompression::UNCOMPRESSED,
+    );
     let rows = sample.num_rows().min(512);
     if rows < 64 {
-        return props.clone();
+        return builder.build();
     }
-    let mut builder: Option<parquet::file::properties::WriterPropertiesBuilder> = None;
     for (i, field) in schema.fields().iter().enumerate() {
         let Some(col) = sample
             .column(i)
@@ -76,16 +95,13 @@ fn without_useless_dictionaries(
             seen.insert(v);
         }
         if seen.len() * 2 > rows {
-            let b = builder
-                .take()
-                .unwrap_or_else(|| props.clone().into_builder());
-            builder = Some(b.set_column_dictionary_enabled(
-                parquet::schema::types::ColumnPath::from(field.name().as_str()),
-                false,
-            ));
+            builder = builder.set_column_dictionary_enabled(path(field.name()), false);
+        } else if seen.len() <= FEW_DISTINCT {
+            builder =
+                builder.set_column_compression(path(field.name()), PqCompression::UNCOMPRESSED);
         }
     }
-    builder.map(|b| b.build()).unwrap_or_else(|| props.clone())
+    builder.build()
 }
 
 pub fn dead_letter_schema() -> SchemaRef {
@@ -135,4 +151,90 @@ pub fn encode_dead_letters(
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     encode(&schema, &[batch], props)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::basic::Compression as Pq;
+
+    use super::*;
+    use crate::config::{EventTime, TimeFormat};
+    use crate::decode::{ChunkDecoder, RawChunk};
+    use crate::generate::{generate, GenSpec};
+    use crate::schema::TableSchema;
+
+    fn batch(rows: u64) -> (TableSchema, RecordBatch) {
+        let schema = TableSchema::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/payment.avsc"
+        )))
+        .unwrap();
+        let mut raw = RawChunk::default();
+        let mut offset = 0;
+        generate(
+            &GenSpec {
+                count: rows,
+                ..Default::default()
+            },
+            |r| {
+                raw.push(offset, None, Some(r.key.as_bytes()), Some(&r.payload));
+                offset += 1;
+            },
+        );
+        let dec = ChunkDecoder::new(
+            schema.clone(),
+            EventTime::Field {
+                name: "created_at".into(),
+                format: TimeFormat::Rfc3339,
+            },
+        );
+        let batch = dec.decode(&raw, "payments", 3).batch.unwrap();
+        (schema, batch)
+    }
+
+    /// (column name, compression, has a dictionary page) per column of a file.
+    fn columns(body: Vec<u8>, expect: &RecordBatch) -> Vec<(String, Pq, bool)> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(body)).unwrap();
+        let meta = reader.metadata().clone();
+        let read: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+        let read = arrow::compute::concat_batches(&expect.schema(), &read).unwrap();
+        assert_eq!(&read, expect, "the file reads back as written");
+        meta.row_group(0)
+            .columns()
+            .iter()
+            .map(|c| {
+                (
+                    c.column_path().string(),
+                    c.compression(),
+                    c.dictionary_page_offset().is_some(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn per_column_choices_follow_the_data() {
+        let (schema, b) = batch(2000);
+        let props = writer_properties(Compression::Zstd(1), 1_000_000);
+        let cols = columns(encode(&schema.table, &[b.clone()], &props).unwrap(), &b);
+        let get = |name: &str| cols.iter().find(|c| c.0 == name).cloned().unwrap();
+        // Ids: no dictionary, compressed.
+        assert!(matches!(get("payment_id").1, Pq::ZSTD(_)));
+        assert!(!get("payment_id").2);
+        // A handful of values: dictionary codes, not compressed again.
+        assert_eq!(get("currency").1, Pq::UNCOMPRESSED);
+        assert!(get("currency").2);
+        assert_eq!(get("_partition").1, Pq::UNCOMPRESSED);
+        assert!(matches!(get("_offset").1, Pq::ZSTD(_)));
+    }
+
+    #[test]
+    fn small_files_are_not_compressed() {
+        let (schema, b) = batch(50);
+        let props = writer_properties(Compression::Zstd(1), 1_000_000);
+        let cols = columns(encode(&schema.table, &[b.clone()], &props).unwrap(), &b);
+        assert!(cols.iter().all(|c| c.1 == Pq::UNCOMPRESSED), "{cols:?}");
+    }
 }

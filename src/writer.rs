@@ -218,7 +218,10 @@ mod tests {
     fn per_column_choices_follow_the_data() {
         let (schema, b) = batch(2000);
         let props = writer_properties(Compression::Zstd(1), 1_000_000);
-        let cols = columns(encode(&schema.table, &[b.clone()], &props).unwrap(), &b);
+        let cols = columns(
+            encode(&schema.table, std::slice::from_ref(&b), &props).unwrap(),
+            &b,
+        );
         let get = |name: &str| cols.iter().find(|c| c.0 == name).cloned().unwrap();
         // Ids: no dictionary, compressed.
         assert!(matches!(get("payment_id").1, Pq::ZSTD(_)));
@@ -234,7 +237,10 @@ mod tests {
     fn small_files_are_not_compressed() {
         let (schema, b) = batch(50);
         let props = writer_properties(Compression::Zstd(1), 1_000_000);
-        let cols = columns(encode(&schema.table, &[b.clone()], &props).unwrap(), &b);
+        let cols = columns(
+            encode(&schema.table, std::slice::from_ref(&b), &props).unwrap(),
+            &b,
+        );
         assert!(cols.iter().all(|c| c.1 == Pq::UNCOMPRESSED), "{cols:?}");
     }
 }

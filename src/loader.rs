@@ -1380,3 +1380,110 @@ impl Loader {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A loader on an in-memory table with its decode thread's channels in the test's hands.
+    fn loader() -> (Loader, Receiver<DecodeJob>, Sender<DecodeJob>) {
+        let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/payment.avsc");
+        let text = format!(
+            "[source]\nbrokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\ngroup_id = \"g\"\n\
+             [schema]\nfile = \"{schema}\"\n[event_time]\nfield = \"created_at\"\n\
+             [storage]\nurl = \"memory://\"\n"
+        );
+        let job = Job::parse(std::path::Path::new("/job.toml"), &text, &|_| None).unwrap();
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        let mut l = Loader::new(job, rt, Arc::new(AtomicBool::new(false))).unwrap();
+        let (jobs, jobs_rx) = std::sync::mpsc::sync_channel(DECODE_QUEUE);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        l.decoding = Some(Decoding {
+            jobs,
+            done,
+            in_flight: 0,
+            in_flight_bytes: 0,
+            in_flight_rows: 0,
+            spare: Vec::new(),
+        });
+        (l, jobs_rx, done_tx)
+    }
+
+    fn fill(l: &mut Loader, from: i64, n: i64) {
+        let buf = l.parts.get_mut("t", 0).unwrap();
+        crate::generate::generate(
+            &crate::generate::GenSpec {
+                count: n as u64,
+                first_id: from as u64,
+                ..Default::default()
+            },
+            |r| {
+                let o = buf.next;
+                buf.raw.push(o, None, None, Some(&r.payload));
+                buf.next = o + 1;
+            },
+        );
+    }
+
+    /// Decodes what the loader sent, as the decode thread would.
+    fn decode_sent(l: &Loader, jobs: &Receiver<DecodeJob>, done: &Sender<DecodeJob>) {
+        let decoder = ChunkDecoder::new(l.job.schema.clone(), l.job.event_time.clone());
+        while let Ok(mut job) = jobs.try_recv() {
+            let decoded = decoder.decode(&job.raw, &job.topic, job.partition);
+            job.decoded = Some(DecodedChunk::new(decoded, l.job.window));
+            job.raw.clear();
+            done.send(job).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_chunk_decoded_across_a_repositioning_is_dropped() {
+        let (mut l, jobs, done) = loader();
+        l.parts.insert("t", 0, PartBuf::new(Offset::Offset(0)));
+        fill(&mut l, 0, 100);
+        l.send_chunk("t", 0).unwrap();
+        assert_eq!(l.buffered().1, 100, "in flight counts as buffered");
+        // Fenced meanwhile: re-positioned at 40, where another writer's range ended.
+        l.parts.get_mut("t", 0).unwrap().reset_to(40);
+        decode_sent(&l, &jobs, &done);
+        l.take_decoded(true).unwrap();
+        let buf = l.parts.get("t", 0).unwrap();
+        assert_eq!(buf.buffer.rows(), 0, "rows read before the re-positioning");
+        assert_eq!((buf.from, buf.next), (Some(40), 40));
+        assert_eq!(l.buffered(), (0, 0));
+
+        // Read again from 40: these are kept.
+        fill(&mut l, 40, 60);
+        l.send_chunk("t", 0).unwrap();
+        decode_sent(&l, &jobs, &done);
+        l.take_decoded(true).unwrap();
+        let buf = l.parts.get("t", 0).unwrap();
+        assert_eq!(buf.buffer.rows(), 60);
+        let first = buf.buffer.windows().map(|(_, w)| w.first_offset).min();
+        assert_eq!(first, Some(40));
+    }
+
+    #[test]
+    fn a_chunk_of_a_revoked_then_reassigned_partition_is_dropped() {
+        let (mut l, jobs, done) = loader();
+        l.parts.insert("t", 0, PartBuf::new(Offset::Offset(0)));
+        fill(&mut l, 0, 50);
+        l.send_chunk("t", 0).unwrap();
+        l.on_assignment(Assignment::Revoked(vec![("t".into(), 0)]))
+            .unwrap();
+        l.on_assignment(Assignment::Assigned(vec![(
+            ("t".into(), 0),
+            Offset::Offset(0),
+        )]))
+        .unwrap();
+        decode_sent(&l, &jobs, &done);
+        l.take_decoded(true).unwrap();
+        assert_eq!(l.parts.get("t", 0).unwrap().buffer.rows(), 0);
+        assert_eq!(l.decoding.as_ref().unwrap().in_flight, 0);
+    }
+}

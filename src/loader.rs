@@ -212,6 +212,19 @@ struct Decoding {
     spare: Vec<RawChunk>,
 }
 
+impl Decoding {
+    fn new(jobs: SyncSender<DecodeJob>, done: Receiver<DecodeJob>) -> Self {
+        Decoding {
+            jobs,
+            done,
+            in_flight: 0,
+            in_flight_bytes: 0,
+            in_flight_rows: 0,
+            spare: Vec::new(),
+        }
+    }
+}
+
 fn decode_thread(
     decoder: ChunkDecoder,
     window: crate::window::WindowSize,
@@ -444,14 +457,7 @@ impl Loader {
                     decode_thread(decoder, window, jobs_rx, done_tx)
                 })
                 .map_err(LoadError::Runtime)?;
-            self.decoding = Some(Decoding {
-                jobs,
-                done,
-                in_flight: 0,
-                in_flight_bytes: 0,
-                in_flight_rows: 0,
-                spare: Vec::new(),
-            });
+            self.decoding = Some(Decoding::new(jobs, done));
             let result = self.consume(&consumer, mode);
             // Flush what is buffered (also on SIGINT/SIGTERM); not after an error.
             let result = result.and_then(|_| self.commit(&consumer));
@@ -1403,14 +1409,7 @@ mod tests {
         let mut l = Loader::new(job, rt, Arc::new(AtomicBool::new(false))).unwrap();
         let (jobs, jobs_rx) = std::sync::mpsc::sync_channel(DECODE_QUEUE);
         let (done_tx, done) = std::sync::mpsc::channel();
-        l.decoding = Some(Decoding {
-            jobs,
-            done,
-            in_flight: 0,
-            in_flight_bytes: 0,
-            in_flight_rows: 0,
-            spare: Vec::new(),
-        });
+        l.decoding = Some(Decoding::new(jobs, done));
         (l, jobs_rx, done_tx)
     }
 

@@ -1273,13 +1273,14 @@ impl Loader {
         let mut order: Vec<usize> = (0..planned.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(planned[i].1.rows));
         let next = AtomicUsize::new(0);
-        let sizes = Mutex::new(vec![0u64; planned.len()]);
+        let sizes: Mutex<Vec<Option<u64>>> = Mutex::new(vec![None; planned.len()]);
         let (schema, props) = (&self.job.schema.table, &self.props);
         std::thread::scope(|scope| {
             let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Result<Vec<u8>>)>(threads * 2);
             for _ in 0..threads {
                 let (tx, order, next) = (tx.clone(), &order, &next);
-                scope.spawn(move || loop {
+                let encoder = std::thread::Builder::new().name("sluice-encode".into());
+                let spawned = encoder.spawn_scoped(scope, move || loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = order.get(k) else { break };
                     let (buf, w) = planned[i];
@@ -1303,6 +1304,7 @@ impl Loader {
                         break;
                     }
                 });
+                spawned.map_err(LoadError::Runtime)?;
             }
             drop(tx);
             let bodies = futures::stream::unfold(rx, |mut rx| async move {
@@ -1316,13 +1318,27 @@ impl Loader {
                         let size = body.len() as u64;
                         self.put_new(&files[i].path, body).await?;
                         if let Ok(mut s) = sizes.lock() {
-                            s[i] = size;
+                            s[i] = Some(size);
                         }
                         Ok(())
                     }
                 }))
         })?;
-        Ok(sizes.into_inner().unwrap_or_else(|p| p.into_inner()))
+        // Every file must have been written: an encoder that died would leave one out.
+        sizes
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .into_iter()
+            .zip(files)
+            .map(|(size, f)| {
+                size.ok_or_else(|| {
+                    LoadError::Runtime(std::io::Error::other(format!(
+                        "{} was not encoded (an encoder thread stopped)",
+                        f.path
+                    )))
+                })
+            })
+            .collect()
     }
 
     /// Puts a new object under a name no one else uses, retrying transient failures.

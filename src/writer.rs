@@ -23,7 +23,20 @@ pub fn writer_properties(compression: Compression, row_group_rows: usize) -> Wri
         Compression::Lz4 => PqCompression::LZ4_RAW,
         Compression::None => PqCompression::UNCOMPRESSED,
     };
-    WriterProperties::builder()
+    let col = |name: &str| parquet::schema::types::ColumnPath::from(name);
+    let mut builder = WriterProperties::builder();
+    // Source columns: offsets and Kafka timestamps rise row by row, so deltas take a few bits
+    // a row where a dictionary held every value; the partition is one dictionary code.
+    for name in [crate::schema::OFFSET_COL, crate::schema::KAFKA_TS_COL] {
+        builder = builder
+            .set_column_dictionary_enabled(col(name), false)
+            .set_column_encoding(col(name), parquet::basic::Encoding::DELTA_BINARY_PACKED);
+    }
+    builder
+        .set_column_compression(
+            col(crate::schema::PARTITION_COL),
+            PqCompression::UNCOMPRESSED,
+        )
         .set_compression(c)
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
@@ -74,10 +87,6 @@ fn file_properties(
         return builder.set_compression(PqCompression::UNCOMPRESSED).build();
     }
     let path = |name: &str| parquet::schema::types::ColumnPath::from(name);
-    builder = builder.set_column_compression(
-        path(crate::schema::PARTITION_COL),
-        PqCompression::UNCOMPRESSED,
-    );
     let rows = sample.num_rows().min(512);
     if rows < 64 {
         return builder.build();
@@ -230,7 +239,9 @@ mod tests {
         assert_eq!(get("currency").1, Pq::UNCOMPRESSED);
         assert!(get("currency").2);
         assert_eq!(get("_partition").1, Pq::UNCOMPRESSED);
+        // Offsets rise row by row: delta-encoded, no dictionary.
         assert!(matches!(get("_offset").1, Pq::ZSTD(_)));
+        assert!(!get("_offset").2);
     }
 
     #[test]

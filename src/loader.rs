@@ -41,8 +41,11 @@ use crate::metrics::Metrics;
 use crate::source::{self, Assignment, LoaderContext, TopicPartition};
 use crate::writer;
 
-/// Records decoded together.
+/// Records decoded together: up to this many, or this many bytes of payload, whichever first
+/// (each partition fills an arena of its own, and a few more are on their way to the decode
+/// thread: bytes keep them small whatever the record size).
 const CHUNK_RECORDS: usize = 8192;
+const CHUNK_BYTES: usize = 1 << 20;
 /// Messages between two looks at the clock.
 const CLOCK_EVERY: u32 = 1024;
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -702,7 +705,7 @@ impl Loader {
         if mode.bounded() && matches!(buf.target, Some(t) if buf.next >= t) {
             buf.done = true;
         }
-        if buf.raw.len() >= CHUNK_RECORDS {
+        if buf.raw.len() >= CHUNK_RECORDS || buf.raw.bytes() >= CHUNK_BYTES {
             self.send_chunk(topic, partition)?;
         }
         Ok(())

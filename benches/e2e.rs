@@ -20,6 +20,7 @@ use sluice::buffer::{DecodedChunk, PartitionBuffer};
 use sluice::config::{EventTime, TimeFormat};
 use sluice::decode::{ChunkDecoder, RawChunk};
 use sluice::generate::{generate, GenSpec};
+use sluice::loader::{CHUNK_BYTES, CHUNK_RECORDS};
 use sluice::schema::TableSchema;
 
 fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
@@ -216,7 +217,7 @@ fn sluice_in_memory(schema: &TableSchema, data: &[Vec<u8>], partitions: usize) -
         let p = i % partitions;
         chunks[p].push(offsets[p], None, None, Some(payload));
         offsets[p] += 1;
-        if chunks[p].len() >= 8192 {
+        if chunks[p].len() >= CHUNK_RECORDS || chunks[p].bytes() >= CHUNK_BYTES {
             flush(p, &mut chunks[p], &mut buffers[p]);
         }
     }

@@ -44,8 +44,8 @@ use crate::writer;
 /// Records decoded together: up to this many, or this many bytes of payload, whichever first
 /// (each partition fills an arena of its own, and a few more are on their way to the decode
 /// thread: bytes keep them small whatever the record size).
-const CHUNK_RECORDS: usize = 8192;
-const CHUNK_BYTES: usize = 1 << 20;
+pub const CHUNK_RECORDS: usize = 8192;
+pub const CHUNK_BYTES: usize = 1 << 20;
 /// Messages between two looks at the clock.
 const CLOCK_EVERY: u32 = 1024;
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(30);

@@ -135,6 +135,8 @@ pub struct ChunkDecoder {
     /// A decoder left clean by a successful flush, reused by the next chunk (building one
     /// per chunk cost page faults and allocations).
     spare: std::cell::RefCell<Option<Decoder>>,
+    /// The fast path for chunks of flat records, when the schema allows it.
+    pub(crate) flat: Option<crate::flat::FlatDecoder>,
 }
 
 /// Rows a reusable decoder holds per flush (chunks are at most this long).
@@ -147,11 +149,18 @@ impl ChunkDecoder {
             EventTime::KafkaTimestamp => None,
         };
         Self {
+            flat: crate::flat::FlatDecoder::new(&schema.payload),
             schema,
             event_time,
             event_col,
             spare: std::cell::RefCell::new(None),
         }
+    }
+
+    /// The same decoder without the flat-record fast path (to compare the two).
+    pub fn without_fast_path(mut self) -> Self {
+        self.flat = None;
+        self
     }
 
     pub fn schema(&self) -> &TableSchema {
@@ -163,7 +172,14 @@ impl ChunkDecoder {
         let mut parts: Vec<(RecordBatch, Vec<u32>)> = Vec::new();
         let mut bad: Vec<(u32, String)> = Vec::new();
         let all: Vec<u32> = (0..chunk.len() as u32).collect();
-        self.decode_rows(chunk, &all, &mut parts, &mut bad);
+        let flat = self
+            .flat
+            .as_ref()
+            .and_then(|f| f.decode((0..chunk.len()).map(|i| chunk.payload(i)), chunk.bytes()));
+        match flat {
+            Some(batch) => parts.push((batch, all)),
+            None => self.decode_rows(chunk, &all, &mut parts, &mut bad),
+        }
 
         // Post-decode checks: enum symbols and a usable event time.
         let mut kept_batches = Vec::with_capacity(parts.len());

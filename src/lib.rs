@@ -24,6 +24,7 @@ pub mod config;
 pub mod decode;
 pub mod error;
 pub mod failpoint;
+pub mod flat;
 pub mod generate;
 pub mod loader;
 pub mod manifest;

@@ -122,6 +122,9 @@ impl FlatDecoder {
     /// Appends one record to every column, or `None` (builders then spoiled: the caller drops
     /// them).
     fn record(&self, p: &[u8], builders: &mut [Builder]) -> Option<()> {
+        // Valid UTF-8 once for the whole payload: every string between two quotes (ASCII) is
+        // then valid too.
+        let text = std::str::from_utf8(p).ok()?;
         let mut seen = 0u64;
         let mut i = ws(p, 0);
         if p.get(i) != Some(&b'{') {
@@ -134,7 +137,7 @@ impl FlatDecoder {
         } else {
             loop {
                 let (key, after) = string(p, i)?;
-                let f = self.field(key, guess)?;
+                let f = self.field(&p[key], guess)?;
                 if seen & (1 << f) != 0 {
                     return None;
                 }
@@ -145,7 +148,7 @@ impl FlatDecoder {
                     return None;
                 }
                 i = ws(p, i + 1);
-                i = self.value(p, i, f, &mut builders[f])?;
+                i = self.value(text, i, f, &mut builders[f])?;
                 i = ws(p, i);
                 match p.get(i) {
                     Some(b',') => i = ws(p, i + 1),
@@ -181,7 +184,8 @@ impl FlatDecoder {
     }
 
     /// Reads the value at `i` into column `f`; returns the position after it.
-    fn value(&self, p: &[u8], i: usize, f: usize, b: &mut Builder) -> Option<usize> {
+    fn value(&self, text: &str, i: usize, f: usize, b: &mut Builder) -> Option<usize> {
+        let p = text.as_bytes();
         let c = &self.columns[f];
         match (p.get(i)?, b) {
             (b'n', b) => {
@@ -193,18 +197,17 @@ impl FlatDecoder {
             }
             (b'"', Builder::Utf8(b)) => {
                 let (s, after) = string(p, i)?;
-                b.append_value(std::str::from_utf8(s).ok()?);
+                b.append_value(text.get(s)?);
                 Some(after)
             }
             (b'"', Builder::Decimal(b)) => {
                 let (s, after) = string(p, i)?;
-                b.append_value(decimal(std::str::from_utf8(s).ok()?, c.kind)?);
+                b.append_value(decimal(text.get(s)?, c.kind)?);
                 Some(after)
             }
             (b'-' | b'0'..=b'9', Builder::Decimal(b)) => {
                 let end = number(p, i)?;
-                let text = std::str::from_utf8(&p[i..end]).ok()?;
-                b.append_value(decimal(text, c.kind)?);
+                b.append_value(decimal(text.get(i..end)?, c.kind)?);
                 Some(end)
             }
             _ => None,
@@ -236,22 +239,21 @@ fn ws(p: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// A string at `i` (its opening quote) without escapes or control characters: its bytes and
-/// the position after its closing quote.
-fn string(p: &[u8], i: usize) -> Option<(&[u8], usize)> {
+/// A string at `i` (its opening quote) without escapes or control characters: the range of
+/// its bytes and the position after its closing quote. (Strings here are short: one scalar
+/// pass beats setting up a vector search.)
+fn string(p: &[u8], i: usize) -> Option<(std::ops::Range<usize>, usize)> {
     if p.get(i) != Some(&b'"') {
         return None;
     }
-    let rest = p.get(i + 1..)?;
-    let end = memchr::memchr2(b'"', b'\\', rest)?;
-    if rest[end] != b'"' {
-        return None; // an escape: the general path unescapes
-    }
-    let s = &rest[..end];
-    if s.iter().fold(false, |bad, &b| bad | (b < 0x20)) {
-        return None;
-    }
-    Some((s, i + 1 + end + 1))
+    let start = i + 1;
+    let len = p
+        .get(start..)?
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    let end = start + len;
+    // A backslash (an escape: the general path unescapes) or a control character: give up.
+    (p[end] == b'"').then_some((start..end, end + 1))
 }
 
 /// A JSON number at `i` (strict grammar): the position after it.

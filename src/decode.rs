@@ -171,14 +171,12 @@ impl ChunkDecoder {
     pub fn decode(&self, chunk: &RawChunk, topic: &str, partition: i32) -> Decoded {
         let mut parts: Vec<(RecordBatch, Vec<u32>)> = Vec::new();
         let mut bad: Vec<(u32, String)> = Vec::new();
-        let all: Vec<u32> = (0..chunk.len() as u32).collect();
-        let flat = self
-            .flat
-            .as_ref()
-            .and_then(|f| f.decode((0..chunk.len()).map(|i| chunk.payload(i)), chunk.bytes()));
-        match flat {
-            Some(batch) => parts.push((batch, all)),
-            None => self.decode_rows(chunk, &all, &mut parts, &mut bad),
+        match &self.flat {
+            Some(flat) => self.decode_mixed(flat, chunk, &mut parts, &mut bad),
+            None => {
+                let all: Vec<u32> = (0..chunk.len() as u32).collect();
+                self.decode_rows(chunk, &all, &mut parts, &mut bad);
+            }
         }
 
         // Post-decode checks: enum symbols and a usable event time.
@@ -263,6 +261,43 @@ impl ChunkDecoder {
             batch,
             event_ms,
             dead,
+        }
+    }
+
+    /// Runs of records the flat path reads, and between them runs of records it refuses, for
+    /// the general path; parts stay in record order. Past a sixteenth of the chunk refused, the
+    /// rest goes to the general path in one run.
+    fn decode_mixed(
+        &self,
+        flat: &crate::flat::FlatDecoder,
+        chunk: &RawChunk,
+        parts: &mut Vec<(RecordBatch, Vec<u32>)>,
+        bad: &mut Vec<(u32, String)>,
+    ) {
+        let n = chunk.len();
+        let most_refused = (n / 16).max(8);
+        let (mut i, mut refused) = (0usize, 0usize);
+        let mut slow_from: Option<usize> = None;
+        while i < n {
+            let (batch, k) =
+                flat.decode_prefix((i..n).map(|r| chunk.payload(r)), chunk.bytes(), i == 0);
+            if let Some(batch) = batch {
+                if let Some(s) = slow_from.take() {
+                    let run: Vec<u32> = (s as u32..i as u32).collect();
+                    self.decode_rows(chunk, &run, parts, bad);
+                }
+                parts.push((batch, (i as u32..(i + k) as u32).collect()));
+                i += k;
+                continue;
+            }
+            // Record `i` is refused: it joins the general path's run.
+            slow_from.get_or_insert(i);
+            refused += 1;
+            i = if refused > most_refused { n } else { i + 1 };
+        }
+        if let Some(s) = slow_from {
+            let run: Vec<u32> = (s as u32..n as u32).collect();
+            self.decode_rows(chunk, &run, parts, bad);
         }
     }
 

@@ -1,12 +1,11 @@
 //! A fast path for the common case: every payload of a chunk is a flat JSON object whose
 //! fields are strings or decimals of the schema.
 //!
-//! It reads each object once, straight into the column builders, and gives up on the whole
-//! chunk at the first thing it does not fully understand: an escape sequence, a control
-//! character, a nested value, an unknown, duplicate or missing required field, a number where a
-//! string belongs, a value that does not parse, anything after the object. The chunk then
-//! takes the general path (arrow-json, with per-record isolation), so this path changes
-//! nothing but speed: what it accepts, it decodes exactly as arrow-json does (decimals go
+//! It reads each object once, straight into the column builders, and refuses a record at the
+//! first thing it does not fully understand: an escape sequence, a control character, a nested
+//! value, an unknown, duplicate or missing required field, a number where a string belongs, a
+//! value that does not parse, anything after the object. Refused records take the general path
+//! (arrow-json, with per-record isolation), so this path changes nothing but speed: what it accepts, it decodes exactly as arrow-json does (decimals go
 //! through the same `parse_decimal`), which a differential property test checks.
 
 use std::sync::Arc;
@@ -72,14 +71,21 @@ impl FlatDecoder {
         })
     }
 
-    /// Decodes every payload into one batch, or `None` if any is not a plain flat object.
-    pub fn decode<'a>(
+    /// Decodes records from the first of `payloads` up to the first one this path refuses:
+    /// their batch (`None` if none) and how many it holds. `whole` says the payloads are a
+    /// whole chunk (builders are then sized for all of them and the size hints learnt).
+    pub fn decode_prefix<'a>(
         &self,
         payloads: impl ExactSizeIterator<Item = Option<&'a [u8]>>,
         bytes: usize,
-    ) -> Option<RecordBatch> {
-        let rows = payloads.len();
-        let unknown = bytes / rows.max(1) / self.columns.len() * 64;
+        whole: bool,
+    ) -> (Option<RecordBatch>, usize) {
+        let rows = if whole {
+            payloads.len()
+        } else {
+            payloads.len().min(256)
+        };
+        let unknown = bytes / payloads.len().max(1) / self.columns.len() * 64;
         let mut builders: Vec<Builder> = self
             .columns
             .iter()
@@ -95,36 +101,59 @@ impl FlatDecoder {
                 Kind::Decimal128 { .. } => Builder::Decimal(Decimal128Builder::with_capacity(rows)),
             })
             .collect();
+        let total = payloads.len();
+        let mut decoded = 0;
         for payload in payloads {
-            self.record(payload?, &mut builders)?;
+            // Valid UTF-8 once for the whole payload: every string between two quotes (ASCII)
+            // is then valid too.
+            let Some(text) = payload.and_then(|p| std::str::from_utf8(p).ok()) else {
+                break;
+            };
+            // A refused record may have appended to some columns: they are cut back to the
+            // records decoded when the arrays are made.
+            if self.record(text, &mut builders).is_none() {
+                break;
+            }
+            decoded += 1;
         }
-        for (b, size) in builders.iter().zip(&self.sizes) {
-            if let Builder::Utf8(b) = b {
-                size.set((b.values_slice().len() * 64).div_ceil(rows.max(1)));
+        if decoded == 0 {
+            return (None, 0);
+        }
+        if whole && decoded == total {
+            for (b, size) in builders.iter().zip(&self.sizes) {
+                if let Builder::Utf8(b) = b {
+                    size.set((b.values_slice().len() * 64).div_ceil(decoded));
+                }
             }
         }
+        match self.finish(builders, decoded) {
+            Some(batch) => (Some(batch), decoded),
+            None => (None, 0),
+        }
+    }
+
+    /// The batch of the first `rows` records appended.
+    fn finish(&self, builders: Vec<Builder>, rows: usize) -> Option<RecordBatch> {
         let arrays: Vec<ArrayRef> = builders
             .into_iter()
             .zip(&self.columns)
             .map(|(b, c)| -> Option<ArrayRef> {
-                Some(match (b, c.kind) {
+                let a: ArrayRef = match (b, c.kind) {
                     (Builder::Utf8(mut b), _) => Arc::new(b.finish()),
                     (Builder::Decimal(mut b), Kind::Decimal128 { precision, scale }) => {
                         Arc::new(b.finish().with_precision_and_scale(precision, scale).ok()?)
                     }
                     (Builder::Decimal(_), Kind::Utf8) => return None,
-                })
+                };
+                Some(if a.len() == rows { a } else { a.slice(0, rows) })
             })
             .collect::<Option<_>>()?;
         RecordBatch::try_new(self.schema.clone(), arrays).ok()
     }
 
-    /// Appends one record to every column, or `None` (builders then spoiled: the caller drops
-    /// them).
-    fn record(&self, p: &[u8], builders: &mut [Builder]) -> Option<()> {
-        // Valid UTF-8 once for the whole payload: every string between two quotes (ASCII) is
-        // then valid too.
-        let text = std::str::from_utf8(p).ok()?;
+    /// Appends one record to every column, or `None` if this path refuses it.
+    fn record(&self, text: &str, builders: &mut [Builder]) -> Option<()> {
+        let p = text.as_bytes();
         let mut seen = 0u64;
         let mut i = ws(p, 0);
         if p.get(i) != Some(&b'{') {
@@ -437,10 +466,12 @@ mod tests {
             let Some(flat) = fast.flat.as_ref() else {
                 panic!("the payment schema is flat");
             };
-            if flat
-                .decode(std::iter::once(Some(payload.as_slice())), payload.len())
-                .is_none()
-            {
+            let (_, taken) = flat.decode_prefix(
+                std::iter::once(Some(payload.as_slice())),
+                payload.len(),
+                true,
+            );
+            if taken == 0 {
                 continue;
             }
             accepted += 1;
@@ -473,14 +504,15 @@ mod tests {
             |r| payloads.push(r.payload),
         );
         let bytes = payloads.iter().map(Vec::len).sum();
-        let batch = flat
-            .decode(payloads.iter().map(|p| Some(p.as_slice())), bytes)
-            .expect("generated events are plain flat objects");
-        assert_eq!(batch.num_rows(), 500);
-        // One escape anywhere sends the whole chunk to the general path.
+        let (batch, taken) =
+            flat.decode_prefix(payloads.iter().map(|p| Some(p.as_slice())), bytes, true);
+        assert_eq!(taken, 500, "generated events are plain flat objects");
+        assert_eq!(batch.map(|b| b.num_rows()), Some(500));
+        // The fast path stops at a record with an escape: the general path takes that one.
         payloads[250] = br#"{"event_id":"a\"b"}"#.to_vec();
-        assert!(flat
-            .decode(payloads.iter().map(|p| Some(p.as_slice())), bytes)
-            .is_none());
+        let (batch, taken) =
+            flat.decode_prefix(payloads.iter().map(|p| Some(p.as_slice())), bytes, true);
+        assert_eq!(taken, 250);
+        assert_eq!(batch.map(|b| b.num_rows()), Some(250));
     }
 }

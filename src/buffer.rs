@@ -300,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn whole_chunks_are_shared_not_copied() {
+    fn whole_chunks_stay_whole_and_partial_ones_are_gathered() {
         let size = WindowSize::from_millis(HOUR).unwrap();
         let mut buf = PartitionBuffer::default();
         buf.push(DecodedChunk::new(chunk(&[0, 1, 2], &[10, 20, 30]), size));

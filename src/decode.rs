@@ -265,8 +265,8 @@ impl ChunkDecoder {
     }
 
     /// Runs of records the flat path reads, and between them runs of records it refuses, for
-    /// the general path; parts stay in record order. Past a sixteenth of the chunk refused, the
-    /// rest goes to the general path in one run.
+    /// the general path; parts stay in record order. Past a sixteenth of the chunk refused (and
+    /// at least 8 records), the rest goes to the general path in one run.
     fn decode_mixed(
         &self,
         flat: &crate::flat::FlatDecoder,
@@ -562,7 +562,8 @@ fn too_deep(payload: &[u8]) -> bool {
 /// Converts an event-time column to milliseconds since the epoch; invalid values become null.
 /// Event times of a column of strict RFC 3339 times (`YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`),
 /// or `None` if any value has another shape: the column then goes through arrow's cast, which
-/// also reads the looser forms. (Same result for the strict shape, a tenth of the cost.)
+/// also reads the looser forms. (Same result for the strict shape, without arrow's general
+/// parser: decode +3% in the micro-benchmark.)
 fn rfc3339_column(col: &StringArray) -> Option<Int64Array> {
     let mut out = Vec::with_capacity(col.len());
     for v in col.iter() {

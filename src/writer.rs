@@ -71,8 +71,11 @@ const FEW_DISTINCT: usize = 64;
 /// Per-file properties, from a sample (the first 512 rows of the first batch):
 /// - dictionary encoding off for top-level string columns more than half distinct (ids): it
 ///   costs time and saves nothing; low-cardinality columns (currency, status) keep theirs;
-/// - no compression for columns that are a handful of dictionary codes (low-cardinality
-///   strings, the partition number) nor for whole files under [`SMALL_FILE_ROWS`] rows.
+/// - no compression for string columns that are a handful of dictionary codes, nor for whole
+///   files under [`SMALL_FILE_ROWS`] rows.
+///
+/// (Choices that do not depend on the data, for the source columns, are in
+/// [`writer_properties`].)
 fn file_properties(
     schema: &SchemaRef,
     batches: &[RecordBatch],

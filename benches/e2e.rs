@@ -373,12 +373,12 @@ fn resume(ctx: &Ctx, entries: u64) -> (f64, f64) {
             commit_id: format!("c{seq}"),
             writer: "bench".into(),
             committed_at_ms: 0,
-            ranges: vec![sluice::manifest::OffsetRange {
-                topic: topic.clone(),
-                partition: 0,
-                from: seq as i64 - 1,
-                to: seq as i64,
-            }],
+            ranges: vec![sluice::manifest::OffsetRange::new(
+                &topic,
+                0,
+                seq as i64 - 1,
+                seq as i64,
+            )],
             files: vec![sluice::manifest::DataFile {
                 path: format!("date=2026-11-24/hour=00/part-{topic}-0-{seq:020}-x.parquet"),
                 bytes: 1000,

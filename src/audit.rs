@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::ManifestError;
 use crate::manifest::{
-    Manifest, Refusal, TableState, CHECKPOINT_DIR, DEAD_LETTER_DIR, LAST_CHECKPOINT, LOG_DIR,
+    Entry, Manifest, Refusal, TableState, CHECKPOINT_DIR, DEAD_LETTER_DIR, LAST_CHECKPOINT, LOG_DIR,
 };
 
 /// One thing wrong with a table.
@@ -56,7 +56,50 @@ pub enum Violation {
         topic: String,
         partition: i32,
     },
-    OverfullRange {
+    /// An entry's counts for a range do not add up: its length is not the records polled
+    /// plus the recorded non-records, or its records are not its rows plus dead letters.
+    Unaccounted {
+        seq: u64,
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: i64,
+        records: Option<u64>,
+        rows: u64,
+        dead_letters: u64,
+        not_records: u64,
+    },
+    /// Offsets `[from, to)` of an entry's range that are no row, no dead letter and no
+    /// recorded non-record (with `--kafka`: the broker has no answer for them).
+    Hole {
+        seq: u64,
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: i64,
+    },
+    /// `verify --kafka`: offsets of a hole where the broker holds records: they were lost.
+    Lost {
+        seq: u64,
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: i64,
+        /// Records the broker holds in `[from, to)`.
+        records: u64,
+    },
+    /// Offsets `[from, to)` held twice in one entry (two rows, a row and a dead letter, or a
+    /// record and a recorded non-record).
+    Duplicate {
+        seq: u64,
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: i64,
+    },
+    /// `verify --kafka`: offsets an entry recorded as not records, where the broker holds
+    /// records.
+    RecordedNonRecordIsRecord {
         seq: u64,
         topic: String,
         partition: i32,
@@ -88,6 +131,24 @@ pub struct VerifyReport {
     pub dead_letters: u64,
     pub partitions: Vec<PartitionReport>,
     pub violations: Vec<Violation>,
+    /// Offsets checked one by one: every offset of every range whose files could be read.
+    pub offsets_checked: u64,
+    /// With `--kafka`: holes the broker holds no record in (offsets not recorded as
+    /// non-records by entries written before sluice recorded them; not violations).
+    pub unrecorded_non_records: Vec<Span>,
+    /// Offsets entries recorded as not records (checked against the broker by `--kafka`).
+    #[serde(skip)]
+    pub recorded_non_records: Vec<Span>,
+}
+
+/// Offsets `[from, to)` of one partition, named in an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Span {
+    pub seq: u64,
+    pub topic: String,
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
 }
 
 /// Audits the table: replays every entry from the first, checks ranges, files and checkpoints.
@@ -117,6 +178,20 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
                     });
                     continue;
                 }
+                Refusal::Unaccounted(u) => {
+                    report.violations.push(Violation::Unaccounted {
+                        seq: e.seq,
+                        topic: u.topic.clone(),
+                        partition: u.partition,
+                        from: u.from,
+                        to: u.to,
+                        records: u.records,
+                        rows: u.rows,
+                        dead_letters: u.dead_letters,
+                        not_records: u.not_records,
+                    });
+                    continue;
+                }
             };
             report.violations.push(Violation::Overlap {
                 topic,
@@ -136,28 +211,21 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
                     seq: e.seq,
                 });
             }
-            let records: u64 = e
-                .files
-                .iter()
-                .filter(|f| f.topic == r.topic && f.partition == r.partition)
-                .map(|f| f.rows)
-                .sum::<u64>()
-                + e.dead_letters
-                    .iter()
-                    .filter(|d| d.topic == r.topic && d.partition == r.partition)
-                    .map(|d| d.offsets.len() as u64)
-                    .sum::<u64>();
-            if records > (r.to - r.from).max(0) as u64 {
-                report.violations.push(Violation::OverfullRange {
+        }
+        for r in &e.ranges {
+            report
+                .recorded_non_records
+                .extend(r.not_records.iter().map(|&(from, to)| Span {
                     seq: e.seq,
                     topic: r.topic.clone(),
                     partition: r.partition,
-                    from: r.from,
-                    to: r.to,
-                    records,
-                });
-            }
+                    from,
+                    to,
+                }));
         }
+        let (violations, checked) = entry_offsets(m, &e).await;
+        report.violations.extend(violations);
+        report.offsets_checked += checked;
         let within = |topic: &str, partition: i32, lo: i64, hi: i64| {
             e.ranges
                 .iter()
@@ -251,6 +319,298 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
         });
     }
     Ok(report)
+}
+
+/// `verify --kafka`: asks the broker about every hole and every recorded non-record. A hole
+/// the broker holds records in is a loss ([`Violation::Lost`]); one it holds none in is
+/// listed in `unrecorded_non_records` (transaction markers or compacted offsets of an entry
+/// written before sluice recorded them) and is no violation; a recorded non-record the broker
+/// holds records in is a [`Violation::RecordedNonRecordIsRecord`]. A span the broker cannot
+/// answer for (retention took it, or no answer in time) stays a hole.
+pub fn check_with_kafka(
+    job: &crate::config::Job,
+    report: &mut VerifyReport,
+) -> crate::error::Result<()> {
+    let consumer = crate::source::lookup_consumer(job)?;
+    let mut violations = Vec::new();
+    for v in std::mem::take(&mut report.violations) {
+        let Violation::Hole {
+            seq,
+            topic,
+            partition,
+            from,
+            to,
+        } = v
+        else {
+            violations.push(v);
+            continue;
+        };
+        let span = Span {
+            seq,
+            topic,
+            partition,
+            from,
+            to,
+        };
+        match records_in(&consumer, &span)? {
+            Some(0) => report.unrecorded_non_records.push(span),
+            Some(records) => violations.push(Violation::Lost {
+                seq,
+                topic: span.topic,
+                partition,
+                from,
+                to,
+                records,
+            }),
+            None => violations.push(Violation::Hole {
+                seq,
+                topic: span.topic,
+                partition,
+                from,
+                to,
+            }),
+        }
+    }
+    for span in &report.recorded_non_records {
+        if let Some(records) = records_in(&consumer, span)?.filter(|&n| n > 0) {
+            violations.push(Violation::RecordedNonRecordIsRecord {
+                seq: span.seq,
+                topic: span.topic.clone(),
+                partition: span.partition,
+                from: span.from,
+                to: span.to,
+                records,
+            });
+        }
+    }
+    report.violations = violations;
+    Ok(())
+}
+
+/// How many records the broker holds in `[from, to)` of a partition (as the loader's consumer
+/// configuration reads them), or `None` if it cannot tell.
+fn records_in(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    span: &Span,
+) -> crate::error::Result<Option<u64>> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::error::KafkaError;
+    use rdkafka::message::Message;
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset(
+        &span.topic,
+        span.partition,
+        rdkafka::Offset::Offset(span.from),
+    )
+    .and_then(|_| consumer.assign(&list))
+    .map_err(|source| crate::error::LoadError::Kafka {
+        context: format!(
+            "assigning {}/{} at {}",
+            span.topic, span.partition, span.from
+        ),
+        source,
+    })?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut records = 0u64;
+    // The next offset the broker may hold a record at.
+    let mut next = span.from;
+    let answer = loop {
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        match consumer.poll(std::time::Duration::from_millis(200)) {
+            // Some brokers send no end-of-partition event to a consumer that starts at the
+            // end: the high watermark of the fetch answers too.
+            None => {
+                let cached =
+                    crate::source::cached_watermarks(consumer, &span.topic, span.partition);
+                if cached.is_some_and(|(_, high)| high <= next) {
+                    break Some(records);
+                }
+            }
+            Some(Ok(msg)) if msg.topic() == span.topic && msg.partition() == span.partition => {
+                let o = msg.offset();
+                if o >= span.to {
+                    break Some(records);
+                }
+                if o >= span.from {
+                    records += 1;
+                }
+                next = next.max(o + 1);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(KafkaError::PartitionEOF(p))) if p == span.partition => break Some(records),
+            Some(Err(e)) => {
+                tracing::warn!(topic = %span.topic, partition = span.partition, from = span.from, error = %e, "the broker cannot answer for these offsets");
+                break None;
+            }
+        }
+    };
+    let _ = consumer.unassign();
+    Ok(answer)
+}
+
+/// At most this many hole or duplicate spans are reported per range.
+const SPANS_PER_RANGE: usize = 100;
+
+/// Checks an entry record by record: every offset of each range is exactly one row (read
+/// from the data files' `_offset` column), dead letter or recorded non-record, and each file's
+/// offsets lie in its recorded `[first_offset, next_offset)`. Ranges with a file that cannot
+/// be read (a replaced file deleted by `gc`; a missing live file is reported elsewhere) are
+/// left to the count check. Returns the violations and the offsets checked.
+async fn entry_offsets(m: &Manifest, e: &Entry) -> (Vec<Violation>, u64) {
+    let read: Vec<(usize, Result<Vec<i64>, String>)> = futures::stream::iter(
+        e.files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| async move { (i, file_offsets(m, &f.path).await) }),
+    )
+    .buffer_unordered(16)
+    .collect()
+    .await;
+    let mut offsets: Vec<Option<Vec<i64>>> = vec![None; e.files.len()];
+    let mut out = Vec::new();
+    for (i, got) in read {
+        let f = &e.files[i];
+        match got {
+            Ok(o) => {
+                if o.iter().any(|&x| x < f.first_offset || x >= f.next_offset) {
+                    out.push(Violation::OffsetsOutsideRange {
+                        seq: e.seq,
+                        path: f.path.clone(),
+                        topic: f.topic.clone(),
+                        partition: f.partition,
+                    });
+                }
+                offsets[i] = Some(o);
+            }
+            Err(error) => tracing::debug!(path = %f.path, %error, "offsets not read"),
+        }
+    }
+    let mut checked = 0u64;
+    for r in &e.ranges {
+        let mine = |t: &str, p: i32| t == r.topic && p == r.partition;
+        // Every offset the entry accounts for in this range, as spans.
+        let mut spans: Vec<(i64, i64)> = Vec::new();
+        let mut readable = true;
+        for (f, o) in e.files.iter().zip(&offsets) {
+            if !mine(&f.topic, f.partition) {
+                continue;
+            }
+            match o {
+                Some(o) => spans.extend(o.iter().map(|&x| (x, x + 1))),
+                None => readable = false,
+            }
+        }
+        if !readable {
+            continue;
+        }
+        for d in e
+            .dead_letters
+            .iter()
+            .filter(|d| mine(&d.topic, d.partition))
+        {
+            spans.extend(d.offsets.iter().map(|&x| (x, x + 1)));
+        }
+        spans.extend(r.not_records.iter().copied());
+        spans.sort_unstable();
+        let (holes, dups) = sweep(r.from, r.to, &spans);
+        let span = |(from, to): (i64, i64)| (r.topic.clone(), r.partition, from, to);
+        out.extend(holes.into_iter().take(SPANS_PER_RANGE).map(span).map(
+            |(topic, partition, from, to)| Violation::Hole {
+                seq: e.seq,
+                topic,
+                partition,
+                from,
+                to,
+            },
+        ));
+        out.extend(dups.into_iter().take(SPANS_PER_RANGE).map(span).map(
+            |(topic, partition, from, to)| Violation::Duplicate {
+                seq: e.seq,
+                topic,
+                partition,
+                from,
+                to,
+            },
+        ));
+        checked += (r.to - r.from).max(0) as u64;
+    }
+    (out, checked)
+}
+
+/// Walks sorted spans over `[from, to)`: returns the offsets no span covers (holes) and the
+/// offsets covered more than once, or outside `[from, to)` (duplicates), each merged into
+/// spans.
+/// Half-open offset spans, ascending.
+type Spans = Vec<(i64, i64)>;
+
+fn sweep(from: i64, to: i64, spans: &[(i64, i64)]) -> (Spans, Spans) {
+    fn merged(mut v: Spans) -> Spans {
+        v.retain(|&(a, b)| a < b);
+        v.sort_unstable();
+        let mut out: Vec<(i64, i64)> = Vec::with_capacity(v.len());
+        for (a, b) in v {
+            match out.last_mut() {
+                Some(last) if last.1 >= a => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        out
+    }
+    let (mut holes, mut dups) = (Vec::new(), Vec::new());
+    let mut cur = from;
+    for &(a, b) in spans {
+        // Outside the range: accounted where it does not belong.
+        dups.push((a, b.min(from)));
+        dups.push((a.max(to), b));
+        let (a, b) = (a.max(from), b.min(to));
+        if a >= b {
+            continue;
+        }
+        if a < cur {
+            dups.push((a, b.min(cur)));
+        } else {
+            holes.push((cur, a));
+        }
+        cur = cur.max(b);
+    }
+    holes.push((cur, to));
+    (merged(holes), merged(dups))
+}
+
+/// The `_offset` column of a data file.
+async fn file_offsets(m: &Manifest, rel: &str) -> Result<Vec<i64>, String> {
+    use arrow::array::{Array, Int64Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+    let bytes = m
+        .store()
+        .get(&m.path(rel))
+        .await
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), ["_offset"]);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let col = batch
+            .column_by_name("_offset")
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .ok_or_else(|| format!("{rel} has no Int64 `_offset` column"))?;
+        if col.null_count() > 0 {
+            return Err(format!("{rel}: null `_offset` values"));
+        }
+        out.extend(col.values().iter().copied());
+    }
+    Ok(out)
 }
 
 async fn check_file(m: &Manifest, rel: &str, bytes: u64, rows: u64) -> Vec<Violation> {
@@ -418,12 +778,7 @@ mod tests {
             committed_at_ms: 0,
             ranges: ranges
                 .iter()
-                .map(|&(from, to)| OffsetRange {
-                    topic: "t".into(),
-                    partition: 0,
-                    from,
-                    to,
-                })
+                .map(|&(from, to)| OffsetRange::new("t", 0, from, to))
                 .collect(),
             files: vec![],
             dead_letters: vec![],
@@ -480,6 +835,28 @@ mod tests {
         assert!(report
             .violations
             .contains(&Violation::CheckpointMismatch { seq: 2 }));
+    }
+
+    proptest::proptest! {
+        /// The sweep agrees with counting each offset: holes are the offsets of the range
+        /// covered by no span, duplicates those covered twice or lying outside it.
+        #[test]
+        fn sweep_finds_exactly_the_holes_and_duplicates(
+            spans in proptest::collection::vec((0i64..60, 1i64..4), 0..40),
+        ) {
+            let mut spans: Vec<(i64, i64)> = spans.into_iter().map(|(a, n)| (a, a + n)).collect();
+            spans.sort_unstable();
+            let (from, to) = (10, 50);
+            let (holes, dups) = sweep(from, to, &spans);
+            let cover = |o: i64| spans.iter().filter(|&&(a, b)| a <= o && o < b).count();
+            let inside = |v: &[(i64, i64)], o: i64| v.iter().any(|&(a, b)| a <= o && o < b);
+            for o in -1..70 {
+                let n = cover(o);
+                let in_range = (from..to).contains(&o);
+                proptest::prop_assert_eq!(inside(&holes, o), in_range && n == 0, "hole at {}", o);
+                proptest::prop_assert_eq!(inside(&dups, o), if in_range { n > 1 } else { n > 0 }, "dup at {}", o);
+            }
+        }
     }
 
     #[test]

@@ -168,12 +168,7 @@ mod tests {
             commit_id: "a".into(),
             writer: "w".into(),
             committed_at_ms: 0,
-            ranges: vec![OffsetRange {
-                topic: "t".into(),
-                partition: 0,
-                from: 100,
-                to: 200,
-            }],
+            ranges: vec![OffsetRange::new("t", 0, 100, 200)],
             // Two windows interleaving in [100, 200), then one file of [150, 200).
             files: vec![
                 file("a", 100, 140),

@@ -49,6 +49,43 @@ pub struct Fenced {
     pub committed_end: Option<i64>,
 }
 
+/// A range whose offsets are not all accounted for: its length must be the records polled in
+/// it plus the offsets recorded as not records, and those records must be its rows plus its
+/// dead letters. A loader never publishes such a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unaccounted {
+    pub topic: String,
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+    /// Records polled in the range (`None`: an entry written before this was recorded).
+    pub records: Option<u64>,
+    pub rows: u64,
+    pub dead_letters: u64,
+    pub not_records: u64,
+}
+
+impl std::fmt::Display for Unaccounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}: range [{}, {}) has {} offsets but holds {} rows + {} dead letters + {} non-records",
+            self.topic,
+            self.partition,
+            self.from,
+            self.to,
+            self.to - self.from,
+            self.rows,
+            self.dead_letters,
+            self.not_records
+        )?;
+        if let Some(r) = self.records {
+            write!(f, " ({r} records polled)")?;
+        }
+        Ok(())
+    }
+}
+
 /// Errors of the loader.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

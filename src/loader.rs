@@ -106,8 +106,14 @@ struct PartBuf {
     /// Start of the uncommitted range; `None` until known (nothing committed, started at a
     /// logical offset).
     from: Option<i64>,
-    /// One past the last offset consumed.
+    /// End of the uncommitted range: one past the last record kept (or past the last offset
+    /// known to hold no record). Only records kept move it, never a consumer position.
     next: i64,
+    /// Records kept in `[from, next)`: each becomes a row or a dead letter.
+    polled: u64,
+    /// Offsets in `[from, next)` the broker skipped between two records it delivered
+    /// (transaction markers, compacted offsets), merged, ascending.
+    not_records: Vec<(i64, i64)>,
     raw: RawChunk,
     /// Decoded rows by window.
     buffer: PartitionBuffer,
@@ -135,6 +141,8 @@ impl PartBuf {
         PartBuf {
             from,
             next: from.unwrap_or(0),
+            polled: 0,
+            not_records: Vec::new(),
             raw: RawChunk::default(),
             buffer: PartitionBuffer::default(),
             dead: Vec::new(),
@@ -172,10 +180,38 @@ impl PartBuf {
         self.raw.len() + self.buffer.rows()
     }
 
+    /// Moves `next` to `offset`, recording the offsets skipped on the way as not records: the
+    /// caller knows the broker holds no record there (it delivered a record at or past
+    /// `offset` right after the one before `next`).
+    fn skip_to(&mut self, offset: i64) {
+        if offset <= self.next {
+            return;
+        }
+        match self.not_records.last_mut() {
+            Some(last) if last.1 == self.next => last.1 = offset,
+            _ => self.not_records.push((self.next, offset)),
+        }
+        self.next = offset;
+    }
+
+    /// The uncommitted range with its accounting, if it has one.
+    fn range(&self, topic: &str, partition: i32) -> Option<OffsetRange> {
+        Some(OffsetRange {
+            topic: topic.to_string(),
+            partition,
+            from: self.from?,
+            to: self.next,
+            records: Some(self.polled),
+            not_records: self.not_records.clone(),
+        })
+    }
+
     fn reset_to(&mut self, offset: i64) {
         self.pin = false;
         self.from = Some(offset);
         self.next = offset;
+        self.polled = 0;
+        self.not_records.clear();
         self.raw.clear();
         self.buffer.clear();
         self.dead.clear();
@@ -556,6 +592,10 @@ impl Loader {
             }
             let polled = consumer.poll(Duration::from_millis(100));
             let idle = polled.is_none();
+            // Rebalance callbacks run inside poll: act on them before on what poll returned.
+            for event in consumer.context().take_events() {
+                self.on_assignment(event)?;
+            }
             match polled {
                 None => {}
                 Some(Ok(msg)) => {
@@ -564,9 +604,6 @@ impl Loader {
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => self.on_eof(consumer, p)?,
                 Some(Err(e)) => self.on_kafka_error(e)?,
-            }
-            for event in consumer.context().take_events() {
-                self.on_assignment(event)?;
             }
             if mode.bounded() {
                 if idle {
@@ -681,7 +718,19 @@ impl Loader {
             return Ok(()); // not ours (any more)
         };
         if offset < buf.next && buf.from.is_some() {
-            return Ok(()); // stale: from before a seek
+            // Already kept (librdkafka drops what was fetched before a seek, so this is not
+            // expected) — unless the offset was recorded as holding no record.
+            if buf
+                .not_records
+                .iter()
+                .any(|&(a, b)| a <= offset && offset < b)
+            {
+                let at = buf.from.unwrap_or(offset);
+                tracing::error!(topic, partition, offset, "a record arrived at an offset recorded as not a record; dropping the partition's buffers and re-reading it");
+                self.metrics.unaccounted.fetch_add(1, Ordering::Relaxed);
+                return self.reposition(consumer, &[(topic.to_string(), partition, at)]);
+            }
+            return Ok(());
         }
         if mode.bounded() {
             if !buf.target_refined {
@@ -691,16 +740,29 @@ impl Loader {
                     buf.target = Some(buf.target.unwrap_or(0).max(high));
                 }
             }
-            if buf.done || matches!(buf.target, Some(t) if offset >= t) {
+            if let Some(t) = buf.target.filter(|&t| offset >= t) {
+                // Past the target: not kept, and the range must not cover it. Offsets between
+                // the last record kept and the target hold no record (this one came next).
+                if buf.from.is_some() && !buf.done {
+                    buf.skip_to(t);
+                }
                 buf.done = true;
                 return Ok(());
             }
+            if buf.done {
+                return Ok(());
+            }
         }
-        if buf.from.is_none() {
-            buf.from = Some(offset);
+        match buf.from {
+            None => {
+                buf.from = Some(offset);
+                buf.next = offset;
+            }
+            Some(_) => buf.skip_to(offset),
         }
         let ts = msg.timestamp().to_millis();
         buf.raw.push(offset, ts, msg.key(), msg.payload());
+        buf.polled += 1;
         buf.next = offset + 1;
         if mode.bounded() && matches!(buf.target, Some(t) if buf.next >= t) {
             buf.done = true;
@@ -748,11 +810,11 @@ impl Loader {
         drop(positions);
         for (topic, end) in ends {
             if let Some(buf) = self.parts.get_mut(&topic, partition) {
+                // Nothing consumed yet: the partition's end is where the next run starts. A
+                // range never grows to the position: records may have been read past the
+                // target and not kept, and a transaction marker past the last record is
+                // recorded by the entry that loads the next record.
                 buf.pin_at(end);
-                // Past the last record there may be transaction markers: the range covers them.
-                if end > buf.next {
-                    buf.next = end;
-                }
                 buf.done = true;
             }
         }
@@ -911,18 +973,11 @@ impl Loader {
         self.take_decoded(true)?;
         let started = Instant::now();
 
-        // Fence early: do not upload files for partitions another writer has moved past.
+        // Fence early: do not upload files for partitions another writer has moved past, nor
+        // for ranges whose records the buffers do not all hold.
         let ranges: Vec<OffsetRange> = keys
             .iter()
-            .filter_map(|(t, p)| {
-                let b = self.parts.get(t, *p)?;
-                Some(OffsetRange {
-                    topic: t.clone(),
-                    partition: *p,
-                    from: b.from?,
-                    to: b.next,
-                })
-            })
+            .filter_map(|(t, p)| self.parts.get(t, *p)?.range(t, *p))
             .collect();
         let (kind, removed) = match (&self.plan, self.mode) {
             (Some(plan), Mode::Backfill) if plan.replace => {
@@ -950,18 +1005,27 @@ impl Loader {
             (Some(_), Mode::Backfill) => (EntryKind::Backfill, Vec::new()),
             _ => (EntryKind::Append, Vec::new()),
         };
-        let fenced = {
-            let mut s = lock(&self.table.state);
+        let dropped = {
+            let state = self.table.state.clone();
+            let mut s = lock(&state);
             self.rt.block_on(self.table.manifest.refresh(&mut s))?;
-            self.refusals(&s, kind, &ranges, &removed)?
+            let mut refusals = s.check_ranges(kind, &ranges, &removed);
+            refusals.extend(ranges.iter().filter_map(|r| {
+                let buf = self.parts.get(&r.topic, r.partition)?;
+                // What the files will hold: each window's rows.
+                let rows = buf.buffer.windows().map(|(_, w)| w.rows).sum();
+                r.unaccounted(rows, buf.dead.len() as u64)
+                    .map(Refusal::Unaccounted)
+            }));
+            self.repositions(&s, refusals)?
         };
-        self.refence(consumer, &fenced)?;
+        self.reposition(consumer, &dropped)?;
         let ranges: Vec<OffsetRange> = ranges
             .into_iter()
             .filter(|r| {
-                !fenced
+                !dropped
                     .iter()
-                    .any(|f| f.topic == r.topic && f.partition == r.partition)
+                    .any(|(t, p, _)| *t == r.topic && *p == r.partition)
             })
             .collect();
         if ranges.is_empty() {
@@ -1053,8 +1117,9 @@ impl Loader {
         };
         let mut attempt = 0u32;
         let mut orphaned: Vec<String> = Vec::new();
+        let state = self.table.state.clone();
         let committed = loop {
-            let mut s = lock(&self.table.state);
+            let mut s = lock(&state);
             let outcome = self.rt.block_on(async {
                 let applied = self.table.manifest.refresh(&mut s).await?;
                 // An earlier attempt of ours landed although its answer was lost.
@@ -1069,14 +1134,20 @@ impl Loader {
                 self.table.manifest.try_commit(&mut s, &mut entry).await?;
                 Ok(None)
             });
+            let outcome = match outcome {
+                Ok(Some(refusals)) => Ok(Some(self.repositions(&s, refusals))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            };
             drop(s);
             match outcome {
                 Ok(None) => break true,
-                Ok(Some(refusals)) => {
-                    let fenced = self.only_fenced(refusals)?;
-                    // Another writer committed some partitions first: drop those from the entry.
-                    for f in &fenced {
-                        let gone = |t: &str, p: i32| t == f.topic && p == f.partition;
+                Ok(Some(dropped)) => {
+                    let dropped = dropped?;
+                    // Another writer committed some partitions first, or a range does not add
+                    // up: drop those partitions from the entry.
+                    for (topic, partition, _) in &dropped {
+                        let gone = |t: &str, p: i32| t == topic && p == *partition;
                         orphaned.extend(
                             entry
                                 .files
@@ -1095,7 +1166,7 @@ impl Loader {
                         entry.dead_letters.retain(|x| !gone(&x.topic, x.partition));
                         entry.ranges.retain(|x| !gone(&x.topic, x.partition));
                     }
-                    self.refence(consumer, &fenced)?;
+                    self.reposition(consumer, &dropped)?;
                     if entry.ranges.is_empty() {
                         break false;
                     }
@@ -1172,35 +1243,49 @@ impl Loader {
         Ok(())
     }
 
-    /// The refusals of `ranges` on top of `s`: fenced appends are returned (the caller drops
-    /// and re-seeks them); a backfill or replace that no longer fits is an error.
-    fn refusals(
-        &self,
+    /// Where to re-position the partitions `refusals` drop: a fenced append at the committed
+    /// end; a range that does not add up at the committed end too (or where it started, when
+    /// nothing is committed), its buffers dropped. A backfill or replace that no longer fits is
+    /// an error.
+    fn repositions(
+        &mut self,
         s: &TableState,
-        kind: EntryKind,
-        ranges: &[OffsetRange],
-        removed: &[String],
-    ) -> Result<Vec<crate::error::Fenced>> {
-        let probe = Entry {
-            format: crate::manifest::FORMAT_VERSION,
-            seq: 0,
-            kind,
-            commit_id: String::new(),
-            writer: String::new(),
-            committed_at_ms: 0,
-            ranges: ranges.to_vec(),
-            files: Vec::new(),
-            dead_letters: Vec::new(),
-            removed: removed.to_vec(),
-        };
-        self.only_fenced(s.check(&probe))
-    }
-
-    fn only_fenced(&self, refusals: Vec<Refusal>) -> Result<Vec<crate::error::Fenced>> {
-        let mut fenced = Vec::new();
+        refusals: Vec<Refusal>,
+    ) -> Result<Vec<(String, i32, i64)>> {
+        let mut out = Vec::new();
         for r in refusals {
             match r {
-                Refusal::Fenced(f) => fenced.push(f),
+                Refusal::Fenced(f) => {
+                    let Some(end) = f.committed_end else { continue };
+                    tracing::warn!(
+                        topic = %f.topic,
+                        partition = f.partition,
+                        from = f.from,
+                        committed_end = end,
+                        "fenced: another writer committed this partition; dropping buffers and re-seeking"
+                    );
+                    self.stats.fenced += 1;
+                    self.metrics.fenced.fetch_add(1, Ordering::Relaxed);
+                    out.push((f.topic, f.partition, end));
+                }
+                Refusal::Unaccounted(u) => {
+                    let end = s.partition(&u.topic, u.partition).and_then(|p| p.end());
+                    let at = end.unwrap_or(u.from);
+                    tracing::error!(
+                        topic = %u.topic,
+                        partition = u.partition,
+                        from = u.from,
+                        to = u.to,
+                        records = ?u.records,
+                        rows = u.rows,
+                        dead_letters = u.dead_letters,
+                        not_records = u.not_records,
+                        reposition = at,
+                        "refusing to publish a range whose offsets are not all accounted for; dropping its buffers and re-reading it (a bug: please report)"
+                    );
+                    self.metrics.unaccounted.fetch_add(1, Ordering::Relaxed);
+                    out.push((u.topic, u.partition, at));
+                }
                 other => {
                     return Err(LoadError::Refused {
                         message: other.to_string(),
@@ -1208,50 +1293,42 @@ impl Loader {
                 }
             }
         }
-        Ok(fenced)
+        out.dedup();
+        Ok(out)
     }
 
-    /// Drops the buffers of fenced partitions and positions them at the committed end.
-    fn refence(
+    /// Drops the buffers of partitions and positions them at the given offsets.
+    fn reposition(
         &mut self,
         consumer: &BaseConsumer<LoaderContext>,
-        fenced: &[crate::error::Fenced],
+        list: &[(String, i32, i64)],
     ) -> Result<()> {
-        for f in fenced {
-            let Some(end) = f.committed_end else { continue };
-            tracing::warn!(
-                topic = %f.topic,
-                partition = f.partition,
-                from = f.from,
-                committed_end = end,
-                "fenced: another writer committed this partition; dropping buffers and re-seeking"
-            );
-            self.stats.fenced += 1;
-            self.metrics.fenced.fetch_add(1, Ordering::Relaxed);
-            if let Some(buf) = self.parts.get_mut(&f.topic, f.partition) {
-                buf.reset_to(end);
-                buf.done = false;
-                buf.target_refined = false;
-                if let Err(source) =
-                    consumer.seek(&f.topic, f.partition, Offset::Offset(end), KAFKA_TIMEOUT)
-                {
-                    // A zombie whose partition was already taken away: let it go (the pending
-                    // revoke will confirm). Still owned: consuming on from the old position
-                    // would leave a gap, so stop.
-                    let owned = consumer.assignment().map(|a| {
-                        a.elements()
-                            .iter()
-                            .any(|e| e.topic() == f.topic && e.partition() == f.partition)
+        for (topic, partition, at) in list {
+            let (topic, partition, at) = (topic.as_str(), *partition, *at);
+            let Some(buf) = self.parts.get_mut(topic, partition) else {
+                continue;
+            };
+            buf.reset_to(at);
+            buf.done = false;
+            buf.target_refined = false;
+            if let Err(source) = consumer.seek(topic, partition, Offset::Offset(at), KAFKA_TIMEOUT)
+            {
+                // A zombie whose partition was already taken away: let it go (the pending
+                // revoke will confirm). Still owned: consuming on from the old position
+                // would leave a gap, so stop.
+                let owned = consumer.assignment().map(|a| {
+                    a.elements()
+                        .iter()
+                        .any(|e| e.topic() == topic && e.partition() == partition)
+                });
+                if matches!(owned, Ok(false)) {
+                    tracing::warn!(topic, partition, "no longer assigned; dropping it");
+                    self.parts.remove(topic, partition);
+                } else {
+                    return Err(LoadError::Kafka {
+                        context: format!("seeking {topic}/{partition} to {at}"),
+                        source,
                     });
-                    if matches!(owned, Ok(false)) {
-                        tracing::warn!(topic = %f.topic, partition = f.partition, "no longer assigned; dropping it");
-                        self.parts.remove(&f.topic, f.partition);
-                    } else {
-                        return Err(LoadError::Kafka {
-                            context: format!("seeking {}/{} to {end}", f.topic, f.partition),
-                            source,
-                        });
-                    }
                 }
             }
         }

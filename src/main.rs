@@ -86,6 +86,10 @@ enum Command {
         job: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Also ask the broker about every hole (records lost, or offsets that hold no record
+        /// in tables written before sluice recorded them) and every recorded non-record.
+        #[arg(long)]
+        kafka: bool,
     },
     /// Delete data and dead-letter files no manifest entry references (left by crashes before
     /// a commit) that are older than the grace period.
@@ -383,11 +387,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Verify { job, json } => {
+        Command::Verify { job, json, kafka } => {
             let job = Job::load(&job)?;
             let rt = runtime()?;
             let manifest = sluice::open_manifest(&job)?;
-            let report = rt.block_on(sluice::audit::verify(&manifest))?;
+            let mut report = rt.block_on(sluice::audit::verify(&manifest))?;
+            if kafka {
+                sluice::audit::check_with_kafka(&job, &mut report)?;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -413,6 +420,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         ranges.join(" "),
                         p.rows,
                         p.dead_letters
+                    );
+                }
+                println!(
+                    "{} offsets checked one by one against rows, dead letters and recorded non-records",
+                    report.offsets_checked
+                );
+                for s in &report.unrecorded_non_records {
+                    println!(
+                        "  {}/{}: offsets [{}, {}) of entry {} hold no record in Kafka (not recorded as such)",
+                        s.topic, s.partition, s.from, s.to, s.seq
                     );
                 }
                 for v in &report.violations {

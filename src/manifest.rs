@@ -19,7 +19,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Fenced, ManifestError};
+use crate::error::{Fenced, ManifestError, Unaccounted};
 
 pub const FORMAT_VERSION: u32 = 1;
 const READ_ATTEMPTS: u32 = 6;
@@ -63,13 +63,66 @@ pub struct DeadLetterFile {
 
 /// The offsets of one partition an entry accounts for, half-open `[from, to)`: each offset in
 /// it is in exactly one data file or dead-letter file of the entry, or is not a record
-/// (a transaction marker or a compacted gap).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// (a transaction marker or a compacted gap), listed in `not_records`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct OffsetRange {
     pub topic: String,
     pub partition: i32,
     pub from: i64,
     pub to: i64,
+    /// Records the writer polled in `[from, to)`: rows + dead letters of the entry for this
+    /// partition. `None` in entries written before sluice recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
+    /// Half-open sub-ranges of `[from, to)` the broker returned no record for (transaction
+    /// markers, compacted offsets), as seen while polling.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_records: Vec<(i64, i64)>,
+}
+
+impl OffsetRange {
+    /// A range with no accounting (plans, checks of ranges alone).
+    pub fn new(topic: &str, partition: i32, from: i64, to: i64) -> Self {
+        OffsetRange {
+            topic: topic.to_string(),
+            partition,
+            from,
+            to,
+            ..Default::default()
+        }
+    }
+
+    /// How many offsets of the range are recorded as not records.
+    pub fn not_record_count(&self) -> u64 {
+        self.not_records
+            .iter()
+            .map(|&(a, b)| (b - a).max(0) as u64)
+            .sum()
+    }
+
+    /// The accounting invariant: the range's length is its records plus its non-records, and
+    /// its records are the `rows` and `dead_letters` the entry holds for it. `None` when it
+    /// holds (or, for old entries without `records`, when rows and dead letters do not
+    /// exceed the range).
+    pub fn unaccounted(&self, rows: u64, dead_letters: u64) -> Option<Unaccounted> {
+        let len = (self.to - self.from).max(0) as u64;
+        let not_records = self.not_record_count();
+        let kept = rows + dead_letters;
+        let holds = match self.records {
+            Some(records) => records == kept && len == records + not_records,
+            None => kept + not_records <= len,
+        };
+        (!holds).then(|| Unaccounted {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            from: self.from,
+            to: self.to,
+            records: self.records,
+            rows,
+            dead_letters,
+            not_records,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +156,37 @@ pub struct Entry {
     pub removed: Vec<String>,
 }
 
+impl Entry {
+    /// Rows and dead letters the entry holds for a partition.
+    pub fn kept(&self, topic: &str, partition: i32) -> (u64, u64) {
+        let rows = self
+            .files
+            .iter()
+            .filter(|f| f.topic == topic && f.partition == partition)
+            .map(|f| f.rows)
+            .sum();
+        let dead = self
+            .dead_letters
+            .iter()
+            .filter(|d| d.topic == topic && d.partition == partition)
+            .map(|d| d.offsets.len() as u64)
+            .sum();
+        (rows, dead)
+    }
+
+    /// The ranges whose offsets the entry's files, dead letters and non-records do not add
+    /// up to (see [`OffsetRange::unaccounted`]).
+    pub fn unaccounted(&self) -> Vec<Unaccounted> {
+        self.ranges
+            .iter()
+            .filter_map(|r| {
+                let (rows, dead) = self.kept(&r.topic, r.partition);
+                r.unaccounted(rows, dead)
+            })
+            .collect()
+    }
+}
+
 /// Why an entry cannot be published on top of the current state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -117,6 +201,8 @@ pub enum Refusal {
     },
     /// A replace range not entirely committed, or a file to remove that is no longer live.
     Stale { message: String },
+    /// A range whose offsets are not all rows, dead letters or recorded non-records.
+    Unaccounted(Unaccounted),
 }
 
 impl std::fmt::Display for Refusal {
@@ -132,6 +218,7 @@ impl std::fmt::Display for Refusal {
                 "{topic}/{partition}: offsets [{from}, {to}) are already loaded (use --replace to re-derive them)"
             ),
             Refusal::Stale { message } => f.write_str(message),
+            Refusal::Unaccounted(u) => u.fmt(f),
         }
     }
 }
@@ -251,16 +338,28 @@ impl TableState {
             .unwrap_or_default()
     }
 
-    /// Checks that `e` can be published on top of this state.
+    /// Checks that `e` can be published on top of this state: its ranges fit (see
+    /// [`TableState::check_ranges`]) and each is accounted for by the entry's files.
     pub fn check(&self, e: &Entry) -> Vec<Refusal> {
-        match e.kind {
+        let mut out = self.check_ranges(e.kind, &e.ranges, &e.removed);
+        out.extend(e.unaccounted().into_iter().map(Refusal::Unaccounted));
+        out
+    }
+
+    /// Checks that ranges of an entry of `kind` (removing `removed`) fit on top of this state.
+    pub fn check_ranges(
+        &self,
+        kind: EntryKind,
+        ranges: &[OffsetRange],
+        removed: &[String],
+    ) -> Vec<Refusal> {
+        match kind {
             EntryKind::Append => self
-                .check_append(&e.ranges)
+                .check_append(ranges)
                 .into_iter()
                 .map(Refusal::Fenced)
                 .collect(),
-            EntryKind::Backfill => e
-                .ranges
+            EntryKind::Backfill => ranges
                 .iter()
                 .flat_map(|r| {
                     self.overlaps(&r.topic, r.partition, r.from, r.to)
@@ -275,7 +374,7 @@ impl TableState {
                 .collect(),
             EntryKind::Replace => {
                 let mut out = Vec::new();
-                for r in &e.ranges {
+                for r in ranges {
                     let covered: i64 = self
                         .overlaps(&r.topic, r.partition, r.from, r.to)
                         .iter()
@@ -296,7 +395,7 @@ impl TableState {
                     .map(|f| f.path.as_str())
                     .chain(self.dead_letters.iter().map(|d| d.path.as_str()))
                     .collect();
-                for path in &e.removed {
+                for path in removed {
                     if !live.contains(path.as_str()) {
                         out.push(Refusal::Stale {
                             message: format!("{path} was already removed by another entry"),
@@ -618,6 +717,54 @@ mod tests {
     use super::*;
     use object_store::memory::InMemory;
 
+    #[test]
+    fn a_range_adds_up_only_when_its_offsets_are_rows_dead_letters_or_non_records() {
+        let r = |records: Option<u64>, not_records: Vec<(i64, i64)>| OffsetRange {
+            records,
+            not_records,
+            ..OffsetRange::new("t", 0, 100, 200)
+        };
+        // 90 rows + 5 dead letters + 5 non-records = 100 offsets.
+        assert_eq!(
+            r(Some(95), vec![(120, 122), (199, 200), (150, 152)]).unaccounted(90, 5),
+            None
+        );
+        // The range ran past what was kept (the bug of issue 9): 453 offsets in no file.
+        let u = r(Some(95), vec![]).unaccounted(90, 5).unwrap();
+        assert_eq!(
+            (u.rows, u.dead_letters, u.not_records, u.records),
+            (90, 5, 0, Some(95))
+        );
+        assert!(u.to_string().contains("[100, 200) has 100 offsets"), "{u}");
+        // Records polled but not all written (a chunk lost between poll and file).
+        assert!(r(Some(100), vec![]).unaccounted(99, 0).is_some());
+        // Old entries (no count): only a range holding more than it spans is caught.
+        assert_eq!(r(None, vec![]).unaccounted(60, 0), None);
+        assert!(r(None, vec![]).unaccounted(101, 0).is_some());
+        // The check is part of every entry check.
+        let mut e = entry(&[("t", 0, 0, 10)]);
+        e.ranges[0].records = Some(10);
+        let s = TableState::default();
+        assert!(matches!(s.check(&e)[..], [Refusal::Unaccounted(_)]));
+        e.ranges[0].records = Some(0);
+        e.ranges[0].not_records = vec![(0, 10)];
+        assert!(s.check(&e).is_empty());
+    }
+
+    #[test]
+    fn entries_without_accounting_still_read() {
+        let old = r#"{"format":1,"seq":1,"kind":"append","commit_id":"c","writer":"w",
+            "committed_at_ms":0,"ranges":[{"topic":"t","partition":0,"from":0,"to":5}],
+            "files":[],"dead_letters":[]}"#;
+        let e: Entry = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (e.ranges[0].records, e.ranges[0].not_records.len()),
+            (None, 0)
+        );
+        let back = serde_json::to_string(&e.ranges[0]).unwrap();
+        assert!(!back.contains("records"), "{back}");
+    }
+
     fn entry(ranges: &[(&str, i32, i64, i64)]) -> Entry {
         Entry {
             format: FORMAT_VERSION,
@@ -628,12 +775,7 @@ mod tests {
             committed_at_ms: 1,
             ranges: ranges
                 .iter()
-                .map(|(t, p, f, to)| OffsetRange {
-                    topic: t.to_string(),
-                    partition: *p,
-                    from: *f,
-                    to: *to,
-                })
+                .map(|(t, p, f, to)| OffsetRange::new(t, *p, *f, *to))
                 .collect(),
             files: vec![],
             dead_letters: vec![],

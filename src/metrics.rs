@@ -27,6 +27,9 @@ pub struct Metrics {
     pub conflicts: AtomicU64,
     /// Partitions whose buffers were dropped because another writer committed them.
     pub fenced: AtomicU64,
+    /// Ranges refused because their offsets were not all rows, dead letters or recorded
+    /// non-records (a bug if ever non-zero: the partition was re-read instead).
+    pub unaccounted: AtomicU64,
     pub buffered_bytes: AtomicU64,
     latency_counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
@@ -121,6 +124,12 @@ impl Metrics {
             "sluice_fenced_total",
             "Partitions fenced by another writer.",
             &self.fenced,
+        );
+        counter(
+            &mut out,
+            "sluice_unaccounted_ranges_total",
+            "Ranges refused before publishing because their offsets did not add up (re-read).",
+            &self.unaccounted,
         );
         let _ = writeln!(
             out,

@@ -104,3 +104,84 @@ fn verify_names_missing_and_damaged_files() {
         "{text}"
     );
 }
+
+/// Rewrites the newest manifest entry with `edit` (a hand-made fault).
+fn edit_last_entry(f: &Fixture, edit: impl FnOnce(&mut serde_json::Value)) -> u64 {
+    let seq = f.state().seq;
+    let path = f
+        .table_dir("table")
+        .join(format!("_sluice/log/{seq:020}.json"));
+    let mut entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut entry);
+    std::fs::write(&path, serde_json::to_vec(&entry).unwrap()).unwrap();
+    seq
+}
+
+#[test]
+fn verify_finds_a_range_that_exceeds_its_files_and_asks_kafka_what_it_holds() {
+    let f = Fixture::new("holes", 1);
+    f.produce(spec(0, 2_000));
+    f.run_once_ok();
+    let report = f.cli_json(&["verify", "--json"]);
+    assert_eq!(
+        report["violations"].as_array().unwrap().len(),
+        0,
+        "{report}"
+    );
+    assert_eq!(report["offsets_checked"], 2_000, "{report}");
+    let hole = |seq: u64, from: i64, to: i64| {
+        format!(
+            r#""kind":"hole","seq":{seq},"topic":"{}","partition":0,"from":{from},"to":{to}"#,
+            f.topic
+        )
+    };
+
+    // An entry written before ranges recorded their accounting, claiming 30 offsets past the
+    // partition's end: the count check cannot see it (rows do not exceed the range), the
+    // offset check does; Kafka holds no record there, so they are no loss.
+    let mut records = serde_json::Value::Null;
+    let seq = edit_last_entry(&f, |e| {
+        let r = e["ranges"][0].as_object_mut().unwrap();
+        records = r.remove("records").unwrap();
+        r.insert("to".into(), 2_030.into());
+    });
+    let out = f.cli(&["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(!text.contains("unaccounted"), "{text}");
+    assert!(text.contains(&hole(seq, 2_000, 2_030)), "{text}");
+    let out = f.cli(&["verify", "--kafka"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("offsets [2000, 2030) of entry") && text.contains("hold no record in Kafka"),
+        "{text}"
+    );
+
+    // Kafka now has records there: the same hole is a loss.
+    f.produce(spec(2_000, 100));
+    let out = f.cli(&["verify", "--kafka"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(r#""kind":"lost""#) && text.contains(r#""from":2000,"to":2030,"records":30"#),
+        "{text}"
+    );
+
+    // An entry as the bug of issue 9 wrote it: a range past its files, with its records
+    // counted. Both the count check and the offset check name it.
+    edit_last_entry(&f, |e| {
+        let r = &mut e["ranges"][0];
+        r["records"] = records.clone();
+        r["to"] = 2_050.into();
+    });
+    let out = f.cli(&["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(r#""kind":"unaccounted""#) && text.contains(r#""records":2000,"rows":2000"#),
+        "{text}"
+    );
+    assert!(text.contains(&hole(seq, 2_000, 2_050)), "{text}");
+}

@@ -263,6 +263,43 @@ fn crash_loop_while_producing_is_exactly_once() {
 }
 
 #[test]
+fn once_publishes_no_offset_it_skipped_past_its_target() {
+    // A scheduled run loads each partition up to its end as of the start. Records that arrive
+    // later are read (librdkafka keeps fetching) but not kept; the end-of-partition event that
+    // follows them must not stretch the published range over them. Partition 0 is small and
+    // done early; partition 1 keeps the run busy (a commit every 1,000 rows) while 5,000 more
+    // records arrive in partition 0 and the consumer reaches their end.
+    let mut f = Fixture::new("eofskip", 2);
+    f.write_job("table", "[commit]\nmax_rows = 1000\n");
+    produce_to(&f.topic, 0, spec(0, 1_000));
+    produce_to(&f.topic, 1, spec(1_000, 150_000));
+    let run = f
+        .sluice()
+        .args(["run", "--once", "--job"])
+        .arg(&f.job)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    f.wait_for(60, "partition 0 loaded to its end", |s| {
+        s.partition(&f.topic, 0).and_then(|p| p.end()) == Some(1_000)
+    });
+    produce_to(&f.topic, 0, spec(151_000, 5_000));
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let s = f.state();
+    let p1_end = s.partition(&f.topic, 1).and_then(|p| p.end());
+    assert_eq!(
+        p1_end,
+        Some(150_000),
+        "the first run did not load partition 1 to its end"
+    );
+    // The next run loads what the first one left.
+    f.run_once_ok();
+    let r = f.read();
+    assert_exactly_once(&r, 156_000, 0);
+}
+
+#[test]
 fn once_with_latest_on_an_empty_table_pins_its_start() {
     // Scheduled runs with start_offset = "latest": the first run finds nothing, but records
     // where each partition stands, so the next run loads what arrived in between.

@@ -88,12 +88,7 @@ fn entry(partition: i32, from: i64, to: i64) -> Entry {
         commit_id: uuid::Uuid::new_v4().to_string(),
         writer: "conformance".into(),
         committed_at_ms: 0,
-        ranges: vec![OffsetRange {
-            topic: "t".into(),
-            partition,
-            from,
-            to,
-        }],
+        ranges: vec![OffsetRange::new("t", partition, from, to)],
         files: vec![],
         dead_letters: vec![],
         removed: vec![],

@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SLUICE = $(or $(CARGO_TARGET_DIR),target)/debug/sluice
 
-.PHONY: tools build test lint demo bench clean
+.PHONY: tools build test chaos lint demo bench clean
 
 tools:
 	@tests/support/tools.sh
@@ -14,6 +14,15 @@ build:
 
 test: tools
 	CARGO=$(CARGO) tests/support/run-tests.sh
+
+# The churn test at soak size (not part of `make test`): loaders killed, paused and raced by
+# scheduled runs and backfills while a producer writes, then an audit id by id.
+# CHAOS_KILLS kills (default 1000), CHAOS_RATE events/s, CHAOS_SEED to repeat a run.
+CHAOS_KILLS ?= 1000
+CHAOS_RATE ?= 2000
+chaos: tools
+	SLUICE_CHURN_KILLS=$(CHAOS_KILLS) SLUICE_CHURN_RATE=$(CHAOS_RATE) $(if $(CHAOS_SEED),SLUICE_CHURN_SEED=$(CHAOS_SEED)) \
+	  tests/support/with-broker.sh $(CARGO) test --test churn -- --nocapture
 
 # Throughput, ceilings, freshness, memory and resume figures (medians), then micro-benchmarks.
 # SLUICE_BENCH_EVENTS, SLUICE_BENCH_RUNS tune the size. Figures: target/bench/latest.json.

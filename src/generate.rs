@@ -20,7 +20,10 @@ pub struct GenSpec {
     /// Event ids are `evt_{first_id + i}` for i in 0..count.
     pub first_id: u64,
     pub count: u64,
+    /// Records go to partition `id % partitions`...
     pub partitions: i32,
+    /// ... or all to this one.
+    pub only_partition: Option<i32>,
     /// Event times spread evenly over `[start_ms, start_ms + span_ms)`.
     pub start_ms: i64,
     pub span_ms: i64,
@@ -40,6 +43,7 @@ impl Default for GenSpec {
             first_id: 0,
             count: 100_000,
             partitions: 4,
+            only_partition: None,
             start_ms: 1_795_478_400_000, // 2026-11-24T00:00:00Z
             span_ms: 3 * 3_600_000,
             disorder_permille: 50,
@@ -96,7 +100,9 @@ pub fn generate(spec: &GenSpec, mut f: impl FnMut(GenRecord)) {
             t -= rng.below(spec.disorder_ms.max(1) as u64) as i64;
             t = t.max(spec.start_ms);
         }
-        let partition = (id % spec.partitions.max(1) as u64) as i32;
+        let partition = spec
+            .only_partition
+            .unwrap_or((id % spec.partitions.max(1) as u64) as i32);
         let malformed = (rng.below(1000) as u32) < spec.malformed_permille;
         payload.clear();
         if malformed {

@@ -267,12 +267,13 @@ fn once_publishes_no_offset_it_skipped_past_its_target() {
     // A scheduled run loads each partition up to its end as of the start. Records that arrive
     // later are read (librdkafka keeps fetching) but not kept; the end-of-partition event that
     // follows them must not stretch the published range over them. Partition 0 is small and
-    // done early; partition 1 keeps the run busy (a commit every 1,000 rows) while 5,000 more
-    // records arrive in partition 0 and the consumer reaches their end.
+    // done at once; partition 1 keeps the run busy (a commit every 1,000 rows). The run is
+    // paused while 5,000 more records arrive in partition 0, so that it reads them, and their
+    // end, while partition 1 still has most of its records to load.
     let mut f = Fixture::new("eofskip", 2);
     f.write_job("table", "[commit]\nmax_rows = 1000\n");
     produce_to(&f.topic, 0, spec(0, 1_000));
-    produce_to(&f.topic, 1, spec(1_000, 150_000));
+    produce_to(&f.topic, 1, spec(1_000, 300_000));
     let run = f
         .sluice()
         .args(["run", "--once", "--job"])
@@ -280,23 +281,41 @@ fn once_publishes_no_offset_it_skipped_past_its_target() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    f.wait_for(60, "partition 0 loaded to its end", |s| {
-        s.partition(&f.topic, 0).and_then(|p| p.end()) == Some(1_000)
-    });
-    produce_to(&f.topic, 0, spec(151_000, 5_000));
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &run.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while f.state().partition(&f.topic, 0).and_then(|p| p.end()) != Some(1_000) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partition 0 was not loaded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal("-STOP");
+    let p1 = f.state().partition(&f.topic, 1).and_then(|p| p.end());
+    produce_to(&f.topic, 0, spec(301_000, 5_000));
+    signal("-CONT");
     let out = run.wait_with_output().unwrap();
     assert!(out.status.success());
+    assert!(
+        p1.unwrap_or(0) < 200_000,
+        "partition 1 was nearly loaded when the run was paused ({p1:?}): the run had no time to read partition 0's new records"
+    );
     let s = f.state();
     let p1_end = s.partition(&f.topic, 1).and_then(|p| p.end());
     assert_eq!(
         p1_end,
-        Some(150_000),
+        Some(300_000),
         "the first run did not load partition 1 to its end"
     );
     // The next run loads what the first one left.
     f.run_once_ok();
     let r = f.read();
-    assert_exactly_once(&r, 156_000, 0);
+    assert_exactly_once(&r, 306_000, 0);
 }
 
 #[test]

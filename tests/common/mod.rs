@@ -392,29 +392,12 @@ pub fn s3_options(port: u16) -> Vec<(String, String)> {
     .collect()
 }
 
-/// Produces the records of `spec` (ids `first_id..first_id + count`) all to one partition.
+/// Produces the records of `spec` (ids `first_id..first_id + count`) all to one partition,
+/// every one acknowledged.
 pub fn produce_to(topic: &str, partition: i32, spec: GenSpec) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let producer: BaseProducer = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "500000")
-        .create()
-        .unwrap();
-    sluice::generate::generate(&spec, |r| {
-        let mut record = BaseRecord::to(topic)
-            .partition(partition)
-            .key(&r.key)
-            .payload(&r.payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(20));
-                }
-            }
-        }
-    });
-    producer.flush(Duration::from_secs(60)).unwrap();
+    let spec = GenSpec {
+        only_partition: Some(partition),
+        ..spec
+    };
+    sluice::generate::produce(&brokers(), topic, &spec).unwrap();
 }

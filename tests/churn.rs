@@ -2,8 +2,8 @@
 //!
 //! Continuous loaders in one consumer group are SIGKILLed and restarted, or SIGSTOPped past
 //! their session timeout and resumed as zombies, while scheduled runs (`run --once`) and
-//! backfills race them (and are killed too), and a producer writes events with 1% malformed
-//! throughout. Then everything is stopped, one `run --once` drains the rest, and the table is
+//! backfills race them (and are killed or paused too), and a producer writes events with 1%
+//! malformed throughout, unevenly over the partitions. Then everything is stopped, one `run --once` drains the rest, and the table is
 //! audited: `sluice verify` clean, every offset of every partition exactly one row or dead
 //! letter (the independent DuckDB reader), every valid id exactly one row, every malformed id
 //! exactly one dead letter, and no loader ever refused a range that did not add up.
@@ -174,7 +174,7 @@ fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
     let loaders = env_u64("SLUICE_CHURN_LOADERS", 3) as usize;
     eprintln!("churn seed {seed} (SLUICE_CHURN_SEED={seed} repeats it): {kills} kills, {rate} events/s, {loaders} loaders");
     let mut f = Fixture::new("churn", PARTITIONS);
-    f.write_job("table", "[commit]\ninterval = \"1s\"\n");
+    f.write_job("table", "[commit]\ninterval = \"1s\"\nmax_rows = 2000\n");
 
     // The producer: batches five times a second, 1% malformed, every id recorded. Most
     // batches go to one partition, so partitions fill unevenly (a scheduled run finishes some
@@ -224,37 +224,43 @@ fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
         while fleet.count(Kind::Continuous) < loaders {
             fleet.spawn(Kind::Continuous);
         }
-        std::thread::sleep(Duration::from_millis(150 + rng.below(850)));
+        std::thread::sleep(Duration::from_millis(200 + rng.below(1_000)));
         match rng.below(100) {
-            0..=39 => {
+            0..=24 => {
                 if let Some(i) = fleet.pick(&mut rng, &[Kind::Continuous], false) {
                     fleet.kill(i);
                 }
             }
-            40..=51 => {
+            25..=36 => {
                 let paused = fleet
                     .procs
                     .iter()
                     .filter(|p| p.stopped_until.is_some())
                     .count();
                 if paused < 2 {
-                    if let Some(i) = fleet.pick(&mut rng, &[Kind::Continuous], true) {
+                    // A loader past its session timeout (a zombie when it wakes), or a
+                    // scheduled run in the middle of its work.
+                    if let Some(i) = fleet.pick(&mut rng, &[Kind::Continuous, Kind::Once], true) {
                         signal(&fleet.procs[i].child, "-STOP");
+                        let ms = match fleet.procs[i].kind {
+                            Kind::Continuous => 4_000 + rng.below(5_000),
+                            _ => 500 + rng.below(2_500),
+                        };
                         fleet.procs[i].stopped_until =
-                            Some(Instant::now() + Duration::from_millis(4_000 + rng.below(5_000)));
+                            Some(Instant::now() + Duration::from_millis(ms));
                         fleet.counts.stops += 1;
                     }
                 }
             }
-            52..=71 if fleet.count(Kind::Once) < 2 => {
+            37..=66 if fleet.count(Kind::Once) < 3 => {
                 fleet.spawn(Kind::Once);
                 fleet.counts.onces += 1;
             }
-            72..=81 if fleet.count(Kind::Backfill) < 1 => {
+            67..=74 if fleet.count(Kind::Backfill) < 1 => {
                 fleet.spawn(Kind::Backfill);
                 fleet.counts.backfills += 1;
             }
-            82..=93 => {
+            75..=84 => {
                 if let Some(i) = fleet.pick(&mut rng, &[Kind::Once, Kind::Backfill], false) {
                     fleet.kill(i);
                 }

@@ -69,42 +69,24 @@ pub enum Violation {
         dead_letters: u64,
         not_records: u64,
     },
-    /// Offsets `[from, to)` of an entry's range that are no row, no dead letter and no
-    /// recorded non-record (with `--kafka`: the broker has no answer for them).
-    Hole {
-        seq: u64,
-        topic: String,
-        partition: i32,
-        from: i64,
-        to: i64,
-    },
+    /// Offsets of an entry's range that are no row, no dead letter and no recorded
+    /// non-record (with `--kafka`: the broker has no answer for them).
+    Hole(Span),
     /// `verify --kafka`: offsets of a hole where the broker holds records: they were lost.
     Lost {
-        seq: u64,
-        topic: String,
-        partition: i32,
-        from: i64,
-        to: i64,
-        /// Records the broker holds in `[from, to)`.
+        #[serde(flatten)]
+        span: Span,
+        /// Records the broker holds in the span.
         records: u64,
     },
-    /// Offsets `[from, to)` held twice in one entry (two rows, a row and a dead letter, or a
-    /// record and a recorded non-record).
-    Duplicate {
-        seq: u64,
-        topic: String,
-        partition: i32,
-        from: i64,
-        to: i64,
-    },
+    /// Offsets held twice in one entry (two rows, a row and a dead letter, or a record and a
+    /// recorded non-record), or accounted outside the entry's range.
+    Duplicate(Span),
     /// `verify --kafka`: offsets an entry recorded as not records, where the broker holds
     /// records.
     RecordedNonRecordIsRecord {
-        seq: u64,
-        topic: String,
-        partition: i32,
-        from: i64,
-        to: i64,
+        #[serde(flatten)]
+        span: Span,
         records: u64,
     },
     CheckpointMismatch {
@@ -334,51 +316,20 @@ pub fn check_with_kafka(
     let consumer = crate::source::lookup_consumer(job)?;
     let mut violations = Vec::new();
     for v in std::mem::take(&mut report.violations) {
-        let Violation::Hole {
-            seq,
-            topic,
-            partition,
-            from,
-            to,
-        } = v
-        else {
+        let Violation::Hole(span) = v else {
             violations.push(v);
             continue;
         };
-        let span = Span {
-            seq,
-            topic,
-            partition,
-            from,
-            to,
-        };
         match records_in(&consumer, &span)? {
             Some(0) => report.unrecorded_non_records.push(span),
-            Some(records) => violations.push(Violation::Lost {
-                seq,
-                topic: span.topic,
-                partition,
-                from,
-                to,
-                records,
-            }),
-            None => violations.push(Violation::Hole {
-                seq,
-                topic: span.topic,
-                partition,
-                from,
-                to,
-            }),
+            Some(records) => violations.push(Violation::Lost { span, records }),
+            None => violations.push(Violation::Hole(span)),
         }
     }
     for span in &report.recorded_non_records {
         if let Some(records) = records_in(&consumer, span)?.filter(|&n| n > 0) {
             violations.push(Violation::RecordedNonRecordIsRecord {
-                seq: span.seq,
-                topic: span.topic.clone(),
-                partition: span.partition,
-                from: span.from,
-                to: span.to,
+                span: span.clone(),
                 records,
             });
         }
@@ -515,25 +466,17 @@ async fn entry_offsets(m: &Manifest, e: &Entry) -> (Vec<Violation>, u64) {
         spans.extend(r.not_records.iter().copied());
         spans.sort_unstable();
         let (holes, dups) = sweep(r.from, r.to, &spans);
-        let span = |(from, to): (i64, i64)| (r.topic.clone(), r.partition, from, to);
-        out.extend(holes.into_iter().take(SPANS_PER_RANGE).map(span).map(
-            |(topic, partition, from, to)| Violation::Hole {
-                seq: e.seq,
-                topic,
-                partition,
-                from,
-                to,
-            },
-        ));
-        out.extend(dups.into_iter().take(SPANS_PER_RANGE).map(span).map(
-            |(topic, partition, from, to)| Violation::Duplicate {
-                seq: e.seq,
-                topic,
-                partition,
-                from,
-                to,
-            },
-        ));
+        let span = |(from, to): (i64, i64)| Span {
+            seq: e.seq,
+            topic: r.topic.clone(),
+            partition: r.partition,
+            from,
+            to,
+        };
+        let holes = holes.into_iter().take(SPANS_PER_RANGE);
+        out.extend(holes.map(span).map(Violation::Hole));
+        let dups = dups.into_iter().take(SPANS_PER_RANGE);
+        out.extend(dups.map(span).map(Violation::Duplicate));
         checked += (r.to - r.from).max(0) as u64;
     }
     (out, checked)

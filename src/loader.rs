@@ -1005,20 +1005,19 @@ impl Loader {
             (Some(_), Mode::Backfill) => (EntryKind::Backfill, Vec::new()),
             _ => (EntryKind::Append, Vec::new()),
         };
-        let dropped = {
-            let state = self.table.state.clone();
-            let mut s = lock(&state);
+        let mut refusals = {
+            let mut s = lock(&self.table.state);
             self.rt.block_on(self.table.manifest.refresh(&mut s))?;
-            let mut refusals = s.check_ranges(kind, &ranges, &removed);
-            refusals.extend(ranges.iter().filter_map(|r| {
-                let buf = self.parts.get(&r.topic, r.partition)?;
-                // What the files will hold: each window's rows.
-                let rows = buf.buffer.windows().map(|(_, w)| w.rows).sum();
-                r.unaccounted(rows, buf.dead.len() as u64)
-                    .map(Refusal::Unaccounted)
-            }));
-            self.repositions(&s, refusals)?
+            s.check_ranges(kind, &ranges, &removed)
         };
+        refusals.extend(ranges.iter().filter_map(|r| {
+            let buf = self.parts.get(&r.topic, r.partition)?;
+            // What the files will hold: each window's rows.
+            let rows = buf.buffer.windows().map(|(_, w)| w.rows).sum();
+            r.unaccounted(rows, buf.dead.len() as u64)
+                .map(Refusal::Unaccounted)
+        }));
+        let dropped = self.repositions(refusals)?;
         self.reposition(consumer, &dropped)?;
         let ranges: Vec<OffsetRange> = ranges
             .into_iter()
@@ -1117,9 +1116,8 @@ impl Loader {
         };
         let mut attempt = 0u32;
         let mut orphaned: Vec<String> = Vec::new();
-        let state = self.table.state.clone();
         let committed = loop {
-            let mut s = lock(&state);
+            let mut s = lock(&self.table.state);
             let outcome = self.rt.block_on(async {
                 let applied = self.table.manifest.refresh(&mut s).await?;
                 // An earlier attempt of ours landed although its answer was lost.
@@ -1134,16 +1132,11 @@ impl Loader {
                 self.table.manifest.try_commit(&mut s, &mut entry).await?;
                 Ok(None)
             });
-            let outcome = match outcome {
-                Ok(Some(refusals)) => Ok(Some(self.repositions(&s, refusals))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            };
             drop(s);
             match outcome {
                 Ok(None) => break true,
-                Ok(Some(dropped)) => {
-                    let dropped = dropped?;
+                Ok(Some(refusals)) => {
+                    let dropped = self.repositions(refusals)?;
                     // Another writer committed some partitions first, or a range does not add
                     // up: drop those partitions from the entry.
                     for (topic, partition, _) in &dropped {
@@ -1244,15 +1237,10 @@ impl Loader {
     }
 
     /// Where to re-position the partitions `refusals` drop: a fenced append at the committed
-    /// end; a range that does not add up at the committed end too (or where it started, when
-    /// nothing is committed), its buffers dropped. A backfill or replace that no longer fits is
-    /// an error.
-    fn repositions(
-        &mut self,
-        s: &TableState,
-        refusals: Vec<Refusal>,
-    ) -> Result<Vec<(String, i32, i64)>> {
-        let mut out = Vec::new();
+    /// end; a range that does not add up where it starts (its buffers are dropped and it is
+    /// read again). A backfill or replace that no longer fits is an error.
+    fn repositions(&mut self, refusals: Vec<Refusal>) -> Result<Vec<(String, i32, i64)>> {
+        let mut out: Vec<(String, i32, i64)> = Vec::new();
         for r in refusals {
             match r {
                 Refusal::Fenced(f) => {
@@ -1269,8 +1257,7 @@ impl Loader {
                     out.push((f.topic, f.partition, end));
                 }
                 Refusal::Unaccounted(u) => {
-                    let end = s.partition(&u.topic, u.partition).and_then(|p| p.end());
-                    let at = end.unwrap_or(u.from);
+                    let at = u.from;
                     tracing::error!(
                         topic = %u.topic,
                         partition = u.partition,
@@ -1284,7 +1271,10 @@ impl Loader {
                         "refusing to publish a range whose offsets are not all accounted for; dropping its buffers and re-reading it (a bug: please report)"
                     );
                     self.metrics.unaccounted.fetch_add(1, Ordering::Relaxed);
-                    out.push((u.topic, u.partition, at));
+                    // Fenced too: the committed end is where to read again.
+                    if !out.iter().any(|(t, p, _)| *t == u.topic && *p == u.partition) {
+                        out.push((u.topic, u.partition, at));
+                    }
                 }
                 other => {
                     return Err(LoadError::Refused {
@@ -1293,7 +1283,6 @@ impl Loader {
                 }
             }
         }
-        out.dedup();
         Ok(out)
     }
 
@@ -1310,7 +1299,10 @@ impl Loader {
             };
             buf.reset_to(at);
             buf.done = false;
-            buf.target_refined = false;
+            // A scheduled run chases the end again; a backfill keeps its planned end.
+            if self.mode != Mode::Backfill {
+                buf.target_refined = false;
+            }
             if let Err(source) = consumer.seek(topic, partition, Offset::Offset(at), KAFKA_TIMEOUT)
             {
                 // A zombie whose partition was already taken away: let it go (the pending

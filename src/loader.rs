@@ -1272,7 +1272,10 @@ impl Loader {
                     );
                     self.metrics.unaccounted.fetch_add(1, Ordering::Relaxed);
                     // Fenced too: the committed end is where to read again.
-                    if !out.iter().any(|(t, p, _)| *t == u.topic && *p == u.partition) {
+                    if !out
+                        .iter()
+                        .any(|(t, p, _)| *t == u.topic && *p == u.partition)
+                    {
                         out.push((u.topic, u.partition, at));
                     }
                 }

@@ -1532,6 +1532,40 @@ mod tests {
     }
 
     #[test]
+    fn a_range_ends_at_the_last_record_kept_and_records_what_was_skipped() {
+        let mut b = PartBuf::new(Offset::Offset(100));
+        let keep = |b: &mut PartBuf, o: i64| {
+            b.skip_to(o);
+            b.polled += 1;
+            b.next = o + 1;
+        };
+        keep(&mut b, 100);
+        keep(&mut b, 101);
+        // 102 and 103 hold no record (a transaction marker, a compacted offset).
+        keep(&mut b, 104);
+        keep(&mut b, 105);
+        // A record past a scheduled run's target of 110 proves 106..110 hold none.
+        b.skip_to(110);
+        b.skip_to(108); // never backwards
+        let r = b.range("t", 0).unwrap();
+        assert_eq!((r.from, r.to, r.records), (100, 110, Some(4)));
+        assert_eq!(r.not_records, vec![(102, 104), (106, 110)]);
+        assert_eq!(r.unaccounted(3, 1), None);
+        assert!(
+            r.unaccounted(3, 0).is_some(),
+            "a record lost between poll and file"
+        );
+        b.reset_to(110);
+        let r = b.range("t", 0).unwrap();
+        assert_eq!(
+            (r.from, r.to, r.records, r.not_records.len()),
+            (110, 110, Some(0), 0)
+        );
+        // Nothing known yet (a logical start): no range.
+        assert!(PartBuf::new(Offset::End).range("t", 0).is_none());
+    }
+
+    #[test]
     fn a_chunk_decoded_across_a_repositioning_is_dropped() {
         let (mut l, jobs, done) = loader();
         l.parts.insert("t", 0, PartBuf::new(Offset::Offset(0)));

@@ -60,14 +60,8 @@ pub enum Violation {
     /// plus the recorded non-records, or its records are not its rows plus dead letters.
     Unaccounted {
         seq: u64,
-        topic: String,
-        partition: i32,
-        from: i64,
-        to: i64,
-        records: Option<u64>,
-        rows: u64,
-        dead_letters: u64,
-        not_records: u64,
+        #[serde(flatten)]
+        range: crate::error::Unaccounted,
     },
     /// Offsets of an entry's range that are no row, no dead letter and no recorded
     /// non-record (with `--kafka`: the broker has no answer for them).
@@ -160,17 +154,10 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
                     });
                     continue;
                 }
-                Refusal::Unaccounted(u) => {
+                Refusal::Unaccounted(range) => {
                     report.violations.push(Violation::Unaccounted {
                         seq: e.seq,
-                        topic: u.topic.clone(),
-                        partition: u.partition,
-                        from: u.from,
-                        to: u.to,
-                        records: u.records,
-                        rows: u.rows,
-                        dead_letters: u.dead_letters,
-                        not_records: u.not_records,
+                        range: range.clone(),
                     });
                     continue;
                 }

@@ -52,7 +52,7 @@ pub struct Fenced {
 /// A range whose offsets are not all accounted for: its length must be the records polled in
 /// it plus the offsets recorded as not records, and those records must be its rows plus its
 /// dead letters. A loader never publishes such a range.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Unaccounted {
     pub topic: String,
     pub partition: i32,

@@ -726,7 +726,7 @@ impl Loader {
                 .any(|&(a, b)| a <= offset && offset < b)
             {
                 let at = buf.from.unwrap_or(offset);
-                tracing::error!(topic, partition, offset, "a record arrived at an offset recorded as not a record; dropping the partition's buffers and re-reading it");
+                tracing::error!(topic, partition, offset, "offsets not all accounted for: a record arrived at an offset recorded as not a record; dropping the partition's buffers and re-reading it");
                 self.metrics.unaccounted.fetch_add(1, Ordering::Relaxed);
                 return self.reposition(consumer, &[(topic.to_string(), partition, at)]);
             }

@@ -12,8 +12,9 @@ tools:
 build:
 	$(CARGO) build --bins
 
+# The crash tests need the failpoints (a cargo feature no release build has).
 test: tools
-	CARGO=$(CARGO) tests/support/run-tests.sh
+	CARGO=$(CARGO) tests/support/run-tests.sh --features failpoints
 
 # The churn test at soak size (not part of `make test`): loaders killed, paused and raced by
 # scheduled runs and backfills while a producer writes, then an audit id by id.
@@ -22,7 +23,7 @@ CHAOS_KILLS ?= 1000
 CHAOS_RATE ?= 2000
 chaos: tools
 	SLUICE_CHURN_KILLS=$(CHAOS_KILLS) SLUICE_CHURN_RATE=$(CHAOS_RATE) $(if $(CHAOS_SEED),SLUICE_CHURN_SEED=$(CHAOS_SEED)) \
-	  tests/support/with-broker.sh $(CARGO) test --test churn -- --nocapture
+	  tests/support/with-broker.sh $(CARGO) test --features failpoints --test churn -- --nocapture
 
 # Throughput, ceilings, freshness, memory and resume figures (medians), then micro-benchmarks.
 # SLUICE_BENCH_EVENTS, SLUICE_BENCH_RUNS tune the size. Figures: target/bench/latest.json.
@@ -33,7 +34,7 @@ bench: tools
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --all-features -- -D warnings
 
 demo: tools build
 	SLUICE=$(SLUICE) tests/support/with-broker.sh tests/support/demo.sh

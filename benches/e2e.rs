@@ -16,12 +16,13 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use sluice::buffer::{DecodedChunk, PartitionBuffer};
-use sluice::config::{EventTime, TimeFormat};
-use sluice::decode::{ChunkDecoder, RawChunk};
-use sluice::generate::{generate, GenSpec};
-use sluice::loader::{CHUNK_BYTES, CHUNK_RECORDS};
-use sluice::schema::TableSchema;
+use sluice::config::EventTime;
+use sluice::load::{CHUNK_BYTES, CHUNK_RECORDS};
+use sluice::ops::generate::{generate, GenSpec};
+use sluice::record::buffer::{DecodedChunk, PartitionBuffer};
+use sluice::record::decode::{ChunkDecoder, RawChunk};
+use sluice::record::schema::TableSchema;
+use sluice::record::schema::TimeFormat;
 
 fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
     std::env::var(k)
@@ -66,7 +67,7 @@ struct Ctx {
 impl Ctx {
     fn topic(&self, name: &str, partitions: i32) -> String {
         let t = format!("bench-{name}-{}", std::process::id());
-        rt().block_on(sluice::generate::create_topic(
+        rt().block_on(sluice::ops::generate::create_topic(
             &self.brokers,
             &t,
             partitions,
@@ -179,7 +180,8 @@ fn libraries_alone(schema: &TableSchema, data: &[Vec<u8>]) -> f64 {
         .with_batch_size(8192)
         .build_decoder()
         .unwrap();
-    let props = sluice::writer::writer_properties(sluice::config::Compression::Zstd(1), 1_000_000);
+    let props =
+        sluice::record::encode::writer_properties(sluice::config::Compression::Zstd(1), 1_000_000);
     let mut w = ArrowWriter::try_new(Vec::new(), schema.payload.clone(), Some(props)).unwrap();
     for chunk in data.chunks(8192) {
         for p in chunk {
@@ -202,8 +204,9 @@ fn sluice_in_memory(schema: &TableSchema, data: &[Vec<u8>], partitions: usize) -
             format: TimeFormat::Rfc3339,
         },
     );
-    let window = sluice::window::WindowSize::from_millis(3_600_000).unwrap();
-    let props = sluice::writer::writer_properties(sluice::config::Compression::Zstd(1), 1_000_000);
+    let window = sluice::record::window::WindowSize::from_millis(3_600_000).unwrap();
+    let props =
+        sluice::record::encode::writer_properties(sluice::config::Compression::Zstd(1), 1_000_000);
     let t = Instant::now();
     let mut buffers: Vec<PartitionBuffer> = (0..partitions).map(|_| Default::default()).collect();
     let mut chunks: Vec<RawChunk> = (0..partitions).map(|_| RawChunk::default()).collect();
@@ -228,7 +231,7 @@ fn sluice_in_memory(schema: &TableSchema, data: &[Vec<u8>], partitions: usize) -
     for buffer in &buffers {
         for (_, w) in buffer.windows() {
             let batches = buffer.window_batches(w).unwrap();
-            bytes += sluice::writer::encode(&schema.table, &batches, &props)
+            bytes += sluice::record::encode::encode(&schema.table, &batches, &props)
                 .unwrap()
                 .len();
         }
@@ -348,7 +351,7 @@ fn freshness(ctx: &Ctx, rate: u64, secs: u64) -> (f64, f64) {
 /// `run --once` with nothing new: start-up, manifest read, first fetch, exit.
 fn resume(ctx: &Ctx, entries: u64) -> (f64, f64) {
     let topic = ctx.topic("resume", 1);
-    sluice::generate::produce(
+    sluice::ops::generate::produce(
         &ctx.brokers,
         &topic,
         &GenSpec {
@@ -364,22 +367,22 @@ fn resume(ctx: &Ctx, entries: u64) -> (f64, f64) {
     let log = manifest.path("_sluice/log");
     let dir = PathBuf::from("/").join(log.as_ref());
     std::fs::create_dir_all(&dir).unwrap();
-    let mut state = sluice::manifest::TableState::default();
+    let mut state = sluice::table::state::TableState::default();
     for seq in 1..=entries {
-        let e = sluice::manifest::Entry {
+        let e = sluice::table::entry::Entry {
             format: 1,
             seq,
-            kind: sluice::manifest::EntryKind::Append,
+            kind: sluice::table::entry::EntryKind::Append,
             commit_id: format!("c{seq}"),
             writer: "bench".into(),
             committed_at_ms: 0,
-            ranges: vec![sluice::manifest::OffsetRange::new(
+            ranges: vec![sluice::table::entry::OffsetRange::new(
                 &topic,
                 0,
                 seq as i64 - 1,
                 seq as i64,
             )],
-            files: vec![sluice::manifest::DataFile {
+            files: vec![sluice::table::entry::DataFile {
                 path: format!("date=2026-11-24/hour=00/part-{topic}-0-{seq:020}-x.parquet"),
                 bytes: 1000,
                 rows: 1,
@@ -443,7 +446,7 @@ fn main() {
         ..Default::default()
     };
     let topic = ctx.topic("e2e", partitions);
-    sluice::generate::produce(&ctx.brokers, &topic, &spec).unwrap();
+    sluice::ops::generate::produce(&ctx.brokers, &topic, &spec).unwrap();
     let (data, payload_bytes) = payloads(&spec);
     let schema = TableSchema::load(&repo().join("schemas/payment.avsc")).unwrap();
 
@@ -476,7 +479,7 @@ fn main() {
     // Memory: 1,000 open windows x 8 partitions (scattered event times), 64 MiB budget.
     let mem_events = env_or("SLUICE_BENCH_MEM_EVENTS", 400_000u64);
     let mem_topic = ctx.topic("mem", partitions);
-    sluice::generate::produce(
+    sluice::ops::generate::produce(
         &ctx.brokers,
         &mem_topic,
         &GenSpec {

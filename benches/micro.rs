@@ -3,12 +3,13 @@
 
 use arrow::array::RecordBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sluice::buffer::{DecodedChunk, PartitionBuffer};
-use sluice::config::{Compression, EventTime, TimeFormat};
-use sluice::decode::{ChunkDecoder, Decoded, RawChunk};
-use sluice::generate::{generate, GenSpec};
-use sluice::schema::TableSchema;
-use sluice::window::{group_by_window, WindowSize};
+use sluice::config::{Compression, EventTime};
+use sluice::ops::generate::{generate, GenSpec};
+use sluice::record::buffer::{DecodedChunk, PartitionBuffer};
+use sluice::record::decode::{ChunkDecoder, Decoded, RawChunk};
+use sluice::record::schema::TableSchema;
+use sluice::record::schema::TimeFormat;
+use sluice::record::window::{group_by_window, WindowSize};
 
 const N: usize = 8192;
 
@@ -88,11 +89,11 @@ fn benches(c: &mut Criterion) {
     g.bench_function("buffer + gather by window, 8192 rows, 1000 windows", |b| {
         b.iter(|| buffer_and_gather(&sb, &sd.event_ms))
     });
-    let props = sluice::writer::writer_properties(Compression::Zstd(1), 1_000_000);
+    let props = sluice::record::encode::writer_properties(Compression::Zstd(1), 1_000_000);
     g.bench_function("encode 8192 rows zstd", |b| {
         b.iter_batched(
             || vec![batch.clone()],
-            |v| sluice::writer::encode(&schema.table, &v, &props).unwrap(),
+            |v| sluice::record::encode::encode(&schema.table, &v, &props).unwrap(),
             BatchSize::SmallInput,
         )
     });
@@ -103,7 +104,8 @@ fn benches(c: &mut Criterion) {
     let small = batch.slice(0, 500);
     g.bench_function("encode 500 rows zstd", |b| {
         b.iter(|| {
-            sluice::writer::encode(&schema.table, std::slice::from_ref(&small), &props).unwrap()
+            sluice::record::encode::encode(&schema.table, std::slice::from_ref(&small), &props)
+                .unwrap()
         })
     });
     g.finish();

@@ -6,12 +6,24 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::error::ConfigError;
-use crate::schema::TableSchema;
-use crate::window::{parse_duration_ms, parse_size, Layout, WindowSize};
+use crate::record::schema::{TableSchema, TimeFormat};
+use crate::record::window::{parse_duration_ms, parse_size, Layout, WindowSize};
+
+/// Kafka properties sluice sets itself; a job may not override them.
+pub const FORCED_PROPERTIES: [&str; 7] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+    "auto.offset.reset",
+    "partition.assignment.strategy",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +45,7 @@ struct RawSource {
     brokers: String,
     topics: Vec<String>,
     group_id: Option<String>,
-    start_offset: Option<String>,
+    start_offset: Option<StartOffset>,
     #[serde(default)]
     properties: BTreeMap<String, String>,
 }
@@ -42,7 +54,7 @@ struct RawSource {
 #[serde(deny_unknown_fields)]
 struct RawSchema {
     file: String,
-    format: Option<String>,
+    format: Option<PayloadFormat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,7 +62,14 @@ struct RawSchema {
 struct RawEventTime {
     field: Option<String>,
     format: Option<String>,
-    source: Option<String>,
+    source: Option<EventTimeSource>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum EventTimeSource {
+    Field,
+    KafkaTimestamp,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,11 +106,19 @@ struct RawCommit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBadRecords {
-    policy: Option<String>,
+    policy: Option<BadRecordPolicy>,
+}
+
+/// How payloads are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    Json,
 }
 
 /// Where a partition starts when the manifest has nothing for it yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StartOffset {
     Earliest,
     Latest,
@@ -106,17 +133,8 @@ pub enum EventTime {
     Field { name: String, format: TimeFormat },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeFormat {
-    /// An RFC 3339 string such as `2026-11-24T13:45:00.123Z`.
-    Rfc3339,
-    EpochSeconds,
-    EpochMillis,
-    /// The field has an Avro timestamp logical type; its unit is known from the schema.
-    Logical,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BadRecordPolicy {
     /// Write the record to the dead-letter file of the commit and go on.
     DeadLetter,
@@ -151,11 +169,35 @@ pub struct Job {
     pub storage_options: BTreeMap<String, String>,
     pub compression: Compression,
     pub row_group_rows: usize,
-    pub commit_interval_ms: i64,
-    pub max_buffered_bytes: u64,
-    pub max_rows: usize,
+    pub commit: CommitPolicy,
     pub checkpoint_every: u64,
     pub bad_records: BadRecordPolicy,
+}
+
+/// When a loader commits: every `interval`, or sooner when its buffers reach a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitPolicy {
+    pub interval: Duration,
+    pub max_buffered_bytes: u64,
+    pub max_rows: usize,
+}
+
+/// What a loader holds uncommitted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Buffered {
+    pub bytes: u64,
+    pub rows: usize,
+    /// Some partition has a range to commit (it may hold no rows: markers, a pinned start).
+    pub ranges: bool,
+}
+
+impl CommitPolicy {
+    /// Whether to commit now, `since_last` after the last commit.
+    pub fn due(&self, since_last: Duration, buffered: Buffered) -> bool {
+        let full = buffered.bytes >= self.max_buffered_bytes || buffered.rows >= self.max_rows;
+        let time = since_last >= self.interval && (buffered.bytes > 0 || buffered.ranges);
+        full || time
+    }
 }
 
 /// Defaults, documented in the README.
@@ -226,20 +268,11 @@ impl Job {
             .group_id
             .clone()
             .unwrap_or_else(|| format!("sluice-{name}"));
-        let start_offset = match raw.source.start_offset.as_deref().unwrap_or("earliest") {
-            "earliest" => StartOffset::Earliest,
-            "latest" => StartOffset::Latest,
-            other => {
-                return Err(invalid(
-                    "source.start_offset",
-                    format!("`{other}`: expected `earliest` or `latest`"),
-                ))
-            }
-        };
+        let start_offset = raw.source.start_offset.unwrap_or(StartOffset::Earliest);
         let mut kafka_properties = BTreeMap::new();
         for (k, v) in &raw.source.properties {
             let key = format!("source.properties.{k}");
-            if crate::source::FORCED_PROPERTIES.contains(&k.as_str()) {
+            if FORCED_PROPERTIES.contains(&k.as_str()) {
                 return Err(invalid(
                     &key,
                     "sluice sets this property itself (see README: the exactly-once protocol relies on it)"
@@ -249,15 +282,7 @@ impl Job {
             kafka_properties.insert(k.clone(), subst(&key, v)?);
         }
 
-        match raw.schema.format.as_deref().unwrap_or("json") {
-            "json" => {}
-            other => {
-                return Err(invalid(
-                    "schema.format",
-                    format!("`{other}`: supported payload formats: json"),
-                ))
-            }
-        }
+        let PayloadFormat::Json = raw.schema.format.unwrap_or(PayloadFormat::Json);
         let schema_path = base.join(&raw.schema.file);
         let schema = TableSchema::load(&schema_path).map_err(|m| ConfigError::Invalid {
             path: path.to_path_buf(),
@@ -265,11 +290,9 @@ impl Job {
             message: format!("{}: {m}", schema_path.display()),
         })?;
 
-        let event_time = match (
-            raw.event_time.source.as_deref(),
-            raw.event_time.field.as_ref(),
-        ) {
-            (Some("kafka_timestamp"), None) => {
+        use EventTimeSource as S;
+        let event_time = match (raw.event_time.source, raw.event_time.field.as_ref()) {
+            (Some(S::KafkaTimestamp), None) => {
                 if raw.event_time.format.is_some() {
                     return Err(invalid(
                         "event_time.format",
@@ -278,7 +301,7 @@ impl Job {
                 }
                 EventTime::KafkaTimestamp
             }
-            (Some("field") | None, Some(field)) => {
+            (Some(S::Field) | None, Some(field)) => {
                 let format = schema
                     .event_time_format(field, raw.event_time.format.as_deref())
                     .map_err(|m| invalid("event_time.field", m))?;
@@ -287,19 +310,13 @@ impl Job {
                     format,
                 }
             }
-            (Some("kafka_timestamp"), Some(_)) => {
+            (Some(S::KafkaTimestamp), Some(_)) => {
                 return Err(invalid(
                     "event_time",
                     "set either `field` or `source = \"kafka_timestamp\"`, not both".into(),
                 ))
             }
-            (Some(other), _) if other != "field" => {
-                return Err(invalid(
-                    "event_time.source",
-                    format!("`{other}`: expected `field` or `kafka_timestamp`"),
-                ))
-            }
-            _ => {
+            (Some(S::Field) | None, None) => {
                 return Err(invalid(
                     "event_time",
                     "set `field = \"...\"` (a timestamp field of the event) or `source = \"kafka_timestamp\"`"
@@ -333,7 +350,7 @@ impl Job {
         };
 
         let storage_url = resolve_storage_url(&subst("storage.url", &raw.storage.url)?, &base)
-            .map_err(|m| invalid("storage.url", m))?;
+            .map_err(|e| invalid("storage.url", e.to_string()))?;
         let parsed = url::Url::parse(&storage_url).map_err(|e| {
             invalid(
                 "storage.url",
@@ -372,9 +389,9 @@ impl Job {
         let interval_text = rc
             .and_then(|c| c.interval.as_deref())
             .unwrap_or(defaults::COMMIT_INTERVAL);
-        let commit_interval_ms =
+        let interval_ms =
             parse_duration_ms(interval_text).map_err(|m| invalid("commit.interval", m))?;
-        if commit_interval_ms < 1000 {
+        if interval_ms < 1000 {
             return Err(invalid(
                 "commit.interval",
                 format!("`{interval_text}`: at least 1s"),
@@ -405,21 +422,10 @@ impl Job {
             ));
         }
 
-        let bad_records = match raw
+        let bad_records = raw
             .bad_records
-            .as_ref()
-            .and_then(|b| b.policy.as_deref())
-            .unwrap_or("dead_letter")
-        {
-            "dead_letter" => BadRecordPolicy::DeadLetter,
-            "fail" => BadRecordPolicy::Fail,
-            other => {
-                return Err(invalid(
-                    "bad_records.policy",
-                    format!("`{other}`: expected `dead_letter` or `fail`"),
-                ))
-            }
-        };
+            .and_then(|b| b.policy)
+            .unwrap_or(BadRecordPolicy::DeadLetter);
 
         Ok(Job {
             path: path.to_path_buf(),
@@ -438,29 +444,27 @@ impl Job {
             storage_options,
             compression,
             row_group_rows,
-            commit_interval_ms,
-            max_buffered_bytes,
-            max_rows,
+            commit: CommitPolicy {
+                interval: Duration::from_millis(interval_ms.unsigned_abs()),
+                max_buffered_bytes,
+                max_rows,
+            },
             checkpoint_every,
             bad_records,
         })
     }
 }
 
-/// A storage URL as given, or a plain path (a local folder, relative to `base`, created if
-/// missing) turned into a `file://` URL.
-pub fn resolve_storage_url(s: &str, base: &Path) -> Result<String, String> {
+/// A storage URL as given, or a plain path (a local folder, relative to `base`) turned into a
+/// `file://` URL. Touches no filesystem: the folder is created when the table is opened.
+pub fn resolve_storage_url(s: &str, base: &Path) -> Result<String, std::io::Error> {
     if s.contains("://") {
         return Ok(s.to_string());
     }
-    let p = base.join(s);
-    std::fs::create_dir_all(&p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
-    let abs = p
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", p.display()))?;
+    let abs = std::path::absolute(base.join(s))?;
     url::Url::from_directory_path(&abs)
         .map(|u| u.to_string())
-        .map_err(|_| format!("{}: not a path", abs.display()))
+        .map_err(|()| std::io::Error::other(format!("{}: not a path", abs.display())))
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {
@@ -522,6 +526,18 @@ pub fn redact_url(s: &str) -> String {
     }
 }
 
+/// A minimal job on `storage_url` for unit tests: topic `t`, the payment schema.
+#[cfg(test)]
+pub(crate) fn test_job(storage_url: &str) -> Result<Job, ConfigError> {
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/payment.avsc");
+    let text = format!(
+        "[source]\nbrokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\ngroup_id = \"g\"\n\
+         [schema]\nfile = \"{schema}\"\n[event_time]\nfield = \"created_at\"\n\
+         [storage]\nurl = \"{storage_url}\"\n"
+    );
+    Job::parse(Path::new("/job.toml"), &text, &|_| None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,7 +584,7 @@ url = "memory://"
         );
         assert_eq!(j.window.millis(), 3_600_000);
         assert_eq!(j.layout.template(), "date={date}/hour={hour}");
-        assert_eq!(j.commit_interval_ms, 60_000);
+        assert_eq!(j.commit.interval, Duration::from_secs(60));
         assert_eq!(j.compression, Compression::Zstd(1));
         assert_eq!(j.bad_records, BadRecordPolicy::DeadLetter);
         assert_eq!(j.group_id, "sluice-j");
@@ -608,6 +624,44 @@ url = "memory://"
         let e = job(&d, "[bad_records]\npolicy = \"ignore\"")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("bad_records.policy"), "{e}");
+        assert!(
+            e.contains("policy = \"ignore\"") && e.contains("dead_letter"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parsing_touches_no_filesystem_and_the_commit_policy_is_pure() {
+        let d = schema_dir();
+        let j = job(&d, "").unwrap();
+        let url = resolve_storage_url("not/yet/here", &d).unwrap();
+        assert!(
+            url.starts_with("file://") && url.ends_with("not/yet/here/"),
+            "{url}"
+        );
+        assert!(!d.join("not").exists(), "parsing created a folder");
+        let p = j.commit;
+        let idle = Buffered::default();
+        let some = Buffered {
+            bytes: 10,
+            rows: 1,
+            ranges: true,
+        };
+        assert!(!p.due(Duration::from_secs(3600), idle), "nothing to commit");
+        assert!(!p.due(Duration::from_secs(1), some));
+        assert!(p.due(p.interval, some));
+        let markers_only = Buffered {
+            ranges: true,
+            ..idle
+        };
+        assert!(
+            p.due(p.interval, markers_only),
+            "a range of markers is committed too"
+        );
+        let full = Buffered {
+            rows: p.max_rows,
+            ..some
+        };
+        assert!(p.due(Duration::ZERO, full));
     }
 }

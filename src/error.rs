@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 /// Errors in a job file or a schema file: they name the file, the key and the problem.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
     Read {
@@ -21,21 +22,29 @@ pub enum ConfigError {
     },
 }
 
+/// A storage call that failed for good (transient errors were retried first).
+#[derive(Debug, thiserror::Error)]
+#[error("storage error at {path}: {source}")]
+pub struct StoreError {
+    pub path: String,
+    #[source]
+    pub source: object_store::Error,
+}
+
 /// Errors of the manifest (the table's commit log).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ManifestError {
-    /// Another writer published the same sequence number first. Callers re-read and retry.
-    #[error("manifest entry {seq} was published by another writer")]
-    Conflict { seq: u64 },
-    #[error("storage error at {path}: {source}")]
-    Store {
-        path: String,
-        source: object_store::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An object of the log that does not parse, or a log that does not follow on.
     #[error("manifest object {path} is corrupt: {message}")]
     Corrupt { path: String, message: String },
-    #[error("manifest entry {seq} is missing although later state exists")]
-    Missing { seq: u64 },
+    #[error("cannot serialise manifest object {path}: {source}")]
+    Serialize {
+        path: String,
+        source: serde_json::Error,
+    },
 }
 
 /// A partition whose buffered range does not start where the manifest says it ends.
@@ -86,8 +95,9 @@ impl std::fmt::Display for Unaccounted {
     }
 }
 
-/// Errors of the loader.
+/// Errors of the loader, the committer and the operator's tools.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -98,11 +108,11 @@ pub enum LoadError {
         context: String,
         source: rdkafka::error::KafkaError,
     },
-    #[error("storage error at {path}: {source}")]
-    Store {
-        path: String,
-        source: object_store::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Partitions the consumer was given could not be positioned at the manifest's end.
+    #[error("cannot position assigned partitions: {reason}")]
+    Rebalance { reason: String },
     #[error("parquet encoding of {path} failed: {source}")]
     Encode {
         path: String,

@@ -1,10 +1,15 @@
 //! sluice: Kafka topics into event-time windowed Parquet tables on object storage, exactly once.
 //!
-//! Data flow: a consumer ([`source`]) reads records; payloads of each partition are copied into
-//! an arena and decoded in chunks against the table schema ([`schema`], [`decode`]); rows are
-//! grouped by event-time window ([`window`]) and buffered; a commit encodes each window's rows
-//! as a Parquet file ([`writer`]), uploads the files under names that cannot collide, and then
-//! publishes one manifest entry ([`manifest`]) with a single conditional put.
+//! The source tree follows the data:
+//! - [`record`]: the path of a record — Kafka [`record::source`], payload decoding
+//!   ([`record::decode`]), event-time windows, per-partition buffers, Parquet encoding.
+//! - [`table`]: the table — its storage seam, the manifest (the commit log) and the commit
+//!   protocol ([`table::commit`]: prepare → write → publish), free of Kafka.
+//! - [`load`]: the executor of runs (continuous, `--once`, backfill): the run loop, partition
+//!   state, the decode worker, and the loader's side of a commit.
+//! - [`ops`]: the operator's tools — verify/gc, status, metrics, the backfill planner and the
+//!   test-data generator.
+//! - [`config`] (job files) and [`error`] are shared by all.
 //!
 //! Invariants:
 //! - The manifest is the only truth about what is loaded. An offset is loaded iff a published
@@ -17,30 +22,21 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod audit;
-pub mod backfill;
-pub mod buffer;
 pub mod config;
-pub mod decode;
 pub mod error;
-pub mod failpoint;
-pub mod flat;
-pub mod generate;
-pub mod loader;
-pub mod manifest;
-pub mod metrics;
-pub mod schema;
-pub mod source;
-pub mod status;
-pub mod window;
-pub mod writer;
+pub(crate) mod failpoint;
+pub mod load;
+pub mod ops;
+pub mod record;
+pub mod table;
 
 use std::sync::Arc;
 
 use error::{ConfigError, Result};
-use manifest::Manifest;
+use table::manifest::Manifest;
 
-/// Opens the job's table storage (`object_store::parse_url_opts`) and its manifest.
+/// Opens the job's table storage (`object_store::parse_url_opts`) and its manifest; a local
+/// table's folder is created if missing.
 pub fn open_manifest(job: &config::Job) -> Result<Manifest> {
     let invalid = |message: String| ConfigError::Invalid {
         path: job.path.clone(),
@@ -49,6 +45,13 @@ pub fn open_manifest(job: &config::Job) -> Result<Manifest> {
     };
     let url = url::Url::parse(&job.storage_url)
         .map_err(|e| invalid(format!("`{}`: {e}", config::redact_url(&job.storage_url))))?;
+    if url.scheme() == "file" {
+        let dir = url
+            .to_file_path()
+            .map_err(|()| invalid(format!("`{}`: not a local path", url)))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| invalid(format!("cannot create {}: {e}", dir.display())))?;
+    }
     let (store, root) = object_store::parse_url_opts(&url, job.storage_options.iter())
         .map_err(|e| invalid(format!("`{}`: {e}", config::redact_url(&job.storage_url))))?;
     Ok(Manifest::new(Arc::from(store), root, job.checkpoint_every))

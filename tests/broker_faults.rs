@@ -12,8 +12,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
-use sluice::generate::GenSpec;
-use sluice::loader::{Loader, Mode};
+use sluice::load::{Loader, Run};
+use sluice::ops::generate::GenSpec;
 
 use common::*;
 
@@ -39,7 +39,7 @@ fn fetch_errors_and_a_broker_outage_lose_nothing() {
     let topic = "mock-payments";
     mock.create_topic(topic, 4, 1).unwrap();
     let bootstrap = mock.bootstrap_servers();
-    let malformed = sluice::generate::produce(&bootstrap, topic, &spec(0, 20_000)).unwrap();
+    let malformed = sluice::ops::generate::produce(&bootstrap, topic, &spec(0, 20_000)).unwrap();
     assert_eq!(malformed, 0);
 
     // The fixture's topic on the real broker is unused; it gives a table folder and a job file.
@@ -67,7 +67,7 @@ fn fetch_errors_and_a_broker_outage_lose_nothing() {
     let run = {
         let (job, rt) = (job.clone(), rt.clone());
         std::thread::spawn(move || {
-            Loader::new(job, rt, Arc::new(AtomicBool::new(false))).and_then(|l| l.run(Mode::Once))
+            Loader::new(job, rt, Arc::new(AtomicBool::new(false))).and_then(|l| l.run(Run::Once))
         })
     };
     // Take the broker down while the loader works, then bring it back.
@@ -80,7 +80,7 @@ fn fetch_errors_and_a_broker_outage_lose_nothing() {
 
     // Whatever the first run loaded, a second run completes the table; nothing twice.
     let stats = Loader::new(job, rt, Arc::new(AtomicBool::new(false)))
-        .and_then(|l| l.run(Mode::Once))
+        .and_then(|l| l.run(Run::Once))
         .unwrap();
     assert_eq!(loaded_first + stats.rows, 20_000);
     assert_exactly_once(&f.read(), 20_000, 0);
@@ -148,8 +148,12 @@ impl S3Broker {
 fn a_broker_restart_mid_run_loses_nothing() {
     let mut broker = S3Broker::start();
     let topic = format!("restart-{}", std::process::id());
-    rt().block_on(sluice::generate::create_topic(&broker.addr(), &topic, 2))
-        .unwrap();
+    rt().block_on(sluice::ops::generate::create_topic(
+        &broker.addr(),
+        &topic,
+        2,
+    ))
+    .unwrap();
     // Wait until the new topic's partitions are in the metadata.
     let probe: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", broker.addr())
@@ -166,7 +170,7 @@ fn a_broker_restart_mid_run_loses_nothing() {
     }
     drop(probe);
     let two = |s: GenSpec| GenSpec { partitions: 2, ..s };
-    sluice::generate::produce(&broker.addr(), &topic, &two(spec(0, 6_000))).unwrap();
+    sluice::ops::generate::produce(&broker.addr(), &topic, &two(spec(0, 6_000))).unwrap();
     let mut f = Fixture::new("restart", 1);
     f.write_job("table", "[commit]\ninterval = \"1s\"\nmax_rows = 1500\n");
     let text = std::fs::read_to_string(&f.job)
@@ -179,7 +183,7 @@ fn a_broker_restart_mid_run_loses_nothing() {
     broker.down();
     std::thread::sleep(Duration::from_secs(3));
     broker.up();
-    sluice::generate::produce(&broker.addr(), &topic, &two(spec(6_000, 4_000))).unwrap();
+    sluice::ops::generate::produce(&broker.addr(), &topic, &two(spec(6_000, 4_000))).unwrap();
     f.wait_for(120, "all 10k events after the restart", |s| {
         committed_rows(s) >= 10_000
     });

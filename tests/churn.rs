@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use sluice::generate::GenSpec;
+use sluice::ops::generate::GenSpec;
 
 const PARTITIONS: i32 = 6;
 
@@ -198,11 +198,11 @@ fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
                 match rng.below(PARTITIONS as u64 + 2) as i32 {
                     p if p < PARTITIONS => produce_to(&topic, p, spec.clone()),
                     _ => {
-                        sluice::generate::produce(&brokers(), &topic, &spec).unwrap();
+                        sluice::ops::generate::produce(&brokers(), &topic, &spec).unwrap();
                     }
                 }
                 let mut ids = Vec::with_capacity(batch as usize);
-                sluice::generate::generate(&spec, |r| ids.push((r.key, r.malformed)));
+                sluice::ops::generate::generate(&spec, |r| ids.push((r.key, r.malformed)));
                 produced.lock().unwrap().extend(ids);
                 first_id += batch;
                 std::thread::sleep(Duration::from_millis(200).saturating_sub(started.elapsed()));

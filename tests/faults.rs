@@ -17,8 +17,8 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
-use sluice::loader::{Loader, Mode};
-use sluice::manifest::Manifest;
+use sluice::load::{Loader, Run};
+use sluice::table::manifest::Manifest;
 
 use common::*;
 
@@ -139,7 +139,7 @@ fn storage_faults_are_retried_and_never_publish_a_partial_commit() {
     let job = sluice::config::Job::load(&f.job).unwrap();
     let clean = sluice::open_manifest(&job).unwrap();
     let faulty = Arc::new(Faulty {
-        inner: clean.store().clone(),
+        inner: clean.store().object_store().clone(),
         rng: Mutex::new(0x2545_f491),
         put_before: 150,
         put_after: 150,
@@ -156,7 +156,7 @@ fn storage_faults_are_retried_and_never_publish_a_partial_commit() {
         let manifest = Manifest::new(faulty.clone(), root, job.checkpoint_every);
         let shutdown = Arc::new(AtomicBool::new(false));
         let result = Loader::with_manifest(job.clone(), manifest, rt.clone(), shutdown)
-            .and_then(|l| l.run(Mode::Once));
+            .and_then(|l| l.run(Run::Once));
         if result.is_ok() && committed_rows(&f.state()) == 30_000 {
             break;
         }

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use sluice::generate::GenSpec;
+use sluice::ops::generate::GenSpec;
 
 #[test]
 fn once_loads_every_event_exactly_once_in_its_window() {
@@ -79,6 +79,8 @@ fn fail_policy_stops_naming_the_record_and_commits_nothing_past_it() {
     assert_eq!(f.state().seq, 0);
 }
 
+/// Needs the `failpoints` feature, which `make test` enables (a release build has none).
+#[cfg(feature = "failpoints")]
 #[test]
 fn crash_at_each_commit_step_then_rerun_is_exactly_once() {
     let mut f = Fixture::new("crash", 4);

@@ -1,5 +1,6 @@
-//! Manifest conformance: one suite, run against every storage backend sluice claims —
-//! `memory://`, local files, S3 (a local moto server) and Azure Blob (a local Azurite).
+//! Commit conformance: one suite, run through the committer against every storage backend
+//! sluice claims — `memory://`, local files, S3 (a local moto server) and Azure Blob (a local
+//! Azurite): commits and checkpoints, fencing of a stale writer, racers for one partition.
 //! The servers are started by the tests from `.tools/` (installed by `make test`).
 
 mod common;
@@ -11,7 +12,10 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use object_store::ObjectStore;
-use sluice::manifest::{Entry, EntryKind, Manifest, OffsetRange};
+use sluice::table::commit::{Committer, Outcome, Proposal};
+use sluice::table::entry::{DataFile, EntryKind, OffsetRange};
+use sluice::table::manifest::Manifest;
+use sluice::table::state::Refusal;
 
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
@@ -80,110 +84,147 @@ fn open(url: &str, options: &[(String, String)], every: u64) -> Manifest {
     Manifest::new(store, root, every)
 }
 
-fn entry(partition: i32, from: i64, to: i64) -> Entry {
-    Entry {
-        format: 1,
-        seq: 0,
-        kind: EntryKind::Append,
-        commit_id: uuid::Uuid::new_v4().to_string(),
-        writer: "conformance".into(),
-        committed_at_ms: 0,
-        ranges: vec![OffsetRange::new("t", partition, from, to)],
-        files: vec![],
-        dead_letters: vec![],
-        removed: vec![],
+fn committer(m: Manifest, name: &str) -> Committer {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    Committer::open(m, Arc::new(rt), name.into()).unwrap()
+}
+
+/// Prepares, writes (one small file) and publishes `[from, to)` of partition `p` of `t`.
+fn commit(c: &Committer, p: i32, from: i64, to: i64) -> Outcome {
+    let range = OffsetRange {
+        records: Some((to - from) as u64),
+        ..OffsetRange::new("t", p, from, to)
+    };
+    let proposal = Proposal {
+        range: range.clone(),
+        rows: (to - from) as u64,
+        dead_letters: 0,
+    };
+    let (prepared, refused) = c
+        .prepare(EntryKind::Append, vec![proposal], vec![])
+        .unwrap();
+    if !refused.is_empty() {
+        return Outcome::Refused {
+            refused,
+            conflicts: 0,
+        };
     }
+    let file = DataFile {
+        path: format!("data/{p}-{from}-{}.parquet", uuid::Uuid::new_v4().simple()),
+        bytes: 0,
+        rows: (to - from) as u64,
+        topic: "t".into(),
+        partition: p,
+        first_offset: from,
+        next_offset: to,
+        window_start_ms: 0,
+        window_end_ms: 1,
+        min_event_ms: 0,
+        max_event_ms: 0,
+        schema_fingerprint: "f".into(),
+    };
+    let written = prepared
+        .write(c, vec![file], vec![], |_| Ok(b"body".to_vec()))
+        .unwrap();
+    written.publish(c).unwrap()
+}
+
+fn seq(o: &Outcome) -> Option<u64> {
+    match o {
+        Outcome::Published { entry, .. } => Some(entry.seq),
+        Outcome::Refused { .. } => None,
+    }
+}
+
+fn load(m: &Manifest) -> sluice::table::state::TableState {
+    common::rt().block_on(m.load()).unwrap()
 }
 
 /// The suite every backend must pass.
-async fn conformance(open: impl Fn(u64) -> Manifest) {
+fn conformance(open: impl Fn(u64) -> Manifest + Sync) {
     // Commits, reload, checkpoints.
-    let m = open(3);
-    let mut s = m.load().await.unwrap();
-    assert_eq!(s.seq, 0, "a new table has no entries");
+    assert_eq!(load(&open(3)).seq, 0, "a new table has no entries");
+    let c = committer(open(3), "a");
     for i in 0..7 {
-        m.try_commit(&mut s, &mut entry(0, i * 10, i * 10 + 10))
-            .await
-            .unwrap();
+        assert_eq!(seq(&commit(&c, 0, i * 10, i * 10 + 10)), Some(i as u64 + 1));
     }
-    let reloaded = open(3).load().await.unwrap();
+    let m = open(3);
+    let reloaded = load(&m);
     assert_eq!(reloaded.seq, 7);
     assert_eq!(reloaded.partition("t", 0).unwrap().ranges, vec![(0, 70)]);
-    assert_eq!(m.list_checkpoints().await.unwrap(), vec![3, 6]);
-    assert_eq!(m.read_checkpoint(6).await.unwrap().unwrap().seq, 6);
+    let rt = common::rt();
+    assert_eq!(rt.block_on(m.list_checkpoints()).unwrap(), vec![3, 6]);
+    assert_eq!(rt.block_on(m.read_checkpoint(6)).unwrap().unwrap().seq, 6);
 
-    // A stale writer conflicts, then is fenced after re-reading.
-    let mut stale = m.read_checkpoint(6).await.unwrap().unwrap();
-    let err = m
-        .try_commit(&mut stale, &mut entry(0, 60, 65))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, sluice::error::ManifestError::Conflict { seq: 7 }),
-        "{err}"
-    );
-    m.refresh(&mut stale).await.unwrap();
-    assert_eq!(stale.check_append(&entry(0, 60, 65).ranges).len(), 1);
+    // A writer that read the table before another committed is fenced, not duplicated.
+    let stale = committer(open(3), "stale");
+    assert_eq!(seq(&commit(&c, 0, 70, 75)), Some(8));
+    match commit(&stale, 0, 70, 80) {
+        Outcome::Refused { refused, .. } => assert!(
+            matches!(&refused[..], [Refusal::Fenced(f)] if f.committed_end == Some(75)),
+            "{refused:?}"
+        ),
+        other => panic!("a stale writer published: {other:?}"),
+    }
 
-    // A put whose answer was lost: retrying the same entry finds it and succeeds once.
-    let mut e = entry(1, 0, 5);
-    let mut a = m.load().await.unwrap();
-    let mut b = a.clone();
-    m.try_commit(&mut a, &mut e.clone()).await.unwrap();
-    m.try_commit(&mut b, &mut e).await.unwrap();
-    assert_eq!(a.seq, b.seq);
-    assert_eq!(m.load().await.unwrap().seq, a.seq);
-
-    // N racers for one sequence number: exactly one winner, every round.
-    for round in 0..5 {
-        let base = m.load().await.unwrap();
-        let mut tasks = Vec::new();
-        for racer in 0..16 {
-            let m = open(3);
-            let mut s = base.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut e = entry(100 + racer, round, round + 1);
-                m.try_commit(&mut s, &mut e).await.is_ok()
-            }));
-        }
-        let mut wins = 0;
-        for t in tasks {
-            wins += t.await.unwrap() as u32;
-        }
+    // N racers for one partition's next range: exactly one wins, every round; the others'
+    // files are deleted.
+    for round in 0..4i64 {
+        let base = load(&open(3));
+        let from = base.partition("t", 0).unwrap().end().unwrap();
+        let racers: Vec<Committer> = (0..6)
+            .map(|i| committer(open(3), &format!("r{i}")))
+            .collect();
+        let outcomes: Vec<Outcome> = std::thread::scope(|s| {
+            let hs: Vec<_> = racers
+                .iter()
+                .map(|c| s.spawn(move || commit(c, 0, from, from + 1 + round)))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let wins = outcomes.iter().filter(|o| seq(o).is_some()).count();
         assert_eq!(wins, 1, "round {round}: {wins} winners");
-        assert_eq!(m.load().await.unwrap().seq, base.seq + 1);
+        let after = load(&open(3));
+        assert_eq!(after.seq, base.seq + 1);
+        assert_eq!(
+            after.partition("t", 0).unwrap().end(),
+            Some(from + 1 + round)
+        );
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory() {
+#[test]
+fn memory() {
     let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-    conformance(|every| Manifest::new(store.clone(), Path::from("tables/t"), every)).await;
+    conformance(|every| Manifest::new(store.clone(), Path::from("tables/t"), every));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn local_files() {
+#[test]
+fn local_files() {
     let dir = tempfile::tempdir().unwrap();
     let url = url::Url::from_directory_path(dir.path())
         .unwrap()
         .to_string();
-    conformance(|every| open(&url, &[], every)).await;
+    conformance(|every| open(&url, &[], every));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn s3_moto() {
+#[test]
+fn s3_moto() {
     let (_server, port) = start_moto();
     create_bucket(port, "sluice");
     let opts = s3_options(port);
-    conformance(|every| open("s3://sluice/tables/t", &opts, every)).await;
+    conformance(|every| open("s3://sluice/tables/t", &opts, every));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn azure_azurite() {
+#[test]
+fn azure_azurite() {
     let (_server, port, _dir) = start_azurite();
     azure_container(port, "sluice");
     let opts = azure_options(port);
-    conformance(|every| open("az://sluice/tables/t", &opts, every)).await;
+    conformance(|every| open("az://sluice/tables/t", &opts, every));
 }
 
 /// The loader itself into S3: a real broker, a moto bucket, then `sluice verify`.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice::generate::GenSpec;
-use sluice::manifest::TableState;
+use sluice::ops::generate::GenSpec;
+use sluice::table::state::TableState;
 
 pub fn brokers() -> String {
     std::env::var("SLUICE_TEST_BROKERS").expect(
@@ -53,7 +53,7 @@ impl Fixture {
             .unwrap()
             .as_nanos();
         let topic = format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000);
-        rt().block_on(sluice::generate::create_topic(
+        rt().block_on(sluice::ops::generate::create_topic(
             &brokers(),
             &topic,
             partitions,
@@ -114,7 +114,7 @@ url = "{table}"
             partitions: self.partitions,
             ..spec
         };
-        sluice::generate::produce(&brokers(), &self.topic, &spec).unwrap()
+        sluice::ops::generate::produce(&brokers(), &self.topic, &spec).unwrap()
     }
 
     pub fn state(&self) -> TableState {
@@ -399,5 +399,5 @@ pub fn produce_to(topic: &str, partition: i32, spec: GenSpec) {
         only_partition: Some(partition),
         ..spec
     };
-    sluice::generate::produce(&brokers(), topic, &spec).unwrap();
+    sluice::ops::generate::produce(&brokers(), topic, &spec).unwrap();
 }

@@ -14,7 +14,7 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
 use crate::config::Compression;
-use crate::decode::DeadRecord;
+use crate::record::decode::DeadRecord;
 
 pub fn writer_properties(compression: Compression, row_group_rows: usize) -> WriterProperties {
     let c = match compression {
@@ -27,14 +27,17 @@ pub fn writer_properties(compression: Compression, row_group_rows: usize) -> Wri
     let mut builder = WriterProperties::builder();
     // Source columns: offsets and Kafka timestamps rise row by row, so deltas take a few bits
     // a row where a dictionary held every value; the partition is one dictionary code.
-    for name in [crate::schema::OFFSET_COL, crate::schema::KAFKA_TS_COL] {
+    for name in [
+        crate::record::schema::OFFSET_COL,
+        crate::record::schema::KAFKA_TS_COL,
+    ] {
         builder = builder
             .set_column_dictionary_enabled(col(name), false)
             .set_column_encoding(col(name), parquet::basic::Encoding::DELTA_BINARY_PACKED);
     }
     builder
         .set_column_compression(
-            col(crate::schema::PARTITION_COL),
+            col(crate::record::schema::PARTITION_COL),
             PqCompression::UNCOMPRESSED,
         )
         .set_compression(c)
@@ -172,10 +175,11 @@ mod tests {
     use parquet::basic::Compression as Pq;
 
     use super::*;
-    use crate::config::{EventTime, TimeFormat};
-    use crate::decode::{ChunkDecoder, RawChunk};
-    use crate::generate::{generate, GenSpec};
-    use crate::schema::TableSchema;
+    use crate::config::EventTime;
+    use crate::ops::generate::{generate, GenSpec};
+    use crate::record::decode::{ChunkDecoder, RawChunk};
+    use crate::record::schema::TableSchema;
+    use crate::record::schema::TimeFormat;
 
     fn batch(rows: u64) -> (TableSchema, RecordBatch) {
         let schema = TableSchema::load(std::path::Path::new(concat!(

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::manifest::TableState;
-use crate::source::TopicPartition;
+use crate::record::source::TopicPartition;
+use crate::table::state::TableState;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionStatus {
@@ -42,6 +42,46 @@ pub struct Status {
 fn rfc3339(ms: i64) -> Option<String> {
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// The status as `sluice status` prints it: a summary line, then a row per partition.
+pub fn render(st: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "manifest version {} (read from {}), {} rows in {} files, lag {} messages, complete through {}",
+        st.manifest_version,
+        st.checkpoint
+            .map(|c| format!("checkpoint {c}"))
+            .unwrap_or_else(|| "the log".into()),
+        st.rows,
+        st.files,
+        st.lag,
+        st.complete_through.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:>5} {:>12} {:>12} {:>10} {:>10} {:>8}  {:<24} {:<24}",
+        "topic", "part", "committed", "high", "lag", "rows", "files", "last commit", "latest event"
+    );
+    let o = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    for p in &st.partitions {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>5} {:>12} {:>12} {:>10} {:>10} {:>8}  {:<24} {:<24}",
+            p.topic,
+            p.partition,
+            o(p.committed_through),
+            o(p.high_watermark),
+            o(p.lag),
+            p.rows,
+            p.files,
+            p.last_commit.as_deref().unwrap_or("-"),
+            p.max_event_time.as_deref().unwrap_or("-")
+        );
+    }
+    out
 }
 
 /// Pure: the status of `parts` from the table state and the broker's high watermarks.

@@ -18,8 +18,9 @@ use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::json::reader::{Decoder, ReaderBuilder};
 
-use crate::config::{EventTime, TimeFormat};
-use crate::schema::TableSchema;
+use crate::config::EventTime;
+use crate::record::schema::TableSchema;
+use crate::record::schema::TimeFormat;
 
 const NO_TS: i64 = i64::MIN;
 
@@ -136,7 +137,7 @@ pub struct ChunkDecoder {
     /// per chunk cost page faults and allocations).
     spare: std::cell::RefCell<Option<Decoder>>,
     /// The fast path for chunks of flat records, when the schema allows it.
-    pub(crate) flat: Option<crate::flat::FlatDecoder>,
+    pub(crate) flat: Option<crate::record::flat::FlatDecoder>,
 }
 
 /// Rows a reusable decoder holds per flush (chunks are at most this long).
@@ -149,7 +150,7 @@ impl ChunkDecoder {
             EventTime::KafkaTimestamp => None,
         };
         Self {
-            flat: crate::flat::FlatDecoder::new(&schema.payload),
+            flat: crate::record::flat::FlatDecoder::new(&schema.payload),
             schema,
             event_time,
             event_col,
@@ -269,7 +270,7 @@ impl ChunkDecoder {
     /// at least 8 records), the rest goes to the general path in one run.
     fn decode_mixed(
         &self,
-        flat: &crate::flat::FlatDecoder,
+        flat: &crate::record::flat::FlatDecoder,
         chunk: &RawChunk,
         parts: &mut Vec<(RecordBatch, Vec<u32>)>,
         bad: &mut Vec<(u32, String)>,
@@ -688,7 +689,7 @@ fn to_millis(col: &ArrayRef, format: TimeFormat) -> Result<Int64Array, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::OFFSET_COL;
+    use crate::record::schema::OFFSET_COL;
     use proptest::prelude::*;
 
     /// arrow's reading of a time string (the general path), in ms.

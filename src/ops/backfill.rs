@@ -1,13 +1,44 @@
 //! Planning `sluice backfill`: which offsets to load, what a `--replace` takes out.
 //!
-//! Pure: takes the table state and the broker's low watermarks, returns a [`BackfillPlan`] or
-//! an error naming the offsets in the way. Loading goes through the loader's commit path.
+//! Pure: takes the table state and the broker's low watermarks, returns a [`Plan`] or an
+//! error naming the offsets in the way. The plan is run by the loader (`load::Run::Backfill`)
+//! through the same commit path as every other entry; this module never imports the loader.
 
 use std::collections::HashMap;
 
-use crate::loader::{BackfillPlan, BackfillRange};
-use crate::manifest::TableState;
-use crate::source::TopicPartition;
+use crate::error::LoadError;
+use crate::record::source::TopicPartition;
+use crate::table::entry::EntryKind;
+use crate::table::state::TableState;
+
+/// One partition's range to backfill, half-open; `to: None` is the partition's end now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlanRange {
+    pub topic: String,
+    pub partition: i32,
+    pub from: i64,
+    pub to: Option<i64>,
+}
+
+/// What `sluice backfill` loads: ranges never loaded (a `backfill` entry), or with `replace`,
+/// loaded ranges re-derived from Kafka and swapped for the files in `removed` in one entry.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Plan {
+    pub ranges: Vec<PlanRange>,
+    pub replace: bool,
+    pub removed: Vec<String>,
+}
+
+impl Plan {
+    /// The kind of the entry that publishes the plan.
+    pub fn entry_kind(&self) -> EntryKind {
+        if self.replace {
+            EntryKind::Replace
+        } else {
+            EntryKind::Backfill
+        }
+    }
+}
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
@@ -23,8 +54,8 @@ pub fn plan(
     state: &TableState,
     lows: &HashMap<TopicPartition, i64>,
     req: &Request,
-) -> Result<BackfillPlan, String> {
-    let mut plan = BackfillPlan {
+) -> Result<Plan, LoadError> {
+    let mut plan = Plan {
         replace: req.replace,
         ..Default::default()
     };
@@ -46,6 +77,14 @@ pub fn plan(
                 continue;
             }
         }
+        let end = state.partition(t, p).and_then(|s| s.end());
+        if let Some(end) = end.filter(|&e| !req.replace && req.from > e) {
+            problems.push(format!(
+                "{t}/{p}: --from {} is past the committed end {end}: offsets [{end}, {}) would never be loaded (the loader reads on from {end})",
+                req.from, req.from
+            ));
+            continue;
+        }
         if !req.replace {
             let overlaps = state.overlaps(t, p, req.from, req.to.unwrap_or(i64::MAX));
             if !overlaps.is_empty() {
@@ -59,7 +98,7 @@ pub fn plan(
                 ));
                 continue;
             }
-            plan.ranges.push(BackfillRange {
+            plan.ranges.push(PlanRange {
                 topic: topic.clone(),
                 partition: p,
                 from: req.from,
@@ -69,10 +108,7 @@ pub fn plan(
         }
         // Replace: the range must be loaded; widen it to whole files so every row of every
         // file it touches is re-derived, and nothing is lost or doubled.
-        let end = state
-            .partition(t, p)
-            .and_then(|s| s.end())
-            .unwrap_or(req.from);
+        let end = end.unwrap_or(req.from);
         let (mut lo, mut hi) = (req.from, req.to.unwrap_or(end));
         if hi <= lo {
             continue;
@@ -123,7 +159,7 @@ pub fn plan(
             continue;
         }
         plan.removed.extend(removed);
-        plan.ranges.push(BackfillRange {
+        plan.ranges.push(PlanRange {
             topic: topic.clone(),
             partition: p,
             from: lo,
@@ -133,14 +169,16 @@ pub fn plan(
     if problems.is_empty() {
         Ok(plan)
     } else {
-        Err(problems.join("\n"))
+        Err(LoadError::Refused {
+            message: problems.join("\n"),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{DataFile, Entry, EntryKind, OffsetRange};
+    use crate::table::entry::{DataFile, Entry, OffsetRange};
 
     fn file(path: &str, first: i64, next: i64) -> DataFile {
         DataFile {
@@ -198,10 +236,20 @@ mod tests {
         let p = plan(&s, &lows, &req(10, Some(100), false)).unwrap();
         assert_eq!(p.ranges[0].from, 10);
         assert_eq!(p.ranges[0].to, Some(100));
-        let e = plan(&s, &lows, &req(50, Some(120), false)).unwrap_err();
+        let e = plan(&s, &lows, &req(50, Some(120), false))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[100, 120)"), "{e}");
-        let e = plan(&s, &lows, &req(0, Some(50), false)).unwrap_err();
+        let e = plan(&s, &lows, &req(0, Some(50), false))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("retention"), "{e}");
+        // Past the committed end: the gap before it would never be loaded.
+        let e = plan(&s, &lows, &req(250, None, false))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[200, 250) would never be loaded"), "{e}");
+        assert_eq!(p.entry_kind(), EntryKind::Backfill);
     }
 
     #[test]
@@ -213,7 +261,10 @@ mod tests {
         let mut removed = p.removed.clone();
         removed.sort();
         assert_eq!(removed, vec!["a", "b"]);
-        let e = plan(&s, &HashMap::new(), &req(50, Some(150), true)).unwrap_err();
+        assert_eq!(p.entry_kind(), EntryKind::Replace);
+        let e = plan(&s, &HashMap::new(), &req(50, Some(150), true))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not entirely loaded"), "{e}");
     }
 }

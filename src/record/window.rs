@@ -109,8 +109,10 @@ impl Layout {
     }
 
     /// The path of the window starting at `start_ms` (no leading or trailing slash).
-    pub fn path(&self, start_ms: i64) -> String {
-        let t = DateTime::<Utc>::from_timestamp_millis(start_ms).unwrap_or_default();
+    /// The folder of the window starting at `start_ms`; `None` outside the calendar chrono
+    /// knows (never a made-up 1970 folder).
+    pub fn path(&self, start_ms: i64) -> Option<String> {
+        let t = DateTime::<Utc>::from_timestamp_millis(start_ms)?;
         let mut out = self.template.clone();
         let subs = [
             ("{date}", t.format("%Y-%m-%d").to_string()),
@@ -125,7 +127,7 @@ impl Layout {
                 out = out.replace(k, &v);
             }
         }
-        out
+        Some(out)
     }
 }
 
@@ -241,19 +243,27 @@ mod tests {
         let l = Layout::default_for(hour());
         // 2026-11-24T13:45:00Z
         let t = 1_795_527_900_000;
-        assert_eq!(l.path(hour().start_of(t)), "date=2026-11-24/hour=13");
+        assert_eq!(
+            l.path(hour().start_of(t)).unwrap(),
+            "date=2026-11-24/hour=13"
+        );
         let q = WindowSize::from_millis(15 * MINUTE).unwrap();
         assert_eq!(
-            Layout::default_for(q).path(q.start_of(t)),
+            Layout::default_for(q).path(q.start_of(t)).unwrap(),
             "date=2026-11-24/hour=13/minute=45"
         );
         let d = WindowSize::from_millis(DAY).unwrap();
         assert_eq!(
-            Layout::default_for(d).path(d.start_of(t)),
+            Layout::default_for(d).path(d.start_of(t)).unwrap(),
             "date=2026-11-24"
         );
         let custom = Layout::parse("year={year}/month={month}/day={day}/h={hour}", hour()).unwrap();
-        assert_eq!(custom.path(t), "year=2026/month=11/day=24/h=13");
+        assert_eq!(custom.path(t).unwrap(), "year=2026/month=11/day=24/h=13");
+        assert_eq!(
+            l.path(i64::MAX),
+            None,
+            "no made-up folder for a time chrono cannot show"
+        );
     }
 
     #[test]

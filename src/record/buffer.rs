@@ -12,9 +12,9 @@ use arrow::array::{Array, Int64Array, RecordBatch};
 use arrow::compute::interleave_record_batch;
 use arrow::error::ArrowError;
 
-use crate::decode::{DeadRecord, Decoded};
-use crate::schema::OFFSET_COL;
-use crate::window::{group_by_window, WindowSize};
+use crate::record::decode::{DeadRecord, Decoded};
+use crate::record::schema::OFFSET_COL;
+use crate::record::window::{group_by_window, WindowSize};
 
 /// One window's rows of one chunk.
 #[derive(Debug, Clone)]

@@ -1,16 +1,13 @@
-//! `sluice verify` (audit a table against its manifest) and `sluice gc` (delete files no entry
-//! references, left by crashes before a commit).
+//! `sluice verify`: audits a table against its manifest, offset by offset, and with `--kafka`
+//! asks the broker about every offset the entries do not account for.
 
-use std::collections::HashSet;
-
-use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectMeta, ObjectStoreExt};
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::error::ManifestError;
-use crate::manifest::{
-    Entry, Manifest, Refusal, TableState, CHECKPOINT_DIR, DEAD_LETTER_DIR, LAST_CHECKPOINT, LOG_DIR,
-};
+use crate::table::entry::Entry;
+use crate::table::manifest::Manifest;
+use crate::table::state::{Refusal, TableState};
 
 /// One thing wrong with a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -300,7 +297,7 @@ pub fn check_with_kafka(
     job: &crate::config::Job,
     report: &mut VerifyReport,
 ) -> crate::error::Result<()> {
-    let consumer = crate::source::lookup_consumer(job)?;
+    let consumer = crate::record::source::lookup_consumer(job)?;
     let mut violations = Vec::new();
     for v in std::mem::take(&mut report.violations) {
         let Violation::Hole(span) = v else {
@@ -361,7 +358,7 @@ fn records_in(
             // end: the high watermark of the fetch answers too.
             None => {
                 let cached =
-                    crate::source::cached_watermarks(consumer, &span.topic, span.partition);
+                    crate::record::source::cached_watermarks(consumer, &span.topic, span.partition);
                 if cached.is_some_and(|(_, high)| high <= next) {
                     break Some(records);
                 }
@@ -516,12 +513,10 @@ async fn file_offsets(m: &Manifest, rel: &str) -> Result<Vec<i64>, String> {
     use parquet::arrow::ProjectionMask;
     let bytes = m
         .store()
-        .get(&m.path(rel))
+        .get(rel)
         .await
         .map_err(|e| e.to_string())?
-        .bytes()
-        .await
-        .map_err(|e| e.to_string())?;
+        .ok_or_else(|| format!("{rel} is missing"))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
     let mask = ProjectionMask::columns(builder.parquet_schema(), ["_offset"]);
     let reader = builder
@@ -544,10 +539,9 @@ async fn file_offsets(m: &Manifest, rel: &str) -> Result<Vec<i64>, String> {
 }
 
 async fn check_file(m: &Manifest, rel: &str, bytes: u64, rows: u64) -> Vec<Violation> {
-    let path = m.path(rel);
-    let meta = match m.store().head(&path).await {
-        Ok(meta) => meta,
-        Err(object_store::Error::NotFound { .. }) => {
+    let meta = match m.store().head(rel).await {
+        Ok(Some(meta)) => meta,
+        Ok(None) => {
             return vec![Violation::MissingFile {
                 path: rel.to_string(),
             }]
@@ -567,7 +561,7 @@ async fn check_file(m: &Manifest, rel: &str, bytes: u64, rows: u64) -> Vec<Viola
             actual: meta.size,
         });
     }
-    match footer_rows(m, &path, meta.size).await {
+    match footer_rows(m, rel, meta.size).await {
         Ok(n) if n == rows => {}
         Ok(n) => out.push(Violation::RowCountMismatch {
             path: rel.to_string(),
@@ -583,17 +577,13 @@ async fn check_file(m: &Manifest, rel: &str, bytes: u64, rows: u64) -> Vec<Viola
 }
 
 /// The row count in a Parquet file's footer, read with two range requests.
-async fn footer_rows(
-    m: &Manifest,
-    path: &object_store::path::Path,
-    size: u64,
-) -> Result<u64, String> {
+async fn footer_rows(m: &Manifest, rel: &str, size: u64) -> Result<u64, String> {
     if size < 12 {
         return Err(format!("{size} bytes is too small for a Parquet file"));
     }
     let tail = m
         .store()
-        .get_range(path, size - 8..size)
+        .get_range(rel, size - 8..size)
         .await
         .map_err(|e| e.to_string())?;
     if &tail[4..8] != b"PAR1" {
@@ -605,7 +595,7 @@ async fn footer_rows(
     }
     let footer = m
         .store()
-        .get_range(path, size - 8 - len..size - 8)
+        .get_range(rel, size - 8 - len..size - 8)
         .await
         .map_err(|e| e.to_string())?;
     let md = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer)
@@ -613,88 +603,62 @@ async fn footer_rows(
     Ok(md.file_metadata().num_rows().max(0) as u64)
 }
 
-#[derive(Debug, Default, Serialize)]
-pub struct GcReport {
-    pub scanned: u64,
-    pub referenced: u64,
-    /// Unreferenced files old enough to delete (deleted unless dry run).
-    pub deleted: Vec<String>,
-    /// Unreferenced files younger than the grace period (perhaps an in-flight commit).
-    pub kept_young: Vec<String>,
-    pub dry_run: bool,
-}
-
-/// Whether `rel` is a file sluice writes (never touch anything else under the table).
-fn is_sluice_data_file(rel: &str) -> bool {
-    let name = rel.rsplit('/').next().unwrap_or(rel);
-    name.ends_with(".parquet")
-        && (name.starts_with("part-") || rel.starts_with(&format!("{DEAD_LETTER_DIR}/")))
-}
-
-/// Deletes the table's data and dead-letter files that no manifest entry references and that
-/// were last modified more than `older_than_ms` ago.
-pub async fn gc(
-    m: &Manifest,
-    older_than_ms: i64,
-    dry_run: bool,
-) -> Result<GcReport, ManifestError> {
-    let store_err = |e: object_store::Error| ManifestError::Store {
-        path: m.path("").to_string(),
-        source: e,
-    };
-    // List first, read the manifest second: a file committed in between is then referenced.
-    let root = m.path("");
-    let listed: Vec<ObjectMeta> = m
-        .store()
-        .list(Some(&root))
-        .try_collect()
-        .await
-        .map_err(store_err)?;
-    let state = m.load().await?;
-    let referenced: HashSet<&str> = state
-        .files
-        .iter()
-        .map(|f| f.path.as_str())
-        .chain(state.dead_letters.iter().map(|d| d.path.as_str()))
-        .collect();
-    let prefix = root.as_ref().len();
-    let cutoff = chrono::Utc::now() - chrono::Duration::milliseconds(older_than_ms);
-    let mut report = GcReport {
-        dry_run,
-        ..Default::default()
-    };
-    for meta in listed {
-        let full = meta.location.as_ref();
-        let rel = full.get(prefix..).unwrap_or(full).trim_start_matches('/');
-        if rel.starts_with(LOG_DIR) || rel.starts_with(CHECKPOINT_DIR) || rel == LAST_CHECKPOINT {
-            continue;
-        }
-        if !is_sluice_data_file(rel) {
-            continue;
-        }
-        report.scanned += 1;
-        if referenced.contains(rel) {
-            report.referenced += 1;
-        } else if meta.last_modified <= cutoff {
-            if !dry_run {
-                match m.store().delete(&meta.location).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(store_err(e)),
-                }
-            }
-            report.deleted.push(rel.to_string());
-        } else {
-            report.kept_young.push(rel.to_string());
-        }
+/// The report as `sluice verify` prints it.
+pub fn render(report: &VerifyReport) -> Result<String, serde_json::Error> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} entries, {} checkpoints, {} data files ({} rows), {} dead-letter files ({} records)",
+        report.entries,
+        report.checkpoints,
+        report.data_files,
+        report.rows,
+        report.dead_letter_files,
+        report.dead_letters
+    );
+    for p in &report.partitions {
+        let ranges: Vec<String> = p
+            .ranges
+            .iter()
+            .map(|(a, b)| format!("[{a}, {b})"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {}/{}: offsets {} — {} rows, {} dead-lettered",
+            p.topic,
+            p.partition,
+            ranges.join(" "),
+            p.rows,
+            p.dead_letters
+        );
     }
-    Ok(report)
+    let _ = writeln!(
+        out,
+        "{} offsets checked one by one against rows, dead letters and recorded non-records",
+        report.offsets_checked
+    );
+    for s in &report.unrecorded_non_records {
+        let _ = writeln!(
+            out,
+            "  {}/{}: offsets [{}, {}) of entry {} hold no record in Kafka (not recorded as such)",
+            s.topic, s.partition, s.from, s.to, s.seq
+        );
+    }
+    for v in &report.violations {
+        let _ = writeln!(out, "VIOLATION {}", serde_json::to_string(v)?);
+    }
+    if report.violations.is_empty() {
+        out.push_str("clean\n");
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use crate::manifest::{Entry, EntryKind, OffsetRange};
+    use crate::table::entry::{EntryKind, OffsetRange};
     use object_store::memory::InMemory;
     use std::sync::Arc;
 
@@ -724,9 +688,13 @@ mod tests {
             2,
         );
         let mut s = m.load().await.unwrap();
-        // try_commit does not fence (the loader does): publish a bad history on purpose.
+        // Straight into the log, past the committer's checks: a bad history on purpose.
         for r in [(0, 10), (10, 20), (15, 30), (40, 50)] {
-            m.try_commit(&mut s, &mut entry(&[r])).await.unwrap();
+            let mut e = entry(&[r]);
+            e.seq = s.seq + 1;
+            m.put_entry(&e).await.unwrap();
+            s.apply(&e).unwrap();
+            m.checkpoint_if_due(&s).await;
         }
         let report = verify(&m).await.unwrap();
         assert_eq!(report.entries, 4);
@@ -755,10 +723,7 @@ mod tests {
         wrong.partitions[0].rows = 99;
         let body = serde_json::to_vec(&wrong).unwrap();
         m.store()
-            .put(
-                &m.path("_sluice/checkpoints/00000000000000000002.json"),
-                body.into(),
-            )
+            .put("_sluice/checkpoints/00000000000000000002.json", body.into())
             .await
             .unwrap();
         let report = verify(&m).await.unwrap();
@@ -787,17 +752,5 @@ mod tests {
                 proptest::prop_assert_eq!(inside(&dups, o), if in_range { n > 1 } else { n > 0 }, "dup at {}", o);
             }
         }
-    }
-
-    #[test]
-    fn only_sluice_files_are_candidates() {
-        assert!(is_sluice_data_file(
-            "date=2026-11-24/hour=01/part-t-0-000-abc.parquet"
-        ));
-        assert!(is_sluice_data_file(
-            "_sluice/dead_letters/t-0/0001-abc.parquet"
-        ));
-        assert!(!is_sluice_data_file("date=2026-11-24/notes.txt"));
-        assert!(!is_sluice_data_file("other/data.parquet"));
     }
 }

@@ -319,9 +319,10 @@ fn number(p: &[u8], mut i: usize) -> Option<usize> {
 mod tests {
     use proptest::prelude::*;
 
-    use crate::config::{EventTime, TimeFormat};
-    use crate::decode::{ChunkDecoder, RawChunk};
-    use crate::schema::TableSchema;
+    use crate::config::EventTime;
+    use crate::record::decode::{ChunkDecoder, RawChunk};
+    use crate::record::schema::TableSchema;
+    use crate::record::schema::TimeFormat;
 
     fn decoders() -> (ChunkDecoder, ChunkDecoder) {
         let schema = TableSchema::load(std::path::Path::new(concat!(
@@ -496,8 +497,8 @@ mod tests {
         .unwrap();
         let flat = super::FlatDecoder::new(&schema.payload).expect("a flat schema");
         let mut payloads = Vec::new();
-        crate::generate::generate(
-            &crate::generate::GenSpec {
+        crate::ops::generate::generate(
+            &crate::ops::generate::GenSpec {
                 count: 500,
                 ..Default::default()
             },

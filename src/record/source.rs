@@ -15,17 +15,6 @@ use rdkafka::{ClientContext, Offset};
 use crate::config::Job;
 use crate::error::{LoadError, Result};
 
-/// Properties sluice sets itself; a job may not override them.
-pub const FORCED_PROPERTIES: [&str; 7] = [
-    "bootstrap.servers",
-    "group.id",
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-    "enable.partition.eof",
-    "auto.offset.reset",
-    "partition.assignment.strategy",
-];
-
 pub type TopicPartition = (String, i32);
 
 /// Where each partition starts: resolved from the manifest at assignment time.
@@ -138,7 +127,7 @@ pub fn client_config(job: &Job) -> ClientConfig {
     // librdkafka's prefetch counts against the process's memory as much as our buffers do:
     // keep it to an eighth of the buffer budget (librdkafka's defaults, 64 MiB queued plus
     // 50 MiB fetch responses, would double a 64 MiB budget).
-    let prefetch_kib = prefetch_kib(job.max_buffered_bytes);
+    let prefetch_kib = prefetch_kib(job.commit.max_buffered_bytes);
     cfg.set("queued.max.messages.kbytes", prefetch_kib.to_string());
     cfg.set("fetch.max.bytes", (prefetch_kib * 1024).to_string());
     for (k, v) in &job.kafka_properties {

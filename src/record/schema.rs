@@ -12,13 +12,22 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::config::TimeFormat;
-
 pub const TOPIC_COL: &str = "_topic";
 pub const PARTITION_COL: &str = "_partition";
 pub const OFFSET_COL: &str = "_offset";
 pub const KAFKA_TS_COL: &str = "_kafka_timestamp";
 pub const SOURCE_COLS: [&str; 4] = [TOPIC_COL, PARTITION_COL, OFFSET_COL, KAFKA_TS_COL];
+
+/// How an event-time field is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFormat {
+    /// An RFC 3339 string such as `2026-11-24T13:45:00.123Z`.
+    Rfc3339,
+    EpochSeconds,
+    EpochMillis,
+    /// The field has an Avro timestamp logical type; its unit is known from the schema.
+    Logical,
+}
 
 /// An Avro symbol set a string column must keep to: `(top-level column index, symbols)`.
 pub type EnumCheck = (usize, Vec<String>);

@@ -1,0 +1,17 @@
+//! The path of a record, from Kafka to an encoded Parquet body.
+//!
+//! ```text
+//! source ──► decode (flat fast path, else arrow-json) ──► window ──► buffer ──► encode
+//!  Kafka       payload bytes → Arrow rows                 event time   per window   Parquet bytes
+//! ```
+//!
+//! Modules here may import `config`, `error` and each other, never `table`, `load` or `ops`:
+//! a record's path knows nothing of commits.
+
+pub mod buffer;
+pub mod decode;
+pub mod encode;
+pub(crate) mod flat;
+pub mod schema;
+pub mod source;
+pub mod window;

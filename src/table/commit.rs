@@ -1,0 +1,304 @@
+//! The commit protocol: **prepare → write → publish**, each stage a type that only the one
+//! before it can make, none of them touching Kafka.
+//!
+//! ```text
+//! Committer::prepare(kind, proposals, removed)   re-read the log; refuse what cannot fit:
+//!   └► Prepared (+ refusals)                     fenced, overlapping, stale, unaccounted ranges
+//! Prepared::write(files, dead letters, encode)   encode and upload under fresh names;
+//!   └► Written                                   publishes nothing (a crash leaves orphans for gc)
+//! Written::publish()                             loop: re-read the log —
+//!   └► Outcome::Published { entry } |              our entry in it? published (a lost answer);
+//!      Outcome::Refused { refused }                refusals? drop those partitions, delete their
+//!                                                  files; else one create-only put of seq + 1:
+//!                                                  created → published; taken → loop
+//! ```
+//!
+//! Only [`Written::publish`] decides whether an entry of ours landed, and only by reading the
+//! log for its `commit_id`: a put that failed, timed out or found its sequence number taken is
+//! followed by a re-read, never trusted. The loader, backfills, compaction and table-format
+//! writers all publish through here.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::error::{LoadError, Result};
+use crate::table::entry::{
+    DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, FORMAT_VERSION,
+};
+use crate::table::manifest::Manifest;
+use crate::table::state::{Refusal, TableState};
+use crate::table::store::Created;
+use crate::table::upload::{self, Pending};
+
+/// A writer's handle on a table: its manifest and the state read from it.
+pub struct Committer {
+    manifest: Manifest,
+    state: Arc<Mutex<TableState>>,
+    rt: Arc<tokio::runtime::Runtime>,
+    writer: String,
+}
+
+/// One partition's range as a writer proposes it, with what its files will hold.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub range: OffsetRange,
+    pub rows: u64,
+    pub dead_letters: u64,
+}
+
+/// Stage 1: ranges that fit on the table as last read.
+#[derive(Debug)]
+pub struct Prepared {
+    kind: EntryKind,
+    ranges: Vec<OffsetRange>,
+    removed: Vec<String>,
+}
+
+/// Stage 2: every file of the entry is in storage; nothing is published.
+#[derive(Debug)]
+pub struct Written {
+    entry: Entry,
+}
+
+/// Stage 3.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The entry is in the log at `entry.seq`, without the partitions in `refused`.
+    Published {
+        entry: Entry,
+        refused: Vec<Refusal>,
+        conflicts: u32,
+    },
+    /// Nothing was published: every partition was refused, or a refusal no partition can be
+    /// dropped for (an overlapping backfill, a stale replace).
+    Refused {
+        refused: Vec<Refusal>,
+        conflicts: u32,
+    },
+}
+
+/// Locks the table state; a writer that panicked holding it left a state that is still whole
+/// (every change to it is one `apply`).
+pub fn lock(state: &Mutex<TableState>) -> MutexGuard<'_, TableState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Committer {
+    /// Reads the table's state; `writer` names this process in the entries it publishes.
+    pub fn open(
+        manifest: Manifest,
+        rt: Arc<tokio::runtime::Runtime>,
+        writer: String,
+    ) -> Result<Self> {
+        let state = rt.block_on(manifest.load())?;
+        Ok(Committer {
+            manifest,
+            state: Arc::new(Mutex::new(state)),
+            rt,
+            writer,
+        })
+    }
+
+    pub fn runtime(&self) -> Arc<tokio::runtime::Runtime> {
+        self.rt.clone()
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The state as of the last read (shared: a consumer's rebalance callback reads it too).
+    pub fn state(&self) -> Arc<Mutex<TableState>> {
+        self.state.clone()
+    }
+
+    /// Stage 1: re-reads the log and splits `proposals` into the ranges that fit and the
+    /// refusals (early fencing: nothing is uploaded for a partition another writer moved past).
+    pub fn prepare(
+        &self,
+        kind: EntryKind,
+        proposals: Vec<Proposal>,
+        removed: Vec<String>,
+    ) -> Result<(Prepared, Vec<Refusal>)> {
+        let ranges: Vec<OffsetRange> = proposals.iter().map(|p| p.range.clone()).collect();
+        let mut refused = {
+            let mut s = lock(&self.state);
+            self.rt.block_on(self.manifest.refresh(&mut s))?;
+            s.check_ranges(kind, &ranges, &removed)
+        };
+        refused.extend(proposals.iter().filter_map(|p| {
+            p.range
+                .unaccounted(p.rows, p.dead_letters)
+                .map(Refusal::Unaccounted)
+        }));
+        let ranges = ranges
+            .into_iter()
+            .filter(|r| !refused.iter().any(|x| x.names(&r.topic, r.partition)))
+            .collect();
+        Ok((
+            Prepared {
+                kind,
+                ranges,
+                removed,
+            },
+            refused,
+        ))
+    }
+}
+
+impl Prepared {
+    /// The ranges that may be written.
+    pub fn ranges(&self) -> &[OffsetRange] {
+        &self.ranges
+    }
+
+    /// Stage 2: encodes `files[i]` with `encode(i)`, uploads it and the dead-letter bodies,
+    /// and returns the entry to publish. Files must belong to prepared ranges.
+    pub fn write<F>(
+        self,
+        c: &Committer,
+        mut files: Vec<DataFile>,
+        dead: Vec<(DeadLetterFile, Vec<u8>)>,
+        encode: F,
+    ) -> Result<Written>
+    where
+        F: Fn(usize) -> Result<Vec<u8>> + Sync,
+    {
+        let unprepared = files
+            .iter()
+            .map(|f| (&f.topic, f.partition, &f.path))
+            .chain(dead.iter().map(|(d, _)| (&d.topic, d.partition, &d.path)))
+            .find(|(t, p, _)| {
+                !self
+                    .ranges
+                    .iter()
+                    .any(|r| &r.topic == *t && r.partition == *p)
+            });
+        if let Some((t, p, path)) = unprepared {
+            return Err(LoadError::Refused {
+                message: format!("{path}: {t}/{p} has no prepared range"),
+            });
+        }
+        let store = c.manifest.store();
+        let pending: Vec<Pending<'_>> = files
+            .iter()
+            .map(|f| Pending {
+                rel: &f.path,
+                weight: f.rows,
+            })
+            .collect();
+        let sizes = upload::encode_and_upload(&c.rt, store, &pending, encode)?;
+        for (f, size) in files.iter_mut().zip(sizes) {
+            f.bytes = size;
+        }
+        let mut dead_files = Vec::with_capacity(dead.len());
+        c.rt.block_on(async {
+            for (mut d, body) in dead {
+                d.bytes = body.len() as u64;
+                upload::put_fresh(store, &d.path, Bytes::from(body)).await?;
+                dead_files.push(d);
+            }
+            Ok::<_, LoadError>(())
+        })?;
+        crate::failpoint::hit("after-upload");
+        Ok(Written {
+            entry: Entry {
+                format: FORMAT_VERSION,
+                seq: 0,
+                kind: self.kind,
+                commit_id: uuid::Uuid::new_v4().to_string(),
+                writer: c.writer.clone(),
+                committed_at_ms: chrono::Utc::now().timestamp_millis(),
+                ranges: self.ranges,
+                files,
+                dead_letters: dead_files,
+                removed: self.removed,
+            },
+        })
+    }
+}
+
+impl Written {
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    /// Stage 3: publishes the entry with one conditional put, re-reading and re-checking after
+    /// every put that was not plainly created.
+    pub fn publish(self, c: &Committer) -> Result<Outcome> {
+        let mut entry = self.entry;
+        let (mut refused, mut orphaned, mut conflicts) = (Vec::new(), Vec::new(), 0u32);
+        let mut s = lock(&c.state);
+        let outcome = loop {
+            // The one place that decides whether a put of ours landed: the log says so.
+            let applied = c.rt.block_on(c.manifest.refresh(&mut s))?;
+            if let Some((seq, _)) = applied.iter().find(|(_, id)| *id == entry.commit_id) {
+                entry.seq = *seq;
+                break Outcome::Published {
+                    entry,
+                    refused,
+                    conflicts,
+                };
+            }
+            let now = s.check(&entry);
+            if !now.is_empty() {
+                let whole =
+                    entry.kind == EntryKind::Replace || now.iter().any(|r| !r.is_partition_local());
+                let gone: Vec<(String, i32)> = if whole {
+                    entry
+                        .ranges
+                        .iter()
+                        .map(|r| (r.topic.clone(), r.partition))
+                        .collect()
+                } else {
+                    now.iter()
+                        .filter_map(|r| r.partition())
+                        .map(|(t, p)| (t.to_string(), p))
+                        .collect()
+                };
+                orphaned.extend(entry.drop_partitions(&gone));
+                refused.extend(now);
+                if entry.ranges.is_empty() {
+                    break Outcome::Refused { refused, conflicts };
+                }
+                continue;
+            }
+            entry.seq = s.seq + 1;
+            crate::failpoint::hit("manifest-put");
+            match c.rt.block_on(c.manifest.put_entry(&entry)) {
+                Ok(Created::New) => {
+                    s.apply(&entry)?;
+                    crate::failpoint::hit("after-manifest-put");
+                    c.rt.block_on(c.manifest.checkpoint_if_due(&s));
+                    break Outcome::Published {
+                        entry,
+                        refused,
+                        conflicts,
+                    };
+                }
+                // Taken — by another writer, or by an earlier attempt of ours: re-read.
+                Ok(Created::AlreadyThere { .. }) => conflicts += 1,
+                Err(e) => {
+                    // Maybe landed although the answer was lost: only the log can tell.
+                    let applied = c.rt.block_on(c.manifest.refresh(&mut s))?;
+                    if let Some((seq, _)) = applied.iter().find(|(_, id)| *id == entry.commit_id) {
+                        entry.seq = *seq;
+                        break Outcome::Published {
+                            entry,
+                            refused,
+                            conflicts,
+                        };
+                    }
+                    return Err(e.into());
+                }
+            }
+        };
+        drop(s);
+        c.rt.block_on(upload::delete_best_effort(c.manifest.store(), &orphaned));
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+//! A manifest entry: one commit, the files it adds and removes and the offset ranges they
+//! account for.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Unaccounted;
+
+pub const FORMAT_VERSION: u32 = 1;
+/// Where entries go, below the table root: one object per sequence number.
+pub const LOG_DIR: &str = "_sluice/log";
+/// Where dead-letter files go, below the table root.
+pub const DEAD_LETTER_DIR: &str = "_sluice/dead_letters";
+
+/// A committed Parquet data file: rows of one topic-partition in one event-time window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Path relative to the table root.
+    pub path: String,
+    pub bytes: u64,
+    pub rows: u64,
+    pub topic: String,
+    pub partition: i32,
+    /// Half-open `[first_offset, next_offset)`: the smallest offset in the file and one past
+    /// the largest. Files of different windows of one partition interleave; the entry's
+    /// [`OffsetRange`] is what is contiguous.
+    pub first_offset: i64,
+    pub next_offset: i64,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub min_event_ms: i64,
+    pub max_event_ms: i64,
+    pub schema_fingerprint: String,
+}
+
+/// A committed dead-letter file: records of one topic-partition that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterFile {
+    pub path: String,
+    pub bytes: u64,
+    pub topic: String,
+    pub partition: i32,
+    /// Every offset in the file, ascending.
+    pub offsets: Vec<i64>,
+}
+
+/// The offsets of one partition an entry accounts for, half-open `[from, to)`: each offset in
+/// it is in exactly one data file or dead-letter file of the entry, or is not a record
+/// (a transaction marker or a compacted gap), listed in `not_records`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OffsetRange {
+    pub topic: String,
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+    /// Records the writer polled in `[from, to)`: rows + dead letters of the entry for this
+    /// partition. `None` in entries written before sluice recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
+    /// Half-open sub-ranges of `[from, to)` the broker returned no record for (transaction
+    /// markers, compacted offsets), as seen while polling.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_records: Vec<(i64, i64)>,
+}
+
+impl OffsetRange {
+    /// A range with no accounting (plans, checks of ranges alone).
+    pub fn new(topic: &str, partition: i32, from: i64, to: i64) -> Self {
+        OffsetRange {
+            topic: topic.to_string(),
+            partition,
+            from,
+            to,
+            ..Default::default()
+        }
+    }
+
+    /// How many offsets of the range are recorded as not records.
+    pub fn not_record_count(&self) -> u64 {
+        self.not_records
+            .iter()
+            .map(|&(a, b)| (b - a).max(0) as u64)
+            .sum()
+    }
+
+    /// The accounting invariant: the range's length is its records plus its non-records, and
+    /// its records are the `rows` and `dead_letters` the entry holds for it. `None` when it
+    /// holds (or, for old entries without `records`, when rows and dead letters do not
+    /// exceed the range).
+    pub fn unaccounted(&self, rows: u64, dead_letters: u64) -> Option<Unaccounted> {
+        let len = (self.to - self.from).max(0) as u64;
+        let not_records = self.not_record_count();
+        let kept = rows + dead_letters;
+        let holds = match self.records {
+            Some(records) => records == kept && len == records + not_records,
+            None => kept + not_records <= len,
+        };
+        (!holds).then(|| Unaccounted {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            from: self.from,
+            to: self.to,
+            records: self.records,
+            rows,
+            dead_letters,
+            not_records,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// New offsets, each range starting where the partition's committed range ends.
+    Append,
+    /// Offsets never loaded (history, a gap): each range overlaps nothing committed.
+    Backfill,
+    /// Offsets already loaded, re-derived from Kafka: each range lies inside the committed
+    /// ranges, and the entry removes every file that held them (`removed`) in the same step.
+    Replace,
+}
+
+/// One manifest entry: a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub format: u32,
+    pub seq: u64,
+    pub kind: EntryKind,
+    /// Unique per commit attempt: tells a writer whether an entry it finds is its own (a put
+    /// that succeeded although its answer was lost).
+    pub commit_id: String,
+    pub writer: String,
+    pub committed_at_ms: i64,
+    pub ranges: Vec<OffsetRange>,
+    pub files: Vec<DataFile>,
+    pub dead_letters: Vec<DeadLetterFile>,
+    /// Paths of data and dead-letter files this entry takes out of the table (`Replace`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+impl Entry {
+    /// Where entry `seq` lives, relative to the table root.
+    pub fn rel(seq: u64) -> String {
+        format!("{LOG_DIR}/{seq:020}.json")
+    }
+
+    /// Takes partitions out of the entry: their ranges, files and dead letters. Returns the
+    /// paths of the files taken out.
+    pub fn drop_partitions(&mut self, gone: &[(String, i32)]) -> Vec<String> {
+        let is_gone = |t: &str, p: i32| gone.iter().any(|(gt, gp)| gt == t && *gp == p);
+        let mut paths = Vec::new();
+        self.files.retain(|f| {
+            let keep = !is_gone(&f.topic, f.partition);
+            if !keep {
+                paths.push(f.path.clone());
+            }
+            keep
+        });
+        self.dead_letters.retain(|d| {
+            let keep = !is_gone(&d.topic, d.partition);
+            if !keep {
+                paths.push(d.path.clone());
+            }
+            keep
+        });
+        self.ranges.retain(|r| !is_gone(&r.topic, r.partition));
+        paths
+    }
+
+    /// Rows and dead letters the entry holds for a partition.
+    pub fn kept(&self, topic: &str, partition: i32) -> (u64, u64) {
+        let rows = self
+            .files
+            .iter()
+            .filter(|f| f.topic == topic && f.partition == partition)
+            .map(|f| f.rows)
+            .sum();
+        let dead = self
+            .dead_letters
+            .iter()
+            .filter(|d| d.topic == topic && d.partition == partition)
+            .map(|d| d.offsets.len() as u64)
+            .sum();
+        (rows, dead)
+    }
+
+    /// The ranges whose offsets the entry's files, dead letters and non-records do not add
+    /// up to (see [`OffsetRange::unaccounted`]).
+    pub fn unaccounted(&self) -> Vec<Unaccounted> {
+        self.ranges
+            .iter()
+            .filter_map(|r| {
+                let (rows, dead) = self.kept(&r.topic, r.partition);
+                r.unaccounted(rows, dead)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_without_accounting_still_read() {
+        let old = r#"{"format":1,"seq":1,"kind":"append","commit_id":"c","writer":"w",
+            "committed_at_ms":0,"ranges":[{"topic":"t","partition":0,"from":0,"to":5}],
+            "files":[],"dead_letters":[]}"#;
+        let e: Entry = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (e.ranges[0].records, e.ranges[0].not_records.len()),
+            (None, 0)
+        );
+        let back = serde_json::to_string(&e.ranges[0]).unwrap();
+        assert!(!back.contains("records"), "{back}");
+    }
+}

@@ -1,0 +1,20 @@
+//! The table: its storage, its manifest (the commit log) and the commit protocol.
+//!
+//! - [`store`]: the one storage seam (root prefix, create-only put, get, delete, list) with
+//!   one retry policy.
+//! - [`entry`]: one commit's files and the offset ranges they account for.
+//! - [`state`]: what the published entries add up to, and the checks a new entry must pass.
+//! - [`manifest`]: reading and writing the log and its checkpoints.
+//! - [`upload`]: encoding and uploading a commit's files on every core.
+//! - [`commit`]: prepare → write → publish, the exactly-once protocol on one screen.
+//!
+//! Nothing here touches Kafka: the loader, compaction and any table format publish entries
+//! through [`commit`]. Modules here may import `config`, `error` and `record::encode`'s
+//! outputs, never `load` or `ops`.
+
+pub mod commit;
+pub mod entry;
+pub mod manifest;
+pub mod state;
+pub mod store;
+pub mod upload;

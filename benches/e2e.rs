@@ -214,7 +214,7 @@ fn sluice_in_memory(schema: &TableSchema, data: &[Vec<u8>], partitions: usize) -
     let flush = |p: usize, chunk: &mut RawChunk, buffer: &mut PartitionBuffer| {
         let d = dec.decode(chunk, "t", p as i32);
         chunk.clear();
-        buffer.push(DecodedChunk::new(d, window));
+        buffer.push(DecodedChunk::new(d, window).unwrap());
     };
     for (i, payload) in data.iter().enumerate() {
         let p = i % partitions;

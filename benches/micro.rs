@@ -71,14 +71,17 @@ fn benches(c: &mut Criterion) {
     // Buffering a decoded chunk by window, then gathering each window's rows for its file.
     let buffer_and_gather = |batch: &RecordBatch, event_ms: &[i64]| {
         let mut buf = PartitionBuffer::default();
-        buf.push(DecodedChunk::new(
-            Decoded {
-                batch: Some(batch.clone()),
-                event_ms: event_ms.to_vec(),
-                dead: Vec::new(),
-            },
-            window,
-        ));
+        buf.push(
+            DecodedChunk::new(
+                Decoded {
+                    batch: Some(batch.clone()),
+                    event_ms: event_ms.to_vec(),
+                    dead: Vec::new(),
+                },
+                window,
+            )
+            .unwrap(),
+        );
         buf.windows()
             .map(|(_, w)| buf.window_batches(w).unwrap().len())
             .sum::<usize>()

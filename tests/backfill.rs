@@ -23,12 +23,11 @@ fn ok(out: Output) -> serde_json::Value {
 /// A table whose loader started at the latest offset, after `history` events per partition.
 fn started_at_latest(name: &str, history: u64) -> (Fixture, std::process::Child) {
     let mut f = Fixture::new(name, 4);
-    f.write_job_with("table", "", "[commit]\ninterval = \"1s\"\n");
-    let text = std::fs::read_to_string(&f.job).unwrap().replace(
-        "[source.properties]",
-        "start_offset = \"latest\"\n[source.properties]",
-    );
-    std::fs::write(&f.job, text).unwrap();
+    let job = f
+        .job_file("table")
+        .set("source", "start_offset", "latest")
+        .set("commit", "interval", "1s");
+    f.write("table", &job);
     f.produce(spec(0, history * 4));
     let child = f.spawn_run("run.log");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

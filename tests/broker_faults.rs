@@ -18,18 +18,12 @@ use sluice::ops::generate::GenSpec;
 use common::*;
 
 fn job_for(f: &mut Fixture, bootstrap: &str, topic: &str) -> sluice::config::Job {
-    f.write_job("table", "[commit]\nmax_rows = 3000\n");
-    let text = std::fs::read_to_string(&f.job)
-        .unwrap()
-        .replace(
-            &format!("brokers = \"{}\"", brokers()),
-            &format!("brokers = \"{bootstrap}\""),
-        )
-        .replace(
-            &format!("topics = [\"{}\"]", f.topic),
-            &format!("topics = [\"{topic}\"]"),
-        );
-    std::fs::write(&f.job, text).unwrap();
+    let job = f
+        .job_file("table")
+        .set("source", "brokers", bootstrap)
+        .set("source", "topics", vec![topic.to_string()])
+        .set("commit", "max_rows", 3000);
+    f.write("table", &job);
     sluice::config::Job::load(&f.job).unwrap()
 }
 
@@ -172,12 +166,13 @@ fn a_broker_restart_mid_run_loses_nothing() {
     let two = |s: GenSpec| GenSpec { partitions: 2, ..s };
     sluice::ops::generate::produce(&broker.addr(), &topic, &two(spec(0, 6_000))).unwrap();
     let mut f = Fixture::new("restart", 1);
-    f.write_job("table", "[commit]\ninterval = \"1s\"\nmax_rows = 1500\n");
-    let text = std::fs::read_to_string(&f.job)
-        .unwrap()
-        .replace(&brokers(), &broker.addr())
-        .replace(&f.topic, &topic);
-    std::fs::write(&f.job, text).unwrap();
+    let job = f
+        .job_file("table")
+        .set("source", "brokers", broker.addr())
+        .set("source", "topics", vec![topic.clone()])
+        .set("commit", "interval", "1s")
+        .set("commit", "max_rows", 1500);
+    f.write("table", &job);
     let child = f.spawn_run("run.log");
     f.wait_for(60, "the first commits", |s| committed_rows(s) >= 1_500);
     broker.down();

@@ -325,12 +325,8 @@ fn once_with_latest_on_an_empty_table_pins_its_start() {
     // Scheduled runs with start_offset = "latest": the first run finds nothing, but records
     // where each partition stands, so the next run loads what arrived in between.
     let mut f = Fixture::new("pin", 2);
-    f.write_job("table", "");
-    let text = std::fs::read_to_string(&f.job).unwrap().replace(
-        "[source.properties]",
-        "start_offset = \"latest\"\n[source.properties]",
-    );
-    std::fs::write(&f.job, text).unwrap();
+    let job = f.job_file("table").set("source", "start_offset", "latest");
+    f.write("table", &job);
     let first = f.run_once_ok();
     assert_eq!(n(&first, "rows"), 0, "{first}");
     let s = f.state();

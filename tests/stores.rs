@@ -233,16 +233,13 @@ fn loader_into_s3() {
     let (_server, port) = start_moto();
     create_bucket(port, "lake");
     let mut f = common::Fixture::new("s3", 2);
-    let opts: String = s3_options(port)
-        .iter()
-        .map(|(k, v)| format!("{k} = \"{v}\"\n"))
-        .collect();
-    f.write_job("table", &format!("[storage.options]\n{opts}"));
-    // Point the storage URL at the bucket.
-    let text = std::fs::read_to_string(&f.job)
-        .unwrap()
-        .replace("url = \"table\"", "url = \"s3://lake/payments\"");
-    std::fs::write(&f.job, text).unwrap();
+    let mut job = f
+        .job_file("table")
+        .set("storage", "url", "s3://lake/payments");
+    for (k, v) in s3_options(port) {
+        job = job.set("storage.options", &k, v);
+    }
+    f.write("table", &job);
     f.produce(common::spec(0, 5_000));
     let stats = f.run_once_ok();
     assert_eq!(common::n(&stats, "rows"), 5_000);

@@ -28,7 +28,7 @@ pub(crate) struct DecodeJob {
     /// The raw chunk's size when sent (it comes back cleared).
     bytes: usize,
     rows: usize,
-    decoded: Option<DecodedChunk>,
+    decoded: Option<Result<DecodedChunk, arrow::error::ArrowError>>,
 }
 
 impl DecodeJob {
@@ -147,6 +147,10 @@ impl Decoding {
             self.in_flight_rows -= rows;
             self.spare.push(raw);
             let Some(chunk) = decoded else { continue };
+            let chunk = chunk.map_err(|source| LoadError::Arrow {
+                context: format!("grouping decoded rows of {topic}/{partition} by window"),
+                source,
+            })?;
             let Some(part) = parts.get_mut(&topic, partition) else {
                 continue; // revoked meanwhile
             };

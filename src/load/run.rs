@@ -137,9 +137,19 @@ impl Loader {
                 })
                 .map_err(LoadError::Runtime)?;
             self.decoding = Some(Decoding::new(jobs, done));
-            let result = self.consume(&consumer);
-            // Flush what is buffered (also on SIGINT/SIGTERM); not after an error.
-            let result = result.and_then(|_| self.commit(&consumer));
+            let result = loop {
+                // Flush what is buffered (also on SIGINT/SIGTERM); not after an error.
+                let result = self.consume(&consumer).and_then(|_| self.commit(&consumer));
+                // A bounded run whose last commit was fenced reads on from the committed end.
+                let unfinished = self.parts.iter().any(|(_, _, b)| !b.stop.is_done());
+                if result.is_err()
+                    || !self.run.is_bounded()
+                    || !unfinished
+                    || self.shutdown.load(Ordering::Relaxed)
+                {
+                    break result;
+                }
+            };
             // Closing the queue ends the decode thread.
             self.decoding = None;
             result

@@ -181,8 +181,14 @@ impl Metrics {
 /// Serves `/metrics` and `/healthz` on `addr` until the runtime stops.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
+        let mut sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning on it.
+                tracing::warn!(error = %e, "metrics server: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {

@@ -1,13 +1,18 @@
 //! `sluice verify`: audits a table against its manifest, offset by offset, and with `--kafka`
 //! asks the broker about every offset the entries do not account for.
 
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::error::ManifestError;
-use crate::table::entry::Entry;
 use crate::table::manifest::Manifest;
 use crate::table::state::{Refusal, TableState};
+use futures::StreamExt;
+
+mod files;
+mod kafka;
+
+use files::{check_file, entry_offsets};
+pub use kafka::check_with_kafka;
 
 /// One thing wrong with a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -287,322 +292,6 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
     Ok(report)
 }
 
-/// `verify --kafka`: asks the broker about every hole and every recorded non-record. A hole
-/// the broker holds records in is a loss ([`Violation::Lost`]); one it holds none in is
-/// listed in `unrecorded_non_records` (transaction markers or compacted offsets of an entry
-/// written before sluice recorded them) and is no violation; a recorded non-record the broker
-/// holds records in is a [`Violation::RecordedNonRecordIsRecord`]. A span the broker cannot
-/// answer for (retention took it, or no answer in time) stays a hole.
-pub fn check_with_kafka(
-    job: &crate::config::Job,
-    report: &mut VerifyReport,
-) -> crate::error::Result<()> {
-    let consumer = crate::record::source::lookup_consumer(job)?;
-    let mut violations = Vec::new();
-    for v in std::mem::take(&mut report.violations) {
-        let Violation::Hole(span) = v else {
-            violations.push(v);
-            continue;
-        };
-        match records_in(&consumer, &span)? {
-            Some(0) => report.unrecorded_non_records.push(span),
-            Some(records) => violations.push(Violation::Lost { span, records }),
-            None => violations.push(Violation::Hole(span)),
-        }
-    }
-    for span in &report.recorded_non_records {
-        if let Some(records) = records_in(&consumer, span)?.filter(|&n| n > 0) {
-            violations.push(Violation::RecordedNonRecordIsRecord {
-                span: span.clone(),
-                records,
-            });
-        }
-    }
-    report.violations = violations;
-    Ok(())
-}
-
-/// How many records the broker holds in `[from, to)` of a partition (as the loader's consumer
-/// configuration reads them), or `None` if it cannot tell.
-fn records_in(
-    consumer: &rdkafka::consumer::BaseConsumer,
-    span: &Span,
-) -> crate::error::Result<Option<u64>> {
-    use rdkafka::consumer::Consumer;
-    use rdkafka::error::KafkaError;
-    use rdkafka::message::Message;
-    let mut list = rdkafka::TopicPartitionList::new();
-    list.add_partition_offset(
-        &span.topic,
-        span.partition,
-        rdkafka::Offset::Offset(span.from),
-    )
-    .and_then(|_| consumer.assign(&list))
-    .map_err(|source| crate::error::LoadError::Kafka {
-        context: format!(
-            "assigning {}/{} at {}",
-            span.topic, span.partition, span.from
-        ),
-        source,
-    })?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut records = 0u64;
-    // The next offset the broker may hold a record at.
-    let mut next = span.from;
-    let answer = loop {
-        if std::time::Instant::now() > deadline {
-            break None;
-        }
-        match consumer.poll(std::time::Duration::from_millis(200)) {
-            // Some brokers send no end-of-partition event to a consumer that starts at the
-            // end: the high watermark of the fetch answers too.
-            None => {
-                let cached =
-                    crate::record::source::cached_watermarks(consumer, &span.topic, span.partition);
-                if cached.is_some_and(|(_, high)| high <= next) {
-                    break Some(records);
-                }
-            }
-            Some(Ok(msg)) if msg.topic() == span.topic && msg.partition() == span.partition => {
-                let o = msg.offset();
-                if o >= span.to {
-                    break Some(records);
-                }
-                if o >= span.from {
-                    records += 1;
-                }
-                next = next.max(o + 1);
-            }
-            Some(Ok(_)) => {}
-            Some(Err(KafkaError::PartitionEOF(p))) if p == span.partition => break Some(records),
-            Some(Err(e)) => {
-                tracing::warn!(topic = %span.topic, partition = span.partition, from = span.from, error = %e, "the broker cannot answer for these offsets");
-                break None;
-            }
-        }
-    };
-    let _ = consumer.unassign();
-    Ok(answer)
-}
-
-/// At most this many hole or duplicate spans are reported per range.
-const SPANS_PER_RANGE: usize = 100;
-
-/// Checks an entry record by record: every offset of each range is exactly one row (read
-/// from the data files' `_offset` column), dead letter or recorded non-record, and each file's
-/// offsets lie in its recorded `[first_offset, next_offset)`. Ranges with a file that cannot
-/// be read (a replaced file deleted by `gc`; a missing live file is reported elsewhere) are
-/// left to the count check. Returns the violations and the offsets checked.
-async fn entry_offsets(m: &Manifest, e: &Entry) -> (Vec<Violation>, u64) {
-    let read: Vec<(usize, Result<Vec<i64>, String>)> = futures::stream::iter(
-        e.files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| async move { (i, file_offsets(m, &f.path).await) }),
-    )
-    .buffer_unordered(16)
-    .collect()
-    .await;
-    let mut offsets: Vec<Option<Vec<i64>>> = vec![None; e.files.len()];
-    let mut out = Vec::new();
-    for (i, got) in read {
-        let f = &e.files[i];
-        match got {
-            Ok(o) => {
-                if o.iter().any(|&x| x < f.first_offset || x >= f.next_offset) {
-                    out.push(Violation::OffsetsOutsideRange {
-                        seq: e.seq,
-                        path: f.path.clone(),
-                        topic: f.topic.clone(),
-                        partition: f.partition,
-                    });
-                }
-                offsets[i] = Some(o);
-            }
-            Err(error) => tracing::debug!(path = %f.path, %error, "offsets not read"),
-        }
-    }
-    let mut checked = 0u64;
-    for r in &e.ranges {
-        let mine = |t: &str, p: i32| t == r.topic && p == r.partition;
-        // Every offset the entry accounts for in this range, as spans.
-        let mut spans: Vec<(i64, i64)> = Vec::new();
-        let mut readable = true;
-        for (f, o) in e.files.iter().zip(&offsets) {
-            if !mine(&f.topic, f.partition) {
-                continue;
-            }
-            match o {
-                Some(o) => spans.extend(o.iter().map(|&x| (x, x + 1))),
-                None => readable = false,
-            }
-        }
-        if !readable {
-            continue;
-        }
-        for d in e
-            .dead_letters
-            .iter()
-            .filter(|d| mine(&d.topic, d.partition))
-        {
-            spans.extend(d.offsets.iter().map(|&x| (x, x + 1)));
-        }
-        spans.extend(r.not_records.iter().copied());
-        spans.sort_unstable();
-        let (holes, dups) = sweep(r.from, r.to, &spans);
-        let span = |(from, to): (i64, i64)| Span {
-            seq: e.seq,
-            topic: r.topic.clone(),
-            partition: r.partition,
-            from,
-            to,
-        };
-        let holes = holes.into_iter().take(SPANS_PER_RANGE);
-        out.extend(holes.map(span).map(Violation::Hole));
-        let dups = dups.into_iter().take(SPANS_PER_RANGE);
-        out.extend(dups.map(span).map(Violation::Duplicate));
-        checked += (r.to - r.from).max(0) as u64;
-    }
-    (out, checked)
-}
-
-/// Walks sorted spans over `[from, to)`: returns the offsets no span covers (holes) and the
-/// offsets covered more than once, or outside `[from, to)` (duplicates), each merged into
-/// spans.
-/// Half-open offset spans, ascending.
-type Spans = Vec<(i64, i64)>;
-
-fn sweep(from: i64, to: i64, spans: &[(i64, i64)]) -> (Spans, Spans) {
-    fn merged(mut v: Spans) -> Spans {
-        v.retain(|&(a, b)| a < b);
-        v.sort_unstable();
-        let mut out: Vec<(i64, i64)> = Vec::with_capacity(v.len());
-        for (a, b) in v {
-            match out.last_mut() {
-                Some(last) if last.1 >= a => last.1 = last.1.max(b),
-                _ => out.push((a, b)),
-            }
-        }
-        out
-    }
-    let (mut holes, mut dups) = (Vec::new(), Vec::new());
-    let mut cur = from;
-    for &(a, b) in spans {
-        // Outside the range: accounted where it does not belong.
-        dups.push((a, b.min(from)));
-        dups.push((a.max(to), b));
-        let (a, b) = (a.max(from), b.min(to));
-        if a >= b {
-            continue;
-        }
-        if a < cur {
-            dups.push((a, b.min(cur)));
-        } else {
-            holes.push((cur, a));
-        }
-        cur = cur.max(b);
-    }
-    holes.push((cur, to));
-    (merged(holes), merged(dups))
-}
-
-/// The `_offset` column of a data file.
-async fn file_offsets(m: &Manifest, rel: &str) -> Result<Vec<i64>, String> {
-    use arrow::array::{Array, Int64Array};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use parquet::arrow::ProjectionMask;
-    let bytes = m
-        .store()
-        .get(rel)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{rel} is missing"))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), ["_offset"]);
-    let reader = builder
-        .with_projection(mask)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| e.to_string())?;
-        let col = batch
-            .column_by_name("_offset")
-            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-            .ok_or_else(|| format!("{rel} has no Int64 `_offset` column"))?;
-        if col.null_count() > 0 {
-            return Err(format!("{rel}: null `_offset` values"));
-        }
-        out.extend(col.values().iter().copied());
-    }
-    Ok(out)
-}
-
-async fn check_file(m: &Manifest, rel: &str, bytes: u64, rows: u64) -> Vec<Violation> {
-    let meta = match m.store().head(rel).await {
-        Ok(Some(meta)) => meta,
-        Ok(None) => {
-            return vec![Violation::MissingFile {
-                path: rel.to_string(),
-            }]
-        }
-        Err(e) => {
-            return vec![Violation::UnreadableFooter {
-                path: rel.to_string(),
-                error: e.to_string(),
-            }]
-        }
-    };
-    let mut out = Vec::new();
-    if meta.size != bytes {
-        out.push(Violation::SizeMismatch {
-            path: rel.to_string(),
-            manifest: bytes,
-            actual: meta.size,
-        });
-    }
-    match footer_rows(m, rel, meta.size).await {
-        Ok(n) if n == rows => {}
-        Ok(n) => out.push(Violation::RowCountMismatch {
-            path: rel.to_string(),
-            manifest: rows,
-            footer: n,
-        }),
-        Err(error) => out.push(Violation::UnreadableFooter {
-            path: rel.to_string(),
-            error,
-        }),
-    }
-    out
-}
-
-/// The row count in a Parquet file's footer, read with two range requests.
-async fn footer_rows(m: &Manifest, rel: &str, size: u64) -> Result<u64, String> {
-    if size < 12 {
-        return Err(format!("{size} bytes is too small for a Parquet file"));
-    }
-    let tail = m
-        .store()
-        .get_range(rel, size - 8..size)
-        .await
-        .map_err(|e| e.to_string())?;
-    if &tail[4..8] != b"PAR1" {
-        return Err("no Parquet magic at the end".into());
-    }
-    let len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
-    if len + 12 > size {
-        return Err(format!("footer length {len} exceeds the file"));
-    }
-    let footer = m
-        .store()
-        .get_range(rel, size - 8 - len..size - 8)
-        .await
-        .map_err(|e| e.to_string())?;
-    let md = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer)
-        .map_err(|e| e.to_string())?;
-    Ok(md.file_metadata().num_rows().max(0) as u64)
-}
-
 /// The report as `sluice verify` prints it.
 pub fn render(report: &VerifyReport) -> Result<String, serde_json::Error> {
     use std::fmt::Write;
@@ -658,7 +347,7 @@ pub fn render(report: &VerifyReport) -> Result<String, serde_json::Error> {
 mod tests {
     use super::*;
 
-    use crate::table::entry::{EntryKind, OffsetRange};
+    use crate::table::entry::{Entry, EntryKind, OffsetRange};
     use object_store::memory::InMemory;
     use std::sync::Arc;
 
@@ -730,27 +419,5 @@ mod tests {
         assert!(report
             .violations
             .contains(&Violation::CheckpointMismatch { seq: 2 }));
-    }
-
-    proptest::proptest! {
-        /// The sweep agrees with counting each offset: holes are the offsets of the range
-        /// covered by no span, duplicates those covered twice or lying outside it.
-        #[test]
-        fn sweep_finds_exactly_the_holes_and_duplicates(
-            spans in proptest::collection::vec((0i64..60, 1i64..4), 0..40),
-        ) {
-            let mut spans: Vec<(i64, i64)> = spans.into_iter().map(|(a, n)| (a, a + n)).collect();
-            spans.sort_unstable();
-            let (from, to) = (10, 50);
-            let (holes, dups) = sweep(from, to, &spans);
-            let cover = |o: i64| spans.iter().filter(|&&(a, b)| a <= o && o < b).count();
-            let inside = |v: &[(i64, i64)], o: i64| v.iter().any(|&(a, b)| a <= o && o < b);
-            for o in -1..70 {
-                let n = cover(o);
-                let in_range = (from..to).contains(&o);
-                proptest::prop_assert_eq!(inside(&holes, o), in_range && n == 0, "hole at {}", o);
-                proptest::prop_assert_eq!(inside(&dups, o), if in_range { n > 1 } else { n > 0 }, "dup at {}", o);
-            }
-        }
     }
 }

@@ -38,7 +38,9 @@ pub struct DecodedChunk {
 }
 
 impl DecodedChunk {
-    pub fn new(decoded: Decoded, window: WindowSize) -> Self {
+    /// Groups the rows by window. Rows without their `_offset` column (never made by the
+    /// decoder) are an error, not offset 0.
+    pub fn new(decoded: Decoded, window: WindowSize) -> Result<Self, ArrowError> {
         let Decoded {
             batch,
             event_ms,
@@ -50,8 +52,18 @@ impl DecodedChunk {
                 .column_by_name(OFFSET_COL)
                 .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
                 .map(|a| a.values().clone())
-                .unwrap_or_default();
-            let at = |r: u32| offsets.get(r as usize).copied().unwrap_or(0);
+                .ok_or_else(|| {
+                    ArrowError::SchemaError(format!("decoded rows have no Int64 `{OFFSET_COL}`"))
+                })?;
+            if offsets.len() != b.num_rows() || event_ms.len() != b.num_rows() {
+                return Err(ArrowError::InvalidArgumentError(format!(
+                    "{} rows, {} offsets, {} event times",
+                    b.num_rows(),
+                    offsets.len(),
+                    event_ms.len()
+                )));
+            }
+            let at = |r: u32| offsets[r as usize];
             for (start, rows) in group_by_window(window, &event_ms) {
                 let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
                     continue;
@@ -74,11 +86,11 @@ impl DecodedChunk {
                 });
             }
         }
-        DecodedChunk {
+        Ok(DecodedChunk {
             batch,
             groups,
             dead,
-        }
+        })
     }
 
     pub fn rows(&self) -> usize {
@@ -276,7 +288,7 @@ mod tests {
                 for (o, t) in offsets.iter().zip(&times) {
                     expected.entry(size.start_of(*t)).or_default().push((*o, *t));
                 }
-                let dead = buf.push(DecodedChunk::new(chunk(&offsets, &times), size));
+                let dead = buf.push(DecodedChunk::new(chunk(&offsets, &times), size).unwrap());
                 prop_assert!(dead.is_empty());
             }
             let total: usize = chunks.iter().map(Vec::len).sum();
@@ -303,9 +315,9 @@ mod tests {
     fn whole_chunks_stay_whole_and_partial_ones_are_gathered() {
         let size = WindowSize::from_millis(HOUR).unwrap();
         let mut buf = PartitionBuffer::default();
-        buf.push(DecodedChunk::new(chunk(&[0, 1, 2], &[10, 20, 30]), size));
-        buf.push(DecodedChunk::new(chunk(&[3, 4], &[40, HOUR + 1]), size));
-        buf.push(DecodedChunk::new(chunk(&[5, 6], &[50, 60]), size));
+        buf.push(DecodedChunk::new(chunk(&[0, 1, 2], &[10, 20, 30]), size).unwrap());
+        buf.push(DecodedChunk::new(chunk(&[3, 4], &[40, HOUR + 1]), size).unwrap());
+        buf.push(DecodedChunk::new(chunk(&[5, 6], &[50, 60]), size).unwrap());
         let (_, first) = buf.windows().next().unwrap();
         // Whole, partial (gathered), whole: three batches in offset order.
         let batches = buf.window_batches(first).unwrap();

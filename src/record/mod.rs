@@ -11,6 +11,7 @@
 pub mod buffer;
 pub mod decode;
 pub mod encode;
+pub(crate) mod event_time;
 pub(crate) mod flat;
 pub mod schema;
 pub mod source;

@@ -80,7 +80,13 @@ impl ConsumerContext for LoaderContext {
                     Ok(offsets) => {
                         let mut list = TopicPartitionList::new();
                         for ((t, p), o) in parts.iter().zip(&offsets) {
-                            let _ = list.add_partition_offset(t, *p, *o);
+                            if let Err(e) = list.add_partition_offset(t, *p, *o) {
+                                let _ = consumer.assign(&TopicPartitionList::new());
+                                self.push(Assignment::Failed(format!(
+                                    "positioning {t}/{p} at {o:?}: {e}"
+                                )));
+                                return;
+                            }
                         }
                         if let Err(e) = consumer.assign(&list) {
                             self.push(Assignment::Failed(format!("assign failed: {e}")));

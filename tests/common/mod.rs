@@ -39,6 +39,46 @@ pub struct Fixture {
     pub job: PathBuf,
 }
 
+/// A job file built key by key, written as TOML (no string surgery on job text).
+#[derive(Debug, Clone, Default)]
+pub struct JobFile(toml::Table);
+
+impl JobFile {
+    /// Sets `key` of table `section` (dotted: `source.properties`).
+    pub fn set(mut self, section: &str, key: &str, value: impl Into<toml::Value>) -> Self {
+        let mut t = &mut self.0;
+        for part in section.split('.') {
+            let entry = t
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            t = entry.as_table_mut().expect("a section is a table");
+        }
+        t.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// Merges a TOML fragment, its keys winning.
+    pub fn merge(mut self, text: &str) -> Self {
+        fn merge(into: &mut toml::Table, from: toml::Table) {
+            for (k, v) in from {
+                match (into.get_mut(&k), v) {
+                    (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+                    (_, v) => {
+                        into.insert(k, v);
+                    }
+                }
+            }
+        }
+        let extra: toml::Table = text.parse().expect("valid TOML");
+        merge(&mut self.0, extra);
+        self
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.0).expect("a table serialises")
+    }
+}
+
 /// Job settings that make group joins fast against the test broker.
 pub const FAST_GROUP: &str = r#"
 "session.timeout.ms" = "3000"
@@ -70,38 +110,32 @@ impl Fixture {
         f
     }
 
-    /// Writes (or rewrites) the job file; `extra` is appended TOML (sections after [source]).
-    pub fn write_job(&mut self, table: &str, extra: &str) -> PathBuf {
-        self.write_job_with(table, "", extra)
+    /// The fixture's job on table `table`: its broker and topic, the payment schema, fast
+    /// group settings.
+    pub fn job_file(&self, table: &str) -> JobFile {
+        let schema = repo().join("schemas/payment.avsc");
+        JobFile::default()
+            .set("source", "brokers", brokers())
+            .set("source", "topics", vec![self.topic.clone()])
+            .set("source", "group_id", format!("g-{}-{table}", self.topic))
+            .merge(&format!("[source.properties]\n{FAST_GROUP}"))
+            .set("schema", "file", schema.display().to_string())
+            .set("event_time", "field", "created_at")
+            .set("storage", "url", table)
     }
 
-    pub fn write_job_with(&mut self, table: &str, properties: &str, extra: &str) -> PathBuf {
-        let schema = repo().join("schemas/payment.avsc");
-        let text = format!(
-            r#"
-[source]
-brokers = "{brokers}"
-topics = ["{topic}"]
-group_id = "g-{topic}-{table}"
-[source.properties]
-{FAST_GROUP}
-{properties}
-[schema]
-file = "{schema}"
-[event_time]
-field = "created_at"
-[storage]
-url = "{table}"
-{extra}
-"#,
-            brokers = brokers(),
-            topic = self.topic,
-            schema = schema.display(),
-        );
+    /// Writes `job` as `<table>.toml` and makes it the fixture's job.
+    pub fn write(&mut self, table: &str, job: &JobFile) -> PathBuf {
         let path = self.dir.path().join(format!("{table}.toml"));
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, job.to_toml()).unwrap();
         self.job = path.clone();
         path
+    }
+
+    /// Writes (or rewrites) the job file; `extra` is TOML merged into it.
+    pub fn write_job(&mut self, table: &str, extra: &str) -> PathBuf {
+        let job = self.job_file(table).merge(extra);
+        self.write(table, &job)
     }
 
     pub fn table_dir(&self, table: &str) -> PathBuf {
@@ -195,6 +229,31 @@ url = "{table}"
             .stderr(log)
             .spawn()
             .unwrap()
+    }
+
+    /// Spawns `sluice run --once`, its log (stderr) to `log` in the fixture's folder.
+    pub fn spawn_once(&self, log: &str) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
+        self.sluice()
+            .args(["run", "--once", "--job"])
+            .arg(&self.job)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until log `name` contains `text`, or panics after `secs`.
+    pub fn wait_for_log(&self, secs: u64, name: &str, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log(name).contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for `{text}` in {name}: {}",
+                self.log(name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn log(&self, name: &str) -> String {

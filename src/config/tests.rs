@@ -1,0 +1,126 @@
+//! Job files: defaults, errors naming the key, no side effects while parsing.
+
+use super::*;
+
+fn schema_dir() -> PathBuf {
+    let d = tempfile::tempdir().unwrap().keep();
+    std::fs::write(
+        d.join("s.avsc"),
+        r#"{"type":"record","name":"e","fields":[{"name":"id","type":"string"},{"name":"ts","type":"string"}]}"#,
+    )
+    .unwrap();
+    d
+}
+
+fn job(dir: &Path, extra: &str) -> Result<Job, ConfigError> {
+    let text = format!(
+        r#"
+[source]
+brokers = "${{BROKERS}}"
+topics = ["payments"]
+[schema]
+file = "s.avsc"
+[event_time]
+field = "ts"
+[storage]
+url = "memory://"
+{extra}
+"#
+    );
+    Job::parse(&dir.join("j.toml"), &text, &|k| {
+        (k == "BROKERS").then(|| "127.0.0.1:9092".to_string())
+    })
+}
+
+#[test]
+fn defaults_apply() {
+    let d = schema_dir();
+    let j = job(&d, "").unwrap();
+    assert_eq!(j.brokers, "127.0.0.1:9092");
+    assert_eq!(expand_env("a${X:-b}c", &|_| None), Ok("abc".to_string()));
+    assert_eq!(
+        expand_env("${X:-b}", &|_| Some("y".into())),
+        Ok("y".to_string())
+    );
+    assert_eq!(j.window.millis(), 3_600_000);
+    assert_eq!(j.layout.template(), "date={date}/hour={hour}");
+    assert_eq!(j.commit.interval, Duration::from_secs(60));
+    assert_eq!(j.compression, Compression::Zstd(1));
+    assert_eq!(j.bad_records, BadRecordPolicy::DeadLetter);
+    assert_eq!(j.group_id, "sluice-j");
+    assert_eq!(
+        j.event_time,
+        EventTime::Field {
+            name: "ts".into(),
+            format: TimeFormat::Rfc3339
+        }
+    );
+}
+
+#[test]
+fn errors_name_the_key() {
+    let d = schema_dir();
+    let e = job(&d, "[commit]\ninterval = \"100ms\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("commit.interval"), "{e}");
+    let e = job(&d, "[window]\nsize = \"7m\"").unwrap_err().to_string();
+    assert!(e.contains("window.size"), "{e}");
+    let e = job(&d, "[commit]\nintervall = \"1s\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("intervall"), "{e}");
+    let e = job(&d, "[storage.options]\nkey = \"${MISSING}\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("MISSING") && e.contains("storage.options.key"),
+        "{e}"
+    );
+    assert_eq!(
+        redact_url("s3://AKIAEXAMPLE:s3cr3t@bucket/t?sig=abc"),
+        "s3://bucket/t"
+    );
+    let e = job(&d, "[bad_records]\npolicy = \"ignore\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("policy = \"ignore\"") && e.contains("dead_letter"),
+        "{e}"
+    );
+}
+
+#[test]
+fn parsing_touches_no_filesystem_and_the_commit_policy_is_pure() {
+    let d = schema_dir();
+    let j = job(&d, "").unwrap();
+    let url = resolve_storage_url("not/yet/here", &d).unwrap();
+    assert!(
+        url.starts_with("file://") && url.ends_with("not/yet/here/"),
+        "{url}"
+    );
+    assert!(!d.join("not").exists(), "parsing created a folder");
+    let p = j.commit;
+    let idle = Buffered::default();
+    let some = Buffered {
+        bytes: 10,
+        rows: 1,
+        ranges: true,
+    };
+    assert!(!p.due(Duration::from_secs(3600), idle), "nothing to commit");
+    assert!(!p.due(Duration::from_secs(1), some));
+    assert!(p.due(p.interval, some));
+    let markers_only = Buffered {
+        ranges: true,
+        ..idle
+    };
+    assert!(
+        p.due(p.interval, markers_only),
+        "a range of markers is committed too"
+    );
+    let full = Buffered {
+        rows: p.max_rows,
+        ..some
+    };
+    assert!(p.due(Duration::ZERO, full));
+}

@@ -1,6 +1,8 @@
 //! `make bench`: end-to-end throughput, ceilings measured in the same run on the same data,
 //! freshness, memory and resume cost. Prints a table of medians and writes
 //! `target/bench/latest.json`. Needs a broker (`SLUICE_TEST_BROKERS`, set by `make bench`).
+//! `SLUICE_BENCH_BASELINE=/path/to/an/older/sluice` (`make bench BASELINE=…`) also times that
+//! binary, taking turns with this one on the same topic, and prints the ratio.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,9 +112,13 @@ url = "{}"
 
     /// Runs `sluice ARGS` under GNU time: (wall s, cpu s, peak RSS KiB, stdout).
     fn timed(&self, args: &[&str], job: &Path) -> (f64, f64, f64, String) {
+        self.timed_binary(&self.sluice, args, job)
+    }
+
+    fn timed_binary(&self, sluice: &Path, args: &[&str], job: &Path) -> (f64, f64, f64, String) {
         let out = Command::new("/usr/bin/time")
             .args(["-f", "TIME %e %U %S %M"])
-            .arg(&self.sluice)
+            .arg(sluice)
             .args(args)
             .arg("--job")
             .arg(job)
@@ -461,8 +467,19 @@ fn main() {
     // The bare consumer and sluice take turns, so a drift of the machine or the broker over
     // the runs weighs on both sides of the ratio alike.
     let mut bare = Vec::new();
+    let baseline = std::env::var_os("SLUICE_BENCH_BASELINE").map(PathBuf::from);
+    let base_job = ctx.job("e2e-base", &topic, "");
+    let (mut base_rate, mut base_cpu) = (vec![], vec![]);
     for _ in 0..runs {
         bare.push(bare_consumer(&ctx.brokers, &topic, partitions, events));
+        if let Some(b) = &baseline {
+            let _ = std::fs::remove_dir_all(ctx.work.path().join("e2e-base"));
+            let (wall, c, _, out) = ctx.timed_binary(b, &["run", "--once"], &base_job);
+            let stats: Value = serde_json::from_str(out.trim()).unwrap();
+            assert_eq!(stats["rows"], events, "baseline: {stats}");
+            base_rate.push(events as f64 / wall);
+            base_cpu.push(c / (events as f64 / 1e6));
+        }
         let _ = std::fs::remove_dir_all(ctx.work.path().join("e2e"));
         let (wall, c, r, out) = ctx.timed(&["run", "--once"], &job);
         let stats: Value = serde_json::from_str(out.trim()).unwrap();
@@ -533,6 +550,12 @@ fn main() {
             "peak_rss_mib": mem_rss / 1024.0,
             "commits": mem_stats["commits"],
         },
+        "baseline": baseline.as_ref().map(|b| json!({
+            "binary": b.display().to_string(),
+            "events_per_s": median(base_rate.clone()),
+            "cpu_s_per_million": median(base_cpu.clone()),
+            "ratio_events_per_s": e2e / median(base_rate.clone()),
+        })),
         "resume_s": { "entries": env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000u64), "with_checkpoint_hint": resume_s, "listing_checkpoints": resume_no_hint_s },
     });
     let out_dir = repo().join("target/bench");
@@ -621,5 +644,19 @@ fn main() {
         "resume, 100k entries (s) [target <= 1]",
         format!("{:.2} ({:.2} w/o hint)", resume_s, resume_no_hint_s)
     );
+    if let Some(b) = &baseline {
+        let (br, bc) = (median(base_rate), median(base_cpu));
+        println!(
+            "{:<52} {:>14}",
+            "baseline run --once (events/s, CPU s/M)",
+            format!("{br:.0}, {bc:.2}")
+        );
+        println!(
+            "{:<52} {:>14.2}",
+            "ratio end to end / baseline   [>= ~0.95: unchanged]",
+            e2e / br
+        );
+        println!("  baseline: {}", b.display());
+    }
     println!("\nwritten to {}", out_dir.join("latest.json").display());
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::ConfigError;
+use crate::error::{invalid, ConfigError, Invalid};
 use crate::record::schema::{TableSchema, TimeFormat};
 use crate::record::window::{parse_duration_ms, parse_size, Layout, WindowSize};
 
@@ -160,7 +160,6 @@ pub struct Job {
     pub group_id: String,
     pub start_offset: StartOffset,
     pub kafka_properties: BTreeMap<String, String>,
-    pub schema_path: PathBuf,
     pub schema: TableSchema,
     pub event_time: EventTime,
     pub window: WindowSize,
@@ -238,7 +237,7 @@ impl Job {
             message,
         };
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let subst = |key: &str, v: &str| expand_env(v, env).map_err(|m| invalid(key, m));
+        let subst = |key: &str, v: &str| expand_env(v, env).map_err(|m| invalid(key, m.0));
 
         let brokers = subst("source.brokers", &raw.source.brokers)?;
         if brokers.trim().is_empty() {
@@ -304,7 +303,7 @@ impl Job {
             (Some(S::Field) | None, Some(field)) => {
                 let format = schema
                     .event_time_format(field, raw.event_time.format.as_deref())
-                    .map_err(|m| invalid("event_time.field", m))?;
+                    .map_err(|m| invalid("event_time.field", m.0))?;
                 EventTime::Field {
                     name: field.clone(),
                     format,
@@ -329,7 +328,7 @@ impl Job {
         let size_text = raw_window
             .and_then(|w| w.size.as_deref())
             .unwrap_or(defaults::WINDOW);
-        let size_ms = parse_duration_ms(size_text).map_err(|m| invalid("window.size", m))?;
+        let size_ms = parse_duration_ms(size_text).map_err(|m| invalid("window.size", m.0))?;
         let window = WindowSize::from_millis(size_ms)
             .filter(|w| w.millis() >= 60_000 && (w.millis() % 60_000 == 0))
             .ok_or_else(|| {
@@ -346,7 +345,7 @@ impl Job {
         }
         let layout = match raw_window.and_then(|w| w.layout.as_deref()) {
             None => Layout::default_for(window),
-            Some(t) => Layout::parse(t, window).map_err(|m| invalid("window.layout", m))?,
+            Some(t) => Layout::parse(t, window).map_err(|m| invalid("window.layout", m.0))?,
         };
 
         let storage_url = resolve_storage_url(&subst("storage.url", &raw.storage.url)?, &base)
@@ -377,7 +376,7 @@ impl Job {
             rp.and_then(|p| p.compression.as_deref())
                 .unwrap_or(defaults::COMPRESSION),
         )
-        .map_err(|m| invalid("parquet.compression", m))?;
+        .map_err(|m| invalid("parquet.compression", m.0))?;
         let row_group_rows = rp
             .and_then(|p| p.row_group_rows)
             .unwrap_or(defaults::ROW_GROUP_ROWS);
@@ -390,7 +389,7 @@ impl Job {
             .and_then(|c| c.interval.as_deref())
             .unwrap_or(defaults::COMMIT_INTERVAL);
         let interval_ms =
-            parse_duration_ms(interval_text).map_err(|m| invalid("commit.interval", m))?;
+            parse_duration_ms(interval_text).map_err(|m| invalid("commit.interval", m.0))?;
         if interval_ms < 1000 {
             return Err(invalid(
                 "commit.interval",
@@ -401,7 +400,7 @@ impl Job {
             .and_then(|c| c.max_buffered_bytes.as_deref())
             .unwrap_or(defaults::MAX_BUFFERED_BYTES);
         let max_buffered_bytes =
-            parse_size(bytes_text).map_err(|m| invalid("commit.max_buffered_bytes", m))?;
+            parse_size(bytes_text).map_err(|m| invalid("commit.max_buffered_bytes", m.0))?;
         if max_buffered_bytes < 1 << 20 {
             return Err(invalid(
                 "commit.max_buffered_bytes",
@@ -435,7 +434,6 @@ impl Job {
             group_id,
             start_offset,
             kafka_properties,
-            schema_path,
             schema,
             event_time,
             window,
@@ -467,7 +465,7 @@ pub fn resolve_storage_url(s: &str, base: &Path) -> Result<String, std::io::Erro
         .map_err(|()| std::io::Error::other(format!("{}: not a path", abs.display())))
 }
 
-fn parse_compression(s: &str) -> Result<Compression, String> {
+fn parse_compression(s: &str) -> Result<Compression, Invalid> {
     let (name, level) = match s.split_once(':') {
         Some((n, l)) => (n, Some(l)),
         None => (s, None),
@@ -476,19 +474,19 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
         ("zstd", None) => Ok(Compression::Zstd(1)),
         ("zstd", Some(l)) => match l.parse::<i32>() {
             Ok(l) if (1..=22).contains(&l) => Ok(Compression::Zstd(l)),
-            _ => Err(format!("`{s}`: zstd level must be 1..=22")),
+            _ => Err(invalid!("`{s}`: zstd level must be 1..=22")),
         },
         ("snappy", None) => Ok(Compression::Snappy),
         ("lz4", None) => Ok(Compression::Lz4),
         ("none", None) => Ok(Compression::None),
-        _ => Err(format!(
+        _ => Err(invalid!(
             "`{s}`: expected zstd, zstd:LEVEL, snappy, lz4 or none"
         )),
     }
 }
 
 /// Replaces `${NAME}` with the variable's value; a missing variable is an error.
-fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Invalid> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("${") {
@@ -505,7 +503,7 @@ fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
         match (env(name), default) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
-            (None, None) => return Err(format!("environment variable `{name}` is not set")),
+            (None, None) => return Err(invalid!("environment variable `{name}` is not set")),
         }
         rest = &after[end + 1..];
     }

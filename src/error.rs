@@ -3,6 +3,32 @@
 
 use std::path::PathBuf;
 
+/// A value that does not parse or does not fit (a duration, a size, a layout, a schema): what
+/// is wrong with it, for the caller to place (a job key, a schema file, a CLI flag).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<String> for Invalid {
+    fn from(s: String) -> Self {
+        Invalid(s)
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(s: &str) -> Self {
+        Invalid(s.to_string())
+    }
+}
+
+/// `Invalid(format!(…))`.
+macro_rules! invalid {
+    ($($t:tt)*) => {
+        $crate::error::Invalid(format!($($t)*))
+    };
+}
+pub(crate) use invalid;
+
 /// Errors in a job file or a schema file: they name the file, the key and the problem.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

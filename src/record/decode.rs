@@ -162,10 +162,6 @@ impl ChunkDecoder {
         self
     }
 
-    pub fn schema(&self) -> &TableSchema {
-        &self.schema
-    }
-
     /// Decodes every record of `chunk`.
     pub fn decode(&self, chunk: &RawChunk, topic: &str, partition: i32) -> Decoded {
         let mut parts: Vec<(RecordBatch, Vec<u32>)> = Vec::new();
@@ -303,7 +299,7 @@ impl ChunkDecoder {
     /// A decoder for `rows` records: the spare one when there is one, else a new one, sized
     /// for a whole chunk (reusable) when `rows` is near a chunk, or just for `rows` (the
     /// halving of a chunk with a bad record). The flag says whether it is chunk-sized.
-    fn new_decoder(&self, rows: usize) -> Result<(Decoder, bool), String> {
+    fn new_decoder(&self, rows: usize) -> Result<(Decoder, bool), arrow::error::ArrowError> {
         if rows <= SPARE_ROWS {
             if let Some(d) = self.spare.borrow_mut().take() {
                 return Ok((d, true));
@@ -319,7 +315,6 @@ impl ChunkDecoder {
             .with_batch_size(capacity + 1)
             .build_decoder()
             .map(|d| (d, large && capacity == SPARE_ROWS))
-            .map_err(|e| e.to_string())
     }
 
     /// Decodes the records `idx` (ascending), pushing good batches in order and bad records.
@@ -335,7 +330,8 @@ impl ChunkDecoder {
             let (mut dec, reusable) = match self.new_decoder(idx.len() - start) {
                 Ok(d) => d,
                 Err(e) => {
-                    bad.extend(idx[start..].iter().map(|&i| (i, e.clone())));
+                    let reason = format!("no JSON decoder for the schema: {e}");
+                    bad.extend(idx[start..].iter().map(|&i| (i, reason.clone())));
                     return;
                 }
             };

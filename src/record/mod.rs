@@ -5,8 +5,9 @@
 //!  Kafka       payload bytes → Arrow rows                 event time   per window   Parquet bytes
 //! ```
 //!
-//! Modules here may import `config`, `error` and each other, never `table`, `load` or `ops`:
-//! a record's path knows nothing of commits.
+//! Modules here may import `config`, `error` and each other, never `table`, `load` or `ops`
+//! (unit tests borrow `ops::generate` for sample events): a record's path knows nothing of
+//! commits.
 
 pub mod buffer;
 pub mod decode;

@@ -5,6 +5,7 @@
 //! time-millis/-micros and decimal get their Arrow types. Every table row also carries the
 //! source columns [`TOPIC_COL`], [`PARTITION_COL`], [`OFFSET_COL`] and [`KAFKA_TS_COL`].
 
+use crate::error::{invalid, Invalid};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -45,13 +46,13 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    pub fn load(path: &Path) -> Result<Self, Invalid> {
+        let text = std::fs::read_to_string(path).map_err(|e| invalid!("cannot read: {e}"))?;
         Self::parse(&text)
     }
 
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        let value: Value = serde_json::from_str(text).map_err(|e| invalid!("not JSON: {e}"))?;
         let canonical = serde_json::to_string(&value).map_err(|e| e.to_string())?;
         let fingerprint = hex(&Sha256::digest(canonical.as_bytes())[..16]);
         let mut names = Vec::new();
@@ -73,7 +74,7 @@ impl TableSchema {
         }
         for f in fields.iter() {
             if SOURCE_COLS.contains(&f.name().as_str()) {
-                return Err(format!(
+                return Err(invalid!(
                     "field `{}` clashes with a source column sluice adds ({})",
                     f.name(),
                     SOURCE_COLS.join(", ")
@@ -103,7 +104,7 @@ impl TableSchema {
         &self,
         name: &str,
         format: Option<&str>,
-    ) -> Result<TimeFormat, String> {
+    ) -> Result<TimeFormat, Invalid> {
         let field = self
             .payload
             .field_with_name(name)
@@ -117,10 +118,10 @@ impl TableSchema {
             (DataType::Utf8, None | Some("rfc3339")) => Ok(TimeFormat::Rfc3339),
             (_, Some("epoch_seconds")) if numeric => Ok(TimeFormat::EpochSeconds),
             (_, Some("epoch_millis")) if numeric => Ok(TimeFormat::EpochMillis),
-            (_, None) if numeric => Err(format!(
+            (_, None) if numeric => Err(invalid!(
                 "`{name}` is a number: set event_time.format to `epoch_seconds` or `epoch_millis`"
             )),
-            (dt, f) => Err(format!(
+            (dt, f) => Err(invalid!(
                 "`{name}` has type {dt}, which cannot be read as an event time{}",
                 f.map(|f| format!(" with format `{f}`")).unwrap_or_default()
             )),
@@ -159,18 +160,22 @@ fn enum_symbols(t: Option<&Value>) -> Option<Vec<String>> {
 
 /// Maps an Avro type (name, object or union) to an Arrow type. `names` holds named types seen
 /// so far, so a later reference by name resolves.
-fn avro_type(v: &Value, names: &mut Vec<(String, DataType)>, at: &str) -> Result<DataType, String> {
+fn avro_type(
+    v: &Value,
+    names: &mut Vec<(String, DataType)>,
+    at: &str,
+) -> Result<DataType, Invalid> {
     match v {
         Value::String(s) => primitive(s)
             .or_else(|| names.iter().find(|(n, _)| n == s).map(|(_, t)| t.clone()))
-            .ok_or_else(|| format!("{at}: unknown type `{s}`")),
-        Value::Array(_) => Err(format!(
+            .ok_or_else(|| invalid!("{at}: unknown type `{s}`")),
+        Value::Array(_) => Err(invalid!(
             "{at}: unions other than [\"null\", T] are not supported"
         )),
         Value::Object(o) => {
             let ty = o
                 .get("type")
-                .ok_or_else(|| format!("{at}: type object without `type`"))?;
+                .ok_or_else(|| invalid!("{at}: type object without `type`"))?;
             if let Some(logical) = o.get("logicalType").and_then(Value::as_str) {
                 if let Some(dt) = logical_type(logical, o, ty)? {
                     return Ok(dt);
@@ -180,7 +185,7 @@ fn avro_type(v: &Value, names: &mut Vec<(String, DataType)>, at: &str) -> Result
                 o.get("name")
                     .and_then(Value::as_str)
                     .map(String::from)
-                    .ok_or_else(|| format!("{at}: named type without `name`"))
+                    .ok_or_else(|| invalid!("{at}: named type without `name`"))
             };
             match ty.as_str() {
                 Some("record") => {
@@ -188,13 +193,13 @@ fn avro_type(v: &Value, names: &mut Vec<(String, DataType)>, at: &str) -> Result
                     let fields = o
                         .get("fields")
                         .and_then(Value::as_array)
-                        .ok_or_else(|| format!("{at}: record `{rname}` without `fields` array"))?;
+                        .ok_or_else(|| invalid!("{at}: record `{rname}` without `fields` array"))?;
                     let mut out = Vec::with_capacity(fields.len());
                     for f in fields {
                         let fname = f
                             .get("name")
                             .and_then(Value::as_str)
-                            .ok_or_else(|| format!("{at}: field without `name` in `{rname}`"))?;
+                            .ok_or_else(|| invalid!("{at}: field without `name` in `{rname}`"))?;
                         let fat = if at.is_empty() {
                             fname.to_string()
                         } else {
@@ -202,7 +207,7 @@ fn avro_type(v: &Value, names: &mut Vec<(String, DataType)>, at: &str) -> Result
                         };
                         let ft = f
                             .get("type")
-                            .ok_or_else(|| format!("{fat}: field without `type`"))?;
+                            .ok_or_else(|| invalid!("{fat}: field without `type`"))?;
                         let (dt, nullable) = field_type(ft, names, &fat)?;
                         out.push(Field::new(fname, dt, nullable));
                     }
@@ -219,7 +224,7 @@ fn avro_type(v: &Value, names: &mut Vec<(String, DataType)>, at: &str) -> Result
                         .get("size")
                         .and_then(Value::as_i64)
                         .and_then(|s| i32::try_from(s).ok())
-                        .ok_or_else(|| format!("{at}: fixed without a valid `size`"))?;
+                        .ok_or_else(|| invalid!("{at}: fixed without a valid `size`"))?;
                     let dt = DataType::FixedSizeBinary(size);
                     names.push((name()?, dt.clone()));
                     Ok(dt)
@@ -227,14 +232,14 @@ fn avro_type(v: &Value, names: &mut Vec<(String, DataType)>, at: &str) -> Result
                 Some("array") => {
                     let items = o
                         .get("items")
-                        .ok_or_else(|| format!("{at}: array without `items`"))?;
+                        .ok_or_else(|| invalid!("{at}: array without `items`"))?;
                     let (dt, nullable) = field_type(items, names, &format!("{at}[]"))?;
                     Ok(DataType::List(Arc::new(Field::new("item", dt, nullable))))
                 }
                 Some("map") => {
                     let values = o
                         .get("values")
-                        .ok_or_else(|| format!("{at}: map without `values`"))?;
+                        .ok_or_else(|| invalid!("{at}: map without `values`"))?;
                     let (dt, nullable) = field_type(values, names, &format!("{at}{{}}"))?;
                     let entries = Field::new(
                         "entries",
@@ -249,7 +254,7 @@ fn avro_type(v: &Value, names: &mut Vec<(String, DataType)>, at: &str) -> Result
                 Some(_) | None => avro_type(ty, names, at),
             }
         }
-        _ => Err(format!("{at}: not a valid Avro type")),
+        _ => Err(invalid!("{at}: not a valid Avro type")),
     }
 }
 
@@ -258,14 +263,14 @@ fn field_type(
     v: &Value,
     names: &mut Vec<(String, DataType)>,
     at: &str,
-) -> Result<(DataType, bool), String> {
+) -> Result<(DataType, bool), Invalid> {
     if let Value::Array(branches) = v {
         let non_null: Vec<&Value> = branches.iter().filter(|b| *b != "null").collect();
         let has_null = non_null.len() < branches.len();
         if non_null.len() == 1 && has_null {
             return Ok((avro_type(non_null[0], names, at)?, true));
         }
-        return Err(format!(
+        return Err(invalid!(
             "{at}: unions other than [\"null\", T] are not supported"
         ));
     }
@@ -293,7 +298,7 @@ fn logical_type(
     logical: &str,
     o: &serde_json::Map<String, Value>,
     base: &Value,
-) -> Result<Option<DataType>, String> {
+) -> Result<Option<DataType>, Invalid> {
     let base = base.as_str().unwrap_or_default();
     let utc = Some("+00:00".into());
     Ok(Some(match (logical, base) {
@@ -311,7 +316,7 @@ fn logical_type(
                 .ok_or("decimal without `precision`")?;
             let scale = o.get("scale").and_then(Value::as_i64).unwrap_or(0);
             if precision == 0 || precision > 76 || scale < 0 || scale as u64 > precision {
-                return Err(format!(
+                return Err(invalid!(
                     "decimal({precision}, {scale}) is out of range (precision 1..=76, 0 <= scale <= precision)"
                 ));
             }

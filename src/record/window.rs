@@ -3,6 +3,7 @@
 //! A window is a half-open UTC interval `[start, start + size)` aligned on multiples of `size`
 //! since the Unix epoch. Sizes that divide a day align on UTC midnight.
 
+use crate::error::{invalid, Invalid};
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
 /// A validated window size in milliseconds (> 0).
@@ -56,7 +57,7 @@ impl Layout {
 
     /// Checks that the template only uses known placeholders, stays relative, and tells apart
     /// every window of `size` (a 15-minute window needs `{minute}`).
-    pub fn parse(template: &str, size: WindowSize) -> Result<Self, String> {
+    pub fn parse(template: &str, size: WindowSize) -> Result<Self, Invalid> {
         let t = template.trim_matches('/');
         if t.is_empty() {
             return Err("layout must not be empty".into());
@@ -66,7 +67,7 @@ impl Layout {
             rest = rest.replace(p, "");
         }
         if rest.contains('{') || rest.contains('}') {
-            return Err(format!(
+            return Err(invalid!(
                 "unknown placeholder in `{template}`; known: {}",
                 PLACEHOLDERS.join(", ")
             ));
@@ -75,7 +76,7 @@ impl Layout {
             .any(|seg| seg.is_empty() || seg == "." || seg == "..")
             || t.contains('\\')
         {
-            return Err(format!(
+            return Err(invalid!(
                 "`{template}` must be relative path segments without `.`/`..`"
             ));
         }
@@ -85,17 +86,17 @@ impl Layout {
         let needs_minute = ms % HOUR != 0;
         let needs_hour = ms % DAY != 0;
         if !has_day {
-            return Err(format!(
+            return Err(invalid!(
                 "`{template}` must contain {{date}} (or {{year}}, {{month}} and {{day}})"
             ));
         }
         if needs_hour && !has("{hour}") {
-            return Err(format!(
+            return Err(invalid!(
                 "`{template}` needs {{hour}}: windows are shorter than a day"
             ));
         }
         if needs_minute && !has("{minute}") {
-            return Err(format!(
+            return Err(invalid!(
                 "`{template}` needs {{minute}}: windows are shorter than an hour"
             ));
         }
@@ -150,7 +151,7 @@ pub fn group_by_window(size: WindowSize, event_ms: &[i64]) -> Vec<(i64, Vec<u32>
 }
 
 /// Parses a human duration: `500ms`, `30s`, `15m`, `1h`, `1d`, `2w` (also `1h30m`).
-pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+pub fn parse_duration_ms(s: &str) -> Result<i64, Invalid> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty duration".into());
@@ -162,7 +163,7 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!(
+            return Err(invalid!(
                 "`{s}` is not a duration like 500ms, 30s, 15m, 1h, 1d"
             ));
         }
@@ -182,23 +183,27 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
             "h" => HOUR,
             "d" => DAY,
             "w" => 7 * DAY,
-            "" => return Err(format!("`{s}`: missing unit (ms, s, m, h, d, w)")),
-            other => return Err(format!("`{s}`: unknown unit `{other}` (ms, s, m, h, d, w)")),
+            "" => return Err(invalid!("`{s}`: missing unit (ms, s, m, h, d, w)")),
+            other => {
+                return Err(invalid!(
+                    "`{s}`: unknown unit `{other}` (ms, s, m, h, d, w)"
+                ))
+            }
         };
         total = n
             .checked_mul(mult)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("`{s}`: too large"))?;
+            .ok_or_else(|| invalid!("`{s}`: too large"))?;
     }
     Ok(total)
 }
 
 /// Parses a human size: `512KiB`, `128MiB`, `1GiB`, `10MB`, `4096` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, Invalid> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     if digits == 0 {
-        return Err(format!("`{s}` is not a size like 128MiB"));
+        return Err(invalid!("`{s}` is not a size like 128MiB"));
     }
     let n: u64 = t[..digits]
         .parse()
@@ -212,13 +217,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
         other => {
-            return Err(format!(
+            return Err(invalid!(
                 "`{s}`: unknown unit `{other}` (B, KB, MB, GB, KiB, MiB, GiB)"
             ))
         }
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}`: too large"))
+        .ok_or_else(|| invalid!("`{s}`: too large"))
 }
 
 #[cfg(test)]

@@ -17,4 +17,4 @@ pub mod entry;
 pub mod manifest;
 pub mod state;
 pub mod store;
-pub mod upload;
+pub(crate) mod upload;

@@ -4,6 +4,7 @@
 use futures::StreamExt;
 
 use super::{Span, Violation};
+use crate::error::{invalid, Invalid};
 use crate::table::entry::Entry;
 use crate::table::manifest::Manifest;
 
@@ -16,7 +17,7 @@ const SPANS_PER_RANGE: usize = 100;
 /// be read (a replaced file deleted by `gc`; a missing live file is reported elsewhere) are
 /// left to the count check. Returns the violations and the offsets checked.
 pub(super) async fn entry_offsets(m: &Manifest, e: &Entry) -> (Vec<Violation>, u64) {
-    let read: Vec<(usize, Result<Vec<i64>, String>)> = futures::stream::iter(
+    let read: Vec<(usize, Result<Vec<i64>, Invalid>)> = futures::stream::iter(
         e.files
             .iter()
             .enumerate()
@@ -129,7 +130,7 @@ fn sweep(from: i64, to: i64, spans: &[(i64, i64)]) -> (Spans, Spans) {
 }
 
 /// The `_offset` column of a data file.
-async fn file_offsets(m: &Manifest, rel: &str) -> Result<Vec<i64>, String> {
+async fn file_offsets(m: &Manifest, rel: &str) -> Result<Vec<i64>, Invalid> {
     use arrow::array::{Array, Int64Array};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ProjectionMask;
@@ -137,23 +138,24 @@ async fn file_offsets(m: &Manifest, rel: &str) -> Result<Vec<i64>, String> {
         .store()
         .get(rel)
         .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{rel} is missing"))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
+        .map_err(|e| Invalid(e.to_string()))?
+        .ok_or_else(|| invalid!("{rel} is missing"))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Invalid(e.to_string()))?;
     let mask = ProjectionMask::columns(builder.parquet_schema(), ["_offset"]);
     let reader = builder
         .with_projection(mask)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Invalid(e.to_string()))?;
     let mut out = Vec::new();
     for batch in reader {
-        let batch = batch.map_err(|e| e.to_string())?;
+        let batch = batch.map_err(|e| Invalid(e.to_string()))?;
         let col = batch
             .column_by_name("_offset")
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-            .ok_or_else(|| format!("{rel} has no Int64 `_offset` column"))?;
+            .ok_or_else(|| invalid!("{rel} has no Int64 `_offset` column"))?;
         if col.null_count() > 0 {
-            return Err(format!("{rel}: null `_offset` values"));
+            return Err(invalid!("{rel}: null `_offset` values"));
         }
         out.extend(col.values().iter().copied());
     }
@@ -192,36 +194,36 @@ pub(super) async fn check_file(m: &Manifest, rel: &str, bytes: u64, rows: u64) -
         }),
         Err(error) => out.push(Violation::UnreadableFooter {
             path: rel.to_string(),
-            error,
+            error: error.0,
         }),
     }
     out
 }
 
 /// The row count in a Parquet file's footer, read with two range requests.
-async fn footer_rows(m: &Manifest, rel: &str, size: u64) -> Result<u64, String> {
+async fn footer_rows(m: &Manifest, rel: &str, size: u64) -> Result<u64, Invalid> {
     if size < 12 {
-        return Err(format!("{size} bytes is too small for a Parquet file"));
+        return Err(invalid!("{size} bytes is too small for a Parquet file"));
     }
     let tail = m
         .store()
         .get_range(rel, size - 8..size)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Invalid(e.to_string()))?;
     if &tail[4..8] != b"PAR1" {
         return Err("no Parquet magic at the end".into());
     }
     let len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
     if len + 12 > size {
-        return Err(format!("footer length {len} exceeds the file"));
+        return Err(invalid!("footer length {len} exceeds the file"));
     }
     let footer = m
         .store()
         .get_range(rel, size - 8 - len..size - 8)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Invalid(e.to_string()))?;
     let md = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Invalid(e.to_string()))?;
     Ok(md.file_metadata().num_rows().max(0) as u64)
 }
 

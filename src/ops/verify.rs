@@ -347,26 +347,16 @@ pub fn render(report: &VerifyReport) -> Result<String, serde_json::Error> {
 mod tests {
     use super::*;
 
-    use crate::table::entry::{Entry, EntryKind, OffsetRange};
+    use crate::table::entry::Entry;
     use object_store::memory::InMemory;
     use std::sync::Arc;
 
     fn entry(ranges: &[(i64, i64)]) -> Entry {
-        Entry {
-            format: 1,
-            seq: 0,
-            kind: EntryKind::Append,
-            commit_id: uuid::Uuid::new_v4().to_string(),
-            writer: "t".into(),
-            committed_at_ms: 0,
-            ranges: ranges
-                .iter()
-                .map(|&(from, to)| OffsetRange::new("t", 0, from, to))
-                .collect(),
-            files: vec![],
-            dead_letters: vec![],
-            removed: vec![],
-        }
+        let ranges: Vec<(&str, i32, i64, i64)> = ranges
+            .iter()
+            .map(|&(from, to)| ("t", 0, from, to))
+            .collect();
+        crate::table::entry::test_entry(&ranges)
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use crate::error::{LoadError, Result};
+use crate::error::{LoadError, ManifestError, Result};
 use crate::table::entry::{
     DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, FORMAT_VERSION,
 };
@@ -224,11 +224,13 @@ impl Written {
         &self.entry
     }
 
-    /// Stage 3: publishes the entry with one conditional put, re-reading and re-checking after
-    /// every put that was not plainly created.
+    /// Stage 3: publishes the entry with one conditional put, re-reading the log after every
+    /// put that was not plainly created.
     pub fn publish(self, c: &Committer) -> Result<Outcome> {
         let mut entry = self.entry;
         let (mut refused, mut orphaned, mut conflicts) = (Vec::new(), Vec::new(), 0u32);
+        // The answer of a put that did not plainly create the entry.
+        let mut unsure: Option<std::result::Result<Created, ManifestError>> = None;
         let mut s = lock(&c.state);
         let outcome = loop {
             // The one place that decides whether a put of ours landed: the log says so.
@@ -241,22 +243,22 @@ impl Written {
                     conflicts,
                 };
             }
+            match unsure.take() {
+                Some(Err(e)) => return Err(e.into()), // not in the log: it failed
+                Some(Ok(_)) => conflicts += 1,        // taken by another writer
+                None => {}
+            }
             let now = s.check(&entry);
             if !now.is_empty() {
+                // A replace is all or nothing; so is a refusal no partition can be dropped for.
                 let whole =
                     entry.kind == EntryKind::Replace || now.iter().any(|r| !r.is_partition_local());
-                let gone: Vec<(String, i32)> = if whole {
-                    entry
-                        .ranges
-                        .iter()
-                        .map(|r| (r.topic.clone(), r.partition))
-                        .collect()
-                } else {
-                    now.iter()
-                        .filter_map(|r| r.partition())
-                        .map(|(t, p)| (t.to_string(), p))
-                        .collect()
-                };
+                let gone: Vec<(String, i32)> = entry
+                    .ranges
+                    .iter()
+                    .filter(|r| whole || now.iter().any(|x| x.names(&r.topic, r.partition)))
+                    .map(|r| (r.topic.clone(), r.partition))
+                    .collect();
                 orphaned.extend(entry.drop_partitions(&gone));
                 refused.extend(now);
                 if entry.ranges.is_empty() {
@@ -277,21 +279,9 @@ impl Written {
                         conflicts,
                     };
                 }
-                // Taken — by another writer, or by an earlier attempt of ours: re-read.
-                Ok(Created::AlreadyThere { .. }) => conflicts += 1,
-                Err(e) => {
-                    // Maybe landed although the answer was lost: only the log can tell.
-                    let applied = c.rt.block_on(c.manifest.refresh(&mut s))?;
-                    if let Some((seq, _)) = applied.iter().find(|(_, id)| *id == entry.commit_id) {
-                        entry.seq = *seq;
-                        break Outcome::Published {
-                            entry,
-                            refused,
-                            conflicts,
-                        };
-                    }
-                    return Err(e.into());
-                }
+                // Already there (another writer's, or a retried put of ours) or an error
+                // (landed or not): the next read of the log tells.
+                answer => unsure = Some(answer),
             }
         };
         drop(s);

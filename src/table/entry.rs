@@ -197,6 +197,26 @@ impl Entry {
     }
 }
 
+/// An append entry of `(topic, partition, from, to)` ranges with no files, for tests.
+#[cfg(test)]
+pub(crate) fn test_entry(ranges: &[(&str, i32, i64, i64)]) -> Entry {
+    Entry {
+        format: FORMAT_VERSION,
+        seq: 0,
+        kind: EntryKind::Append,
+        commit_id: uuid::Uuid::new_v4().to_string(),
+        writer: "test".into(),
+        committed_at_ms: 1,
+        ranges: ranges
+            .iter()
+            .map(|(t, p, f, to)| OffsetRange::new(t, *p, *f, *to))
+            .collect(),
+        files: vec![],
+        dead_letters: vec![],
+        removed: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

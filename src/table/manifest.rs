@@ -193,26 +193,8 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::entry::{EntryKind, OffsetRange};
+    use crate::table::entry::test_entry as entry;
     use object_store::memory::InMemory;
-
-    pub(crate) fn entry(ranges: &[(&str, i32, i64, i64)]) -> Entry {
-        Entry {
-            format: FORMAT_VERSION,
-            seq: 0,
-            kind: EntryKind::Append,
-            commit_id: uuid::Uuid::new_v4().to_string(),
-            writer: "test".into(),
-            committed_at_ms: 1,
-            ranges: ranges
-                .iter()
-                .map(|(t, p, f, to)| OffsetRange::new(t, *p, *f, *to))
-                .collect(),
-            files: vec![],
-            dead_letters: vec![],
-            removed: vec![],
-        }
-    }
 
     /// Appends without any check (the committer checks): the log alone.
     async fn append(m: &Manifest, s: &mut TableState, mut e: Entry) -> Created {

@@ -318,24 +318,7 @@ impl TableState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entry(ranges: &[(&str, i32, i64, i64)]) -> Entry {
-        Entry {
-            format: FORMAT_VERSION,
-            seq: 0,
-            kind: EntryKind::Append,
-            commit_id: "c".into(),
-            writer: "test".into(),
-            committed_at_ms: 1,
-            ranges: ranges
-                .iter()
-                .map(|(t, p, f, to)| OffsetRange::new(t, *p, *f, *to))
-                .collect(),
-            files: vec![],
-            dead_letters: vec![],
-            removed: vec![],
-        }
-    }
+    use crate::table::entry::test_entry as entry;
 
     #[test]
     fn a_range_adds_up_only_when_its_offsets_are_rows_dead_letters_or_non_records() {

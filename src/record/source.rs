@@ -238,7 +238,9 @@ pub fn commit_group_offsets<C: ConsumerContext>(
     }
     let mut list = TopicPartitionList::new();
     for ((t, p), o) in offsets {
-        let _ = list.add_partition_offset(t, *p, Offset::Offset(*o));
+        if let Err(e) = list.add_partition_offset(t, *p, Offset::Offset(*o)) {
+            tracing::debug!(topic = %t, partition = p, error = %e, "advisory group offset not set");
+        }
     }
     let r: KafkaResult<()> = consumer.commit(&list, rdkafka::consumer::CommitMode::Async);
     if let Err(e) = r {
@@ -284,7 +286,11 @@ pub fn served_high_watermarks(
     let mut list = TopicPartitionList::new();
     for (t, p) in parts {
         let (low, high) = listed.get(&(t.clone(), *p)).copied().unwrap_or((0, 0));
-        let _ = list.add_partition_offset(t, *p, Offset::Offset((high - 1).max(low)));
+        list.add_partition_offset(t, *p, Offset::Offset((high - 1).max(low)))
+            .map_err(|source| LoadError::Kafka {
+                context: format!("positioning {t}/{p} for a watermark lookup"),
+                source,
+            })?;
     }
     consumer.assign(&list).map_err(|source| LoadError::Kafka {
         context: "assigning partitions for a watermark lookup".into(),

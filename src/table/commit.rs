@@ -192,15 +192,13 @@ impl Prepared {
         for (f, size) in files.iter_mut().zip(sizes) {
             f.bytes = size;
         }
-        let mut dead_files = Vec::with_capacity(dead.len());
-        c.rt.block_on(async {
-            for (mut d, body) in dead {
-                d.bytes = body.len() as u64;
-                upload::put_fresh(store, &d.path, Bytes::from(body)).await?;
-                dead_files.push(d);
-            }
-            Ok::<_, LoadError>(())
-        })?;
+        let (mut dead_files, bodies): (Vec<DeadLetterFile>, Vec<Bytes>) =
+            dead.into_iter().map(|(d, b)| (d, Bytes::from(b))).unzip();
+        for (d, b) in dead_files.iter_mut().zip(&bodies) {
+            d.bytes = b.len() as u64;
+        }
+        let uploads = dead_files.iter().map(|d| d.path.as_str()).zip(bodies);
+        c.rt.block_on(upload::upload_all(store, uploads))?;
         crate::failpoint::hit("after-upload");
         Ok(Written {
             entry: Entry {

@@ -90,6 +90,16 @@ where
         .collect()
 }
 
+/// Puts already encoded bodies under fresh names, several at once.
+pub async fn upload_all<'a>(
+    store: &TableStore,
+    bodies: impl IntoIterator<Item = (&'a str, Bytes)>,
+) -> Result<()> {
+    futures::stream::iter(bodies.into_iter().map(Ok::<_, LoadError>))
+        .try_for_each_concurrent(UPLOADS, |(rel, body)| put_fresh(store, rel, body))
+        .await
+}
+
 /// Puts a body under a name no one else uses: already there is only acceptable when an
 /// earlier attempt of this put may have landed.
 pub async fn put_fresh(store: &TableStore, rel: &str, body: Bytes) -> Result<()> {

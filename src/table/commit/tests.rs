@@ -465,3 +465,34 @@ fn a_replace_whose_files_were_replaced_meanwhile_publishes_nothing() {
     assert!(!exists(&b, &b_new));
     assert_eq!(log_len(&b), 2);
 }
+
+#[test]
+fn dead_letters_are_uploaded_and_counted_in_the_range() {
+    let store = Arc::new(Scripted::default());
+    let a = committer(&store, "a", 3);
+    let mut p = proposals(&[(0, 0, 10)]);
+    p[0].rows = 8;
+    p[0].dead_letters = 2;
+    let (prepared, refused) = a.prepare(EntryKind::Append, p, vec![]).unwrap();
+    assert!(refused.is_empty());
+    let mut data = file(&prepared.ranges()[0]);
+    data.rows = 8;
+    let dead = DeadLetterFile {
+        path: "_sluice/dead_letters/t-0/x.parquet".into(),
+        bytes: 0,
+        topic: "t".into(),
+        partition: 0,
+        offsets: vec![3, 7],
+    };
+    store.fail("dead_letters", Fault::Before); // retried
+    let w = prepared
+        .write(&a, vec![data], vec![(dead, b"dead body".to_vec())], |_| {
+            Ok(b"rows".to_vec())
+        })
+        .unwrap();
+    let (e, _, _) = published(w.publish(&a).unwrap());
+    assert_eq!(e.dead_letters[0].bytes, 9);
+    assert_eq!(e.files[0].bytes, 4);
+    assert!(exists(&a, "_sluice/dead_letters/t-0/x.parquet"));
+    assert_eq!(e.unaccounted(), vec![]);
+}

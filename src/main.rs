@@ -393,11 +393,12 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
 
 fn gc(a: GcArgs) -> anyhow::Result<()> {
     let job = Job::load(&a.job)?;
-    let older_than_ms = sluice::record::window::parse_duration_ms(&a.older_than)
+    let older_than = sluice::record::window::parse_duration_ms(&a.older_than)
+        .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
         .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
     let rt = runtime()?;
     let manifest = sluice::open_manifest(&job)?;
-    let report = rt.block_on(ops::gc::gc(&manifest, older_than_ms, a.dry_run))?;
+    let report = rt.block_on(ops::gc::gc(&manifest, older_than, a.dry_run))?;
     let verb = if a.dry_run { "would delete" } else { "deleted" };
     for p in &report.deleted {
         println!("{verb} {p}");

@@ -29,10 +29,10 @@ fn is_sluice_data_file(rel: &str) -> bool {
 }
 
 /// Deletes the table's data and dead-letter files that no manifest entry references and that
-/// were last modified more than `older_than_ms` ago.
+/// were last modified more than `older_than` ago.
 pub async fn gc(
     m: &Manifest,
-    older_than_ms: i64,
+    older_than: std::time::Duration,
     dry_run: bool,
 ) -> Result<GcReport, ManifestError> {
     // List first, read the manifest second: a file committed in between is then referenced.
@@ -44,7 +44,10 @@ pub async fn gc(
         .map(|f| f.path.as_str())
         .chain(state.dead_letters.iter().map(|d| d.path.as_str()))
         .collect();
-    let cutoff = chrono::Utc::now() - chrono::Duration::milliseconds(older_than_ms);
+    let older_than = chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+    let cutoff = chrono::Utc::now()
+        .checked_sub_signed(older_than)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
     let mut report = GcReport {
         dry_run,
         ..Default::default()

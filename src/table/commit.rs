@@ -10,7 +10,8 @@
 //!   └► Outcome::Published { entry } |              our entry in it? published (a lost answer);
 //!      Outcome::Refused { refused }                refusals? drop those partitions, delete their
 //!                                                  files; else one create-only put of seq + 1:
-//!                                                  created → published; taken → loop
+//!                                                  created → published; already there → loop;
+//!                                                  error → loop once: ours, or the error
 //! ```
 //!
 //! Only [`Written::publish`] decides whether an entry of ours landed, and only by reading the

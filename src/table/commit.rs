@@ -243,8 +243,14 @@ impl Written {
                 };
             }
             match unsure.take() {
-                Some(Err(e)) => return Err(e.into()), // not in the log: it failed
-                Some(Ok(_)) => conflicts += 1,        // taken by another writer
+                Some(Err(e)) => {
+                    // Not in the log: it failed. Files of partitions dropped meanwhile go now;
+                    // the rest stay for a retry of the caller or for gc.
+                    drop(s);
+                    c.rt.block_on(upload::delete_best_effort(c.manifest.store(), &orphaned));
+                    return Err(e.into());
+                }
+                Some(Ok(_)) => conflicts += 1, // taken by another writer
                 None => {}
             }
             let now = s.check(&entry);

@@ -12,6 +12,7 @@ use sluice::config::{redact_url, Job};
 use sluice::load::{Loader, Run};
 use sluice::ops;
 use sluice::record::source;
+use sluice::table::manifest::Manifest;
 
 /// Kafka to event-time windowed Parquet on object storage, exactly once.
 #[derive(Parser)]
@@ -215,6 +216,11 @@ fn runtime() -> anyhow::Result<Arc<tokio::runtime::Runtime>> {
     ))
 }
 
+/// A runtime and the job's table.
+fn open_table(job: &Job) -> anyhow::Result<(Arc<tokio::runtime::Runtime>, Manifest)> {
+    Ok((runtime()?, sluice::open_manifest(job)?))
+}
+
 /// A flag set on SIGINT or SIGTERM.
 fn shutdown_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -308,8 +314,7 @@ fn backfill(a: BackfillArgs) -> anyhow::Result<()> {
                 .context("--to takes an offset or `latest`")?,
         ),
     };
-    let rt = runtime()?;
-    let manifest = sluice::open_manifest(&job)?;
+    let (rt, manifest) = open_table(&job)?;
     let state = rt.block_on(manifest.load())?;
     let consumer = source::lookup_consumer(&job)?;
     let mut parts = source::all_partitions(&consumer, &job.topics, LOOKUP_TIMEOUT)?;
@@ -355,8 +360,7 @@ fn backfill(a: BackfillArgs) -> anyhow::Result<()> {
 
 fn status(a: StatusArgs) -> anyhow::Result<()> {
     let job = Job::load(&a.job)?;
-    let rt = runtime()?;
-    let manifest = sluice::open_manifest(&job)?;
+    let (rt, manifest) = open_table(&job)?;
     let state = rt.block_on(manifest.load())?;
     let parts = {
         let consumer = source::lookup_consumer(&job)?;
@@ -374,8 +378,7 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
 
 fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let job = Job::load(&a.job)?;
-    let rt = runtime()?;
-    let manifest = sluice::open_manifest(&job)?;
+    let (rt, manifest) = open_table(&job)?;
     let mut report = rt.block_on(ops::verify::verify(&manifest))?;
     if a.kafka {
         ops::verify::check_with_kafka(&job, &mut report)?;
@@ -396,8 +399,7 @@ fn gc(a: GcArgs) -> anyhow::Result<()> {
     let older_than = sluice::record::window::parse_duration_ms(&a.older_than)
         .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
         .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
-    let rt = runtime()?;
-    let manifest = sluice::open_manifest(&job)?;
+    let (rt, manifest) = open_table(&job)?;
     let report = rt.block_on(ops::gc::gc(&manifest, older_than, a.dry_run))?;
     let verb = if a.dry_run { "would delete" } else { "deleted" };
     for p in &report.deleted {
@@ -416,8 +418,7 @@ fn gc(a: GcArgs) -> anyhow::Result<()> {
 
 fn files(a: FilesArgs) -> anyhow::Result<()> {
     let job = Job::load(&a.job)?;
-    let rt = runtime()?;
-    let manifest = sluice::open_manifest(&job)?;
+    let (rt, manifest) = open_table(&job)?;
     let state = rt.block_on(manifest.load())?;
     let base = redact_url(&job.storage_url);
     let base = base.trim_end_matches('/');

@@ -401,9 +401,11 @@ fn resume(ctx: &Ctx, entries: u64) -> (f64, f64) {
                 min_event_ms: 0,
                 max_event_ms: 0,
                 schema_fingerprint: parsed.schema.fingerprint.clone(),
+                stats: None,
             }],
             dead_letters: vec![],
             removed: vec![],
+            schema: None,
         };
         std::fs::write(
             dir.join(format!("{seq:020}.json")),

@@ -37,6 +37,15 @@ struct RawJob {
     parquet: Option<RawParquet>,
     commit: Option<RawCommit>,
     bad_records: Option<RawBadRecords>,
+    delta: Option<RawDelta>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelta {
+    enabled: Option<bool>,
+    checkpoint_every: Option<u64>,
+    retention: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +180,17 @@ pub struct Job {
     pub commit: CommitPolicy,
     pub checkpoint_every: u64,
     pub bad_records: BadRecordPolicy,
+    /// The Delta Lake log kept beside the manifest (`None`: `[delta] enabled = false`).
+    pub delta: Option<DeltaConfig>,
+}
+
+/// `[delta]`: how the table's Delta log is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaConfig {
+    /// A Parquet checkpoint every this many versions.
+    pub checkpoint_every: u64,
+    /// How long a removed file stays readable by time travel; `gc` keeps it as long.
+    pub retention: Duration,
 }
 
 /// When a loader commits: every `interval`, or sooner when its buffers reach a limit.
@@ -208,6 +228,9 @@ pub mod defaults {
     pub const MAX_BUFFERED_BYTES: &str = "256MiB";
     pub const MAX_ROWS: usize = 5_000_000;
     pub const CHECKPOINT_EVERY: u64 = 100;
+    pub const DELTA_CHECKPOINT_EVERY: u64 = 100;
+    /// Delta's own default `delta.deletedFileRetentionDuration`.
+    pub const DELTA_RETENTION: &str = "7d";
 }
 
 impl Job {
@@ -426,6 +449,27 @@ impl Job {
             .and_then(|b| b.policy)
             .unwrap_or(BadRecordPolicy::DeadLetter);
 
+        let rd = raw.delta.as_ref();
+        let delta = match rd.and_then(|d| d.enabled).unwrap_or(true) {
+            false => None,
+            true => {
+                let checkpoint_every = rd
+                    .and_then(|d| d.checkpoint_every)
+                    .unwrap_or(defaults::DELTA_CHECKPOINT_EVERY);
+                if checkpoint_every == 0 {
+                    return Err(invalid("delta.checkpoint_every", "must be positive".into()));
+                }
+                let text = rd
+                    .and_then(|d| d.retention.as_deref())
+                    .unwrap_or(defaults::DELTA_RETENTION);
+                let ms = parse_duration_ms(text).map_err(|m| invalid("delta.retention", m.0))?;
+                Some(DeltaConfig {
+                    checkpoint_every,
+                    retention: Duration::from_millis(ms.unsigned_abs()),
+                })
+            }
+        };
+
         Ok(Job {
             path: path.to_path_buf(),
             name,
@@ -449,6 +493,7 @@ impl Job {
             },
             checkpoint_every,
             bad_records,
+            delta,
         })
     }
 }

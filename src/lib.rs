@@ -56,3 +56,40 @@ pub fn open_manifest(job: &config::Job) -> Result<Manifest> {
         .map_err(|e| invalid(format!("`{}`: {e}", config::redact_url(&job.storage_url))))?;
     Ok(Manifest::new(Arc::from(store), root, job.checkpoint_every))
 }
+
+/// The job's table schema as readers see it (Delta types, the layout's partition columns).
+pub fn schema_def(job: &config::Job) -> Result<table::entry::SchemaDef> {
+    table::delta::types::schema_def(
+        &job.schema.fingerprint,
+        job.layout.template(),
+        &job.schema.table,
+    )
+    .map_err(|e| {
+        ConfigError::Invalid {
+            path: job.path.clone(),
+            key: "schema.file".into(),
+            message: format!("cannot be stored as a Delta Lake table: {e}"),
+        }
+        .into()
+    })
+}
+
+/// The job's Delta log over `manifest`'s storage, unless `[delta] enabled = false`.
+pub fn open_delta(
+    job: &config::Job,
+    manifest: &Manifest,
+) -> Result<Option<table::delta::DeltaLog>> {
+    let Some(d) = job.delta else {
+        return Ok(None);
+    };
+    let settings = table::delta::DeltaSettings {
+        name: job.name.clone(),
+        schema: schema_def(job)?,
+        checkpoint_every: d.checkpoint_every,
+        retention: d.retention,
+    };
+    Ok(Some(table::delta::DeltaLog::new(
+        manifest.store().clone(),
+        settings,
+    )))
+}

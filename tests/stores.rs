@@ -125,9 +125,10 @@ fn commit(c: &Committer, p: i32, from: i64, to: i64) -> Outcome {
         min_event_ms: 0,
         max_event_ms: 0,
         schema_fingerprint: "f".into(),
+        stats: None,
     };
     let written = prepared
-        .write(c, vec![file], vec![], |_| Ok(b"body".to_vec()))
+        .write(c, vec![file], vec![], |_| Ok(b"body".to_vec().into()))
         .unwrap();
     written.publish(c).unwrap()
 }

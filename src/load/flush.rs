@@ -14,7 +14,8 @@ use crate::load::Run;
 use crate::record::buffer::{PartitionBuffer, WindowRows};
 use crate::record::encode;
 use crate::record::source::{self, LoaderContext};
-use crate::table::commit::{Outcome, Proposal};
+use crate::table::commit::{Encoded, Outcome, Proposal};
+use crate::table::delta::stats::file_stats;
 use crate::table::entry::{DataFile, DeadLetterFile, Entry, OffsetRange, DEAD_LETTER_DIR};
 use crate::table::state::Refusal;
 
@@ -107,9 +108,14 @@ impl Loader {
                 context: format!("gathering the rows of {}", paths[i]),
                 source,
             })?;
-            encode::encode(schema, &batches, props).map_err(|source| LoadError::Encode {
-                path: paths[i].to_string(),
-                source,
+            let body =
+                encode::encode(schema, &batches, props).map_err(|source| LoadError::Encode {
+                    path: paths[i].to_string(),
+                    source,
+                })?;
+            Ok(Encoded {
+                body,
+                stats: Some(file_stats(&batches)),
             })
         })?;
         match written.publish(&self.committer)? {
@@ -161,6 +167,7 @@ impl Loader {
             min_event_ms: w.min_event_ms,
             max_event_ms: w.max_event_ms,
             schema_fingerprint: self.job.schema.fingerprint.clone(),
+            stats: None,
         })
     }
 

@@ -64,7 +64,9 @@ impl Loader {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let committer = Committer::open(manifest, rt, writer)?;
+        let schema = crate::schema_def(&job)?;
+        let delta = crate::open_delta(&job, &manifest)?;
+        let committer = Committer::open(manifest, rt, writer)?.with_table(schema, delta);
         Ok(Loader {
             props: encode::writer_properties(job.compression, job.row_group_rows),
             job,

@@ -194,6 +194,7 @@ mod tests {
             min_event_ms: 0,
             max_event_ms: 0,
             schema_fingerprint: String::new(),
+            stats: None,
         }
     }
 
@@ -215,6 +216,7 @@ mod tests {
             ],
             dead_letters: vec![],
             removed: vec![],
+            schema: None,
         })
         .unwrap();
         s

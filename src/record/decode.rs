@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMillisecondArray,
+    TimestampMicrosecondArray,
 };
-use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::compute::{cast, concat_batches, filter_record_batch};
 use arrow::json::reader::{Decoder, ReaderBuilder};
 
 use crate::config::EventTime;
@@ -489,7 +489,16 @@ impl ChunkDecoder {
             concat_batches(&self.schema.payload, &batches)?
         };
         let n = rows.len();
-        let mut columns: Vec<ArrayRef> = payload.columns().to_vec();
+        // Decoded with the Avro types, stored with the Delta ones (microsecond timestamps...).
+        let mut columns: Vec<ArrayRef> = payload
+            .columns()
+            .iter()
+            .zip(self.schema.table.fields())
+            .map(|(c, f)| match c.data_type() == f.data_type() {
+                true => Ok(c.clone()),
+                false => cast(c, f.data_type()),
+            })
+            .collect::<Result<_, _>>()?;
         columns.push(Arc::new(StringArray::from_iter_values(
             std::iter::repeat_n(topic, n),
         )));
@@ -498,8 +507,12 @@ impl ChunkDecoder {
             rows.iter().map(|&i| chunk.offsets[i as usize]),
         )));
         columns.push(Arc::new(
-            TimestampMillisecondArray::from_iter(rows.iter().map(|&i| chunk.timestamp(i as usize)))
-                .with_timezone("+00:00"),
+            TimestampMicrosecondArray::from_iter(rows.iter().map(|&i| {
+                chunk
+                    .timestamp(i as usize)
+                    .and_then(|ms| ms.checked_mul(1000))
+            }))
+            .with_timezone("+00:00"),
         ));
         Ok(Some(RecordBatch::try_new(
             self.schema.table.clone(),

@@ -4,6 +4,11 @@
 //! arrays lists, maps `Map<Utf8, T>`; the logical types timestamp-millis/-micros, date,
 //! time-millis/-micros and decimal get their Arrow types. Every table row also carries the
 //! source columns [`TOPIC_COL`], [`PARTITION_COL`], [`OFFSET_COL`] and [`KAFKA_TS_COL`].
+//!
+//! Payloads are decoded with the Avro types ([`TableSchema::payload`]); the data files store
+//! what Delta Lake readers expect ([`TableSchema::table`], see [`storage_type`]): timestamps as
+//! UTC (or local) microseconds, times of day as plain integers in their Avro unit, fixed as
+//! binary. Decimals wider than 38 digits are refused: no Delta reader takes them.
 
 use crate::error::{invalid, Invalid};
 use std::path::Path;
@@ -82,13 +87,13 @@ impl TableSchema {
             }
         }
         let payload = Arc::new(Schema::new(fields.clone()));
-        let mut all: Vec<Arc<Field>> = fields.iter().cloned().collect();
+        let mut all: Vec<Arc<Field>> = fields.iter().map(|f| storage_field(f)).collect();
         all.push(Arc::new(Field::new(TOPIC_COL, DataType::Utf8, false)));
         all.push(Arc::new(Field::new(PARTITION_COL, DataType::Int32, false)));
         all.push(Arc::new(Field::new(OFFSET_COL, DataType::Int64, false)));
         all.push(Arc::new(Field::new(
             KAFKA_TS_COL,
-            DataType::Timestamp(TimeUnit::Millisecond, Some("+00:00".into())),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
             true,
         )));
         Ok(TableSchema {
@@ -126,6 +131,34 @@ impl TableSchema {
                 f.map(|f| format!(" with format `{f}`")).unwrap_or_default()
             )),
         }
+    }
+}
+
+/// How a decoded Arrow type is stored in the data files: the type Delta Lake readers expect.
+/// Timestamps become microseconds (Delta's `timestamp` / `timestamp_ntz`), times of day plain
+/// integers in their Avro unit (Delta has no time type), fixed-size binary plain binary;
+/// everything else, nested types included, keeps its shape.
+pub fn storage_type(dt: &DataType) -> DataType {
+    match dt {
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        DataType::Time32(_) => DataType::Int32,
+        DataType::Time64(_) => DataType::Int64,
+        DataType::FixedSizeBinary(_) => DataType::Binary,
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|f| storage_field(f)).collect())
+        }
+        DataType::List(item) => DataType::List(storage_field(item)),
+        DataType::Map(entries, sorted) => DataType::Map(storage_field(entries), *sorted),
+        other => other.clone(),
+    }
+}
+
+fn storage_field(f: &Arc<Field>) -> Arc<Field> {
+    let dt = storage_type(f.data_type());
+    if &dt == f.data_type() {
+        f.clone()
+    } else {
+        Arc::new(f.as_ref().clone().with_data_type(dt))
     }
 }
 
@@ -315,16 +348,13 @@ fn logical_type(
                 .and_then(Value::as_u64)
                 .ok_or("decimal without `precision`")?;
             let scale = o.get("scale").and_then(Value::as_i64).unwrap_or(0);
-            if precision == 0 || precision > 76 || scale < 0 || scale as u64 > precision {
+            // Delta Lake (and Spark, Trino, BigQuery) stop at 38 digits.
+            if precision == 0 || precision > 38 || scale < 0 || scale as u64 > precision {
                 return Err(invalid!(
-                    "decimal({precision}, {scale}) is out of range (precision 1..=76, 0 <= scale <= precision)"
+                    "decimal({precision}, {scale}) is out of range (precision 1..=38, the most Delta Lake readers take; 0 <= scale <= precision)"
                 ));
             }
-            if precision <= 38 {
-                DataType::Decimal128(precision as u8, scale as i8)
-            } else {
-                DataType::Decimal256(precision as u8, scale as i8)
-            }
+            DataType::Decimal128(precision as u8, scale as i8)
         }
         // Unknown logical types fall back to the underlying type, as the Avro spec says.
         _ => return Ok(None),

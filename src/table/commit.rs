@@ -18,14 +18,19 @@
 //! log for its `commit_id`: a put that failed, timed out or found its sequence number taken is
 //! followed by a re-read, never trusted. The loader, backfills, compaction and table-format
 //! writers all publish through here.
+//!
+//! After each publish (and on open, and before each commit) the committer brings the table's
+//! Delta log up to the manifest ([`crate::table::delta`]); a failure there is logged and never
+//! fails the load, which the manifest alone makes exactly once.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
 use crate::error::{LoadError, ManifestError, Result};
+use crate::table::delta::{DeltaError, DeltaLog};
 use crate::table::entry::{
-    DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, FORMAT_VERSION,
+    DataFile, DeadLetterFile, Entry, EntryKind, FileStats, OffsetRange, SchemaDef, FORMAT_VERSION,
 };
 use crate::table::manifest::Manifest;
 use crate::table::state::{Refusal, TableState};
@@ -38,6 +43,22 @@ pub struct Committer {
     state: Arc<Mutex<TableState>>,
     rt: Arc<tokio::runtime::Runtime>,
     writer: String,
+    /// The schema this writer's files have, recorded in the entries where it takes effect.
+    schema: Option<SchemaDef>,
+    delta: Option<Arc<DeltaLog>>,
+}
+
+/// A data file's encoded body and the statistics of its rows.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub body: Vec<u8>,
+    pub stats: Option<FileStats>,
+}
+
+impl From<Vec<u8>> for Encoded {
+    fn from(body: Vec<u8>) -> Self {
+        Encoded { body, stats: None }
+    }
 }
 
 /// One partition's range as a writer proposes it, with what its files will hold.
@@ -98,7 +119,41 @@ impl Committer {
             state: Arc::new(Mutex::new(state)),
             rt,
             writer,
+            schema: None,
+            delta: None,
         })
+    }
+
+    /// Records `schema` in the entries where it takes effect, and keeps `delta` (the table's
+    /// Delta log) in step with the manifest, starting now.
+    pub fn with_table(mut self, schema: SchemaDef, delta: Option<DeltaLog>) -> Self {
+        self.schema = Some(schema);
+        self.delta = delta.map(Arc::new);
+        self.sync_delta(None);
+        self
+    }
+
+    /// Brings the Delta log up to the manifest as last read; `fresh` is an entry just
+    /// published. Returns the versions written. Errors are the caller's to report.
+    pub fn delta_sync(&self, fresh: Option<&Entry>) -> std::result::Result<u64, DeltaError> {
+        let Some(delta) = &self.delta else {
+            return Ok(0);
+        };
+        let head = lock(&self.state).seq;
+        self.rt.block_on(delta.sync(&self.manifest, head, fresh))
+    }
+
+    /// [`Committer::delta_sync`], logging a failure (the load goes on: the manifest is the
+    /// truth, and the next commit tries again).
+    fn sync_delta(&self, fresh: Option<&Entry>) {
+        match self.delta_sync(fresh) {
+            Ok(_) => {}
+            Err(e @ DeltaError::Foreign { .. }) => tracing::error!(error = %e, "Delta log"),
+            Err(DeltaError::Stopped(_)) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not bring the Delta log up to the manifest; trying again at the next commit")
+            }
+        }
     }
 
     pub fn runtime(&self) -> Arc<tokio::runtime::Runtime> {
@@ -128,6 +183,8 @@ impl Committer {
             self.rt.block_on(self.manifest.refresh(&mut s))?;
             s.check_ranges(kind, &ranges, &removed)
         };
+        // Entries other writers published (and perhaps did not project before they died).
+        self.sync_delta(None);
         refused.extend(proposals.iter().filter_map(|p| {
             p.range
                 .unaccounted(p.rows, p.dead_letters)
@@ -164,7 +221,7 @@ impl Prepared {
         encode: F,
     ) -> Result<Written>
     where
-        F: Fn(usize) -> Result<Vec<u8>> + Sync,
+        F: Fn(usize) -> Result<Encoded> + Sync,
     {
         let unprepared = files
             .iter()
@@ -189,9 +246,10 @@ impl Prepared {
                 weight: f.rows,
             })
             .collect();
-        let sizes = upload::encode_and_upload(&c.rt, store, &pending, encode)?;
-        for (f, size) in files.iter_mut().zip(sizes) {
+        let encoded = upload::encode_and_upload(&c.rt, store, &pending, encode)?;
+        for (f, (size, stats)) in files.iter_mut().zip(encoded) {
             f.bytes = size;
+            f.stats = stats;
         }
         let (mut dead_files, bodies): (Vec<DeadLetterFile>, Vec<Bytes>) =
             dead.into_iter().map(|(d, b)| (d, Bytes::from(b))).unzip();
@@ -213,6 +271,7 @@ impl Prepared {
                 files,
                 dead_letters: dead_files,
                 removed: self.removed,
+                schema: None,
             },
         })
     }
@@ -272,6 +331,11 @@ impl Written {
                 continue;
             }
             entry.seq = s.seq + 1;
+            // The schema is recorded where it takes effect: a new table, a changed schema.
+            entry.schema = c
+                .schema
+                .clone()
+                .filter(|mine| s.schema.as_ref() != Some(mine));
             crate::failpoint::hit("manifest-put");
             match c.rt.block_on(c.manifest.put_entry(&entry)) {
                 Ok(Created::New) => {
@@ -291,6 +355,9 @@ impl Written {
         };
         drop(s);
         c.rt.block_on(upload::delete_best_effort(c.manifest.store(), &orphaned));
+        if let Outcome::Published { entry, .. } = &outcome {
+            c.sync_delta(Some(entry));
+        }
         Ok(outcome)
     }
 }

@@ -1,6 +1,8 @@
 //! A manifest entry: one commit, the files it adds and removes and the offset ranges they
 //! account for.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::Unaccounted;
@@ -30,6 +32,41 @@ pub struct DataFile {
     pub min_event_ms: i64,
     pub max_event_ms: i64,
     pub schema_fingerprint: String,
+    /// Per-column statistics of the file's rows, for readers to skip files (Delta `stats`).
+    /// `None` in entries written before sluice recorded them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<FileStats>,
+}
+
+/// Column statistics of a data file, keyed by top-level column name, with values in Delta
+/// Lake's JSON form (numbers; strings; `YYYY-MM-DD` dates; RFC 3339 UTC timestamps with
+/// microseconds). A column without a min/max (nested, too long a string, NaN) is left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStats {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub min: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nulls: BTreeMap<String, u64>,
+}
+
+/// The table's schema as readers see it, recorded in the first entry written with it (and
+/// again whenever the schema file or the layout changes), so that any writer can project any
+/// entry into the Delta log without the job file that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaDef {
+    /// Fingerprint of the schema file.
+    pub fingerprint: String,
+    /// The window layout the data files' folders follow.
+    pub layout: String,
+    /// The Delta Lake schema: a `struct` type as JSON, partition columns included.
+    pub columns: String,
+    /// The partition columns (the layout's Hive-style `name=` folders), in order.
+    pub partition_columns: Vec<String>,
+    /// Delta table features the schema needs (`timestampNtz`); none for most tables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 /// A committed dead-letter file: records of one topic-partition that could not be loaded.
@@ -136,6 +173,10 @@ pub struct Entry {
     /// Paths of data and dead-letter files this entry takes out of the table (`Replace`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
+    /// The table's schema from this entry on, when it differs from the one in force (always
+    /// in the first entry sluice writes with a schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaDef>,
 }
 
 impl Entry {
@@ -214,6 +255,7 @@ pub(crate) fn test_entry(ranges: &[(&str, i32, i64, i64)]) -> Entry {
         files: vec![],
         dead_letters: vec![],
         removed: vec![],
+        schema: None,
     }
 }
 

@@ -7,12 +7,14 @@
 //! - [`manifest`]: reading and writing the log and its checkpoints.
 //! - [`upload`]: encoding and uploading a commit's files on every core.
 //! - [`commit`]: prepare → write → publish, the exactly-once protocol on one screen.
+//! - [`delta`]: the Delta Lake log, the manifest's projection that every engine reads.
 //!
 //! Nothing here touches Kafka: the loader, compaction and any table format publish entries
 //! through [`commit`]. Modules here may import `config`, `error` and `record::encode`'s
 //! outputs, never `load` or `ops`.
 
 pub mod commit;
+pub mod delta;
 pub mod entry;
 pub mod manifest;
 pub mod state;

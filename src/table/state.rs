@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Fenced, ManifestError, Unaccounted};
 use crate::table::entry::{
-    DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, FORMAT_VERSION,
+    DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, SchemaDef, FORMAT_VERSION,
 };
 
 /// Why an entry cannot be published on top of the current state.
@@ -113,6 +113,9 @@ pub struct TableState {
     pub partitions: Vec<PartitionState>,
     pub files: Vec<DataFile>,
     pub dead_letters: Vec<DeadLetterFile>,
+    /// The schema in force: the last one an entry recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaDef>,
     #[serde(skip)]
     index: BTreeMap<(String, i32), usize>,
     /// The checkpoint this state was loaded from (`None`: replayed from the first entry).
@@ -309,6 +312,9 @@ impl TableState {
         }
         self.files.extend(e.files.iter().cloned());
         self.dead_letters.extend(e.dead_letters.iter().cloned());
+        if let Some(schema) = &e.schema {
+            self.schema = Some(schema.clone());
+        }
         self.seq = e.seq;
         self.format = FORMAT_VERSION;
         Ok(())

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 
 use crate::error::{LoadError, Result, StoreError};
+use crate::table::commit::Encoded;
+use crate::table::entry::FileStats;
 use crate::table::store::{Created, TableStore};
 
 /// Uploads in flight at once.
@@ -20,15 +22,15 @@ pub struct Pending<'a> {
 }
 
 /// Encodes `files[i]` with `encode(i)` on up to one thread per core and uploads each body under
-/// its (fresh, never reused) name. Returns each body's size, in `files`' order.
+/// its (fresh, never reused) name. Returns each body's size and statistics, in `files`' order.
 pub fn encode_and_upload<F>(
     rt: &tokio::runtime::Runtime,
     store: &TableStore,
     files: &[Pending<'_>],
     encode: F,
-) -> Result<Vec<u64>>
+) -> Result<Vec<(u64, Option<FileStats>)>>
 where
-    F: Fn(usize) -> Result<Vec<u8>> + Sync,
+    F: Fn(usize) -> Result<Encoded> + Sync,
 {
     if files.is_empty() {
         return Ok(Vec::new());
@@ -40,9 +42,10 @@ where
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(files[i].weight));
     let next = AtomicUsize::new(0);
-    let sizes: Mutex<Vec<Option<u64>>> = Mutex::new(vec![None; files.len()]);
+    let sizes: Mutex<Vec<Option<(u64, Option<FileStats>)>>> =
+        Mutex::new((0..files.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
-        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Result<Vec<u8>>)>(threads * 2);
+        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Result<Encoded>)>(threads * 2);
         for _ in 0..threads {
             let (tx, order, next, encode) = (tx.clone(), &order, &next, &encode);
             let encoder = std::thread::Builder::new().name("sluice-encode".into());
@@ -63,11 +66,11 @@ where
         rt.block_on(bodies.try_for_each_concurrent(UPLOADS, |(i, body)| {
             let sizes = &sizes;
             async move {
-                let body = body?;
+                let Encoded { body, stats } = body?;
                 let size = body.len() as u64;
                 put_fresh(store, files[i].rel, Bytes::from(body)).await?;
                 if let Ok(mut s) = sizes.lock() {
-                    s[i] = Some(size);
+                    s[i] = Some((size, stats));
                 }
                 Ok(())
             }

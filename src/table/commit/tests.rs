@@ -187,6 +187,7 @@ fn file(r: &OffsetRange) -> DataFile {
         min_event_ms: 0,
         max_event_ms: 0,
         schema_fingerprint: "f".into(),
+        stats: None,
     }
 }
 
@@ -195,7 +196,9 @@ fn written(c: &Committer, kind: EntryKind, ranges: &[(i32, i64, i64)]) -> (Writt
     let (prepared, refused) = c.prepare(kind, proposals(ranges), vec![]).unwrap();
     let files = prepared.ranges().iter().map(file).collect();
     let w = prepared
-        .write(c, files, vec![], |i| Ok(format!("body {i}").into_bytes()))
+        .write(c, files, vec![], |i| {
+            Ok(format!("body {i}").into_bytes().into())
+        })
         .unwrap();
     (w, refused)
 }
@@ -425,7 +428,7 @@ fn ranges_that_do_not_add_up_or_overlap_loaded_offsets_are_refused_before_writin
             &a,
             vec![file(&OffsetRange::new("t", 7, 0, 1))],
             vec![],
-            |_| Ok(vec![]),
+            |_| Ok(Vec::new().into()),
         )
         .unwrap_err();
     assert!(err.to_string().contains("no prepared range"), "{err}");
@@ -445,7 +448,7 @@ fn a_replace_whose_files_were_replaced_meanwhile_publishes_nothing() {
         assert!(refused.is_empty());
         let files = prepared.ranges().iter().map(file).collect();
         prepared
-            .write(c, files, vec![], |_| Ok(b"new".to_vec()))
+            .write(c, files, vec![], |_| Ok(b"new".to_vec().into()))
             .unwrap()
     };
     let b = committer(&store, "b", 3);
@@ -487,7 +490,7 @@ fn dead_letters_are_uploaded_and_counted_in_the_range() {
     store.fail("dead_letters", Fault::Before); // retried
     let w = prepared
         .write(&a, vec![data], vec![(dead, b"dead body".to_vec())], |_| {
-            Ok(b"rows".to_vec())
+            Ok(b"rows".to_vec().into())
         })
         .unwrap();
     let (e, _, _) = published(w.publish(&a).unwrap());

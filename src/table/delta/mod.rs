@@ -1,0 +1,371 @@
+//! The Delta Lake log: a projection of the manifest that every engine reads.
+//!
+//! The manifest stays the truth (offset ranges, dead letters, kinds); `_delta_log/` is its
+//! projection, version for version: Delta version `v` is manifest entry `v + 1`, projected by
+//! [`action::project`], a pure function of the entry. A version is written with a create-only
+//! put after its entry is published, by whichever writer gets there first (a loader right after
+//! its commit, any writer on start and before each commit, `sluice delta sync`); finding it
+//! already there is success when its `commitInfo` names the entry's `commit_id`. A version
+//! another writer put there (an `OPTIMIZE` from Spark) stops the projection with
+//! [`DeltaError::Foreign`]; loading goes on through the manifest.
+//!
+//! Versions are written in order, each only after the one before it exists, so the log has no
+//! holes and a reader sees a prefix of the manifest: never a file the manifest does not list at
+//! that entry, never one it removed. Every `checkpoint_every` versions a Parquet checkpoint and
+//! `_last_checkpoint` follow.
+
+pub mod action;
+pub mod snapshot;
+pub mod stats;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::{ManifestError, StoreError};
+use crate::table::entry::{Entry, SchemaDef};
+use crate::table::manifest::Manifest;
+use crate::table::store::{Created, TableStore};
+use action::{commit_body, parse_commit, project, sluice_info, Table};
+use snapshot::{decode_checkpoint, encode_checkpoint, CheckpointError, Snapshot};
+
+pub const DELTA_LOG_DIR: &str = "_delta_log";
+pub const DELTA_LAST_CHECKPOINT: &str = "_delta_log/_last_checkpoint";
+
+/// Where Delta version `v`'s commit file lives, relative to the table root.
+pub fn commit_rel(v: u64) -> String {
+    format!("{DELTA_LOG_DIR}/{v:020}.json")
+}
+
+/// Where the checkpoint of version `v` lives.
+pub fn checkpoint_rel(v: u64) -> String {
+    format!("{DELTA_LOG_DIR}/{v:020}.checkpoint.parquet")
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeltaError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(
+        "Delta version {version} ({path}) was written by another writer{operation}, not by sluice from manifest entry {seq}: sluice stopped writing this table's Delta log (loading goes on, exactly once, through the manifest). The log is sluice's to write: compact with `sluice compact`, not OPTIMIZE. To resume, move `{DELTA_LOG_DIR}` aside and run `sluice delta sync --job <job>`, which rebuilds it from the manifest"
+    )]
+    Foreign {
+        version: u64,
+        seq: u64,
+        path: String,
+        operation: String,
+    },
+    /// An earlier [`DeltaError::Foreign`] stopped the projection for this process.
+    #[error("not writing the Delta log: {0}")]
+    Stopped(String),
+    #[error("{path}: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("{path}: {source}")]
+    Checkpoint {
+        path: String,
+        source: CheckpointError,
+    },
+}
+
+/// How a table's Delta log is kept.
+#[derive(Debug, Clone)]
+pub struct DeltaSettings {
+    /// The job's name (`metaData.name`, `txn.appId`).
+    pub name: String,
+    /// The job's schema, for tables whose first entry recorded none.
+    pub schema: SchemaDef,
+    pub checkpoint_every: u64,
+    /// How long removed files stay readable by time travel (`delta.deletedFileRetentionDuration`;
+    /// `gc` keeps them as long).
+    pub retention: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Cursor {
+    /// The next version to write: every version below it exists.
+    next: Option<u64>,
+    table_id: Option<String>,
+    /// The Delta state at `next - 1`, once a checkpoint needed it.
+    snapshot: Option<Snapshot>,
+    /// Set when another writer's version stopped the projection.
+    stopped: Option<String>,
+}
+
+/// Keeps a table's `_delta_log/` in step with its manifest.
+#[derive(Debug)]
+pub struct DeltaLog {
+    store: TableStore,
+    settings: DeltaSettings,
+    cursor: tokio::sync::Mutex<Cursor>,
+}
+
+impl DeltaLog {
+    pub fn new(store: TableStore, settings: DeltaSettings) -> Self {
+        DeltaLog {
+            store,
+            settings,
+            cursor: Default::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &DeltaSettings {
+        &self.settings
+    }
+
+    /// Writes every Delta version the manifest has (entries up to `head`) and the log lacks;
+    /// `fresh` is an entry the caller already holds (saves reading it back). Returns the
+    /// versions written by this call.
+    pub async fn sync(
+        &self,
+        manifest: &Manifest,
+        head: u64,
+        fresh: Option<&Entry>,
+    ) -> Result<u64, DeltaError> {
+        let mut c = self.cursor.lock().await;
+        if let Some(why) = &c.stopped {
+            return Err(DeltaError::Stopped(why.clone()));
+        }
+        let next = match c.next {
+            Some(n) => n,
+            None => latest_version(&self.store).await?.map_or(0, |v| v + 1),
+        };
+        c.next = Some(next);
+        let every = self.settings.checkpoint_every.max(1);
+        let needs_checkpoint = (next..head).any(|v| v > 0 && v % every == 0);
+        if needs_checkpoint && c.snapshot.is_none() {
+            c.snapshot = Some(match next {
+                0 => Snapshot::default(),
+                n => load_snapshot(&self.store, n - 1).await?,
+            });
+        }
+        let mut written = 0;
+        for v in next..head {
+            let entry = match fresh {
+                Some(e) if e.seq == v + 1 => e.clone(),
+                _ => manifest
+                    .read_entry(v + 1)
+                    .await?
+                    .ok_or_else(|| DeltaError::Corrupt {
+                        path: Entry::rel(v + 1),
+                        message: "the manifest entry to project is missing".into(),
+                    })?,
+            };
+            let table = self.table(&mut c, manifest, &entry).await?;
+            let actions = project(&entry, &table);
+            let body = commit_body(&actions).map_err(|e| corrupt(&commit_rel(v), e))?;
+            let rel = commit_rel(v);
+            match self.store.put_new(&rel, Bytes::from(body)).await? {
+                Created::New => written += 1,
+                Created::AlreadyThere { .. } => {
+                    if let Err(e) = self.check_ours(v, &entry).await {
+                        if let DeltaError::Foreign { .. } = &e {
+                            c.stopped = Some(e.to_string());
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            crate::failpoint::hit("after-delta-commit");
+            c.next = Some(v + 1);
+            if let Some(s) = c.snapshot.as_mut() {
+                s.apply(v, &actions);
+                if v > 0 && v % every == 0 {
+                    self.write_checkpoint(s, entry.committed_at_ms).await?;
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// The projection context; the table id comes from the first entry.
+    async fn table(
+        &self,
+        c: &mut Cursor,
+        manifest: &Manifest,
+        entry: &Entry,
+    ) -> Result<Table, DeltaError> {
+        let id = match &c.table_id {
+            Some(id) => id.clone(),
+            None => {
+                let first = match entry.seq {
+                    1 => entry.commit_id.clone(),
+                    _ => {
+                        manifest
+                            .read_entry(1)
+                            .await?
+                            .ok_or_else(|| DeltaError::Corrupt {
+                                path: Entry::rel(1),
+                                message: "the first manifest entry is missing".into(),
+                            })?
+                            .commit_id
+                    }
+                };
+                let id = action::table_id(&first);
+                c.table_id = Some(id.clone());
+                id
+            }
+        };
+        Ok(Table {
+            id,
+            name: self.settings.name.clone(),
+            fallback: self.settings.schema.clone(),
+            configuration: configuration(self.settings.retention),
+        })
+    }
+
+    /// Version `v` exists: it must be `entry`'s projection (whoever wrote it).
+    async fn check_ours(&self, v: u64, entry: &Entry) -> Result<(), DeltaError> {
+        let rel = commit_rel(v);
+        let body = self
+            .store
+            .get(&rel)
+            .await?
+            .ok_or_else(|| DeltaError::Corrupt {
+                path: rel.clone(),
+                message: "exists and then does not".into(),
+            })?;
+        let actions = parse_commit(&body).map_err(|e| corrupt(&rel, e))?;
+        match sluice_info(&actions) {
+            Some(info) if info.commit_id == entry.commit_id => Ok(()),
+            _ => Err(DeltaError::Foreign {
+                version: v,
+                seq: entry.seq,
+                path: rel,
+                operation: foreign_operation(&actions),
+            }),
+        }
+    }
+
+    async fn write_checkpoint(&self, s: &Snapshot, at_ms: i64) -> Result<(), DeltaError> {
+        let Some(v) = s.version else { return Ok(()) };
+        let retention = i64::try_from(self.settings.retention.as_millis()).unwrap_or(i64::MAX);
+        let actions = s.checkpoint_actions(at_ms.saturating_sub(retention));
+        let rel = checkpoint_rel(v);
+        let body = encode_checkpoint(&actions).map_err(|source| DeltaError::Checkpoint {
+            path: rel.clone(),
+            source,
+        })?;
+        // A checkpoint is a function of the version: one already there is this one.
+        self.store.put_new(&rel, Bytes::from(body)).await?;
+        let hint = serde_json::json!({"version": v, "size": actions.len()}).to_string();
+        self.store
+            .put(DELTA_LAST_CHECKPOINT, Bytes::from(hint))
+            .await?;
+        tracing::debug!(
+            version = v,
+            actions = actions.len(),
+            "wrote a Delta checkpoint"
+        );
+        Ok(())
+    }
+}
+
+/// `metaData.configuration`: the retention engines' VACUUM and time travel should respect.
+fn configuration(retention: Duration) -> BTreeMap<String, String> {
+    let interval = format!("interval {} seconds", retention.as_secs());
+    BTreeMap::from([
+        ("delta.deletedFileRetentionDuration".to_string(), interval),
+        ("delta.appendOnly".to_string(), "false".to_string()),
+    ])
+}
+
+fn corrupt(path: &str, e: impl std::fmt::Display) -> DeltaError {
+    DeltaError::Corrupt {
+        path: path.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn foreign_operation(actions: &[action::Action]) -> String {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            action::Action::CommitInfo(c) => Some(format!(" ({})", c.operation)),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// The versions of the log: every commit file's version, ascending, and the checkpoints'.
+pub async fn list_versions(store: &TableStore) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
+    let mut commits = Vec::new();
+    let mut checkpoints = Vec::new();
+    for meta in store.list(DELTA_LOG_DIR).await? {
+        let Some(rel) = store.rel(&meta.location) else {
+            continue;
+        };
+        let name = rel.rsplit('/').next().unwrap_or_default();
+        if let Some(v) = name.strip_suffix(".json").and_then(|n| n.parse().ok()) {
+            commits.push(v);
+        } else if let Some(v) = name
+            .strip_suffix(".checkpoint.parquet")
+            .and_then(|n| n.parse().ok())
+        {
+            checkpoints.push(v);
+        }
+    }
+    commits.sort_unstable();
+    checkpoints.sort_unstable();
+    Ok((commits, checkpoints))
+}
+
+/// The latest version in the log, if any.
+pub async fn latest_version(store: &TableStore) -> Result<Option<u64>, StoreError> {
+    Ok(list_versions(store).await?.0.last().copied())
+}
+
+/// Reads commit file `v`.
+pub async fn read_commit(
+    store: &TableStore,
+    v: u64,
+) -> Result<Option<Vec<action::Action>>, DeltaError> {
+    let rel = commit_rel(v);
+    match store.get(&rel).await? {
+        None => Ok(None),
+        Some(body) => Ok(Some(parse_commit(&body).map_err(|e| corrupt(&rel, e))?)),
+    }
+}
+
+/// Reads the checkpoint of version `v`.
+pub async fn read_checkpoint(store: &TableStore, v: u64) -> Result<Option<Snapshot>, DeltaError> {
+    let rel = checkpoint_rel(v);
+    let Some(body) = store.get(&rel).await? else {
+        return Ok(None);
+    };
+    let actions = decode_checkpoint(body).map_err(|source| DeltaError::Checkpoint {
+        path: rel.clone(),
+        source,
+    })?;
+    let mut s = Snapshot::default();
+    s.apply(v, &actions);
+    Ok(Some(s))
+}
+
+/// The table's Delta state at version `v`, as a reader builds it: the latest checkpoint at or
+/// below `v`, then the commits after it.
+pub async fn load_snapshot(store: &TableStore, v: u64) -> Result<Snapshot, DeltaError> {
+    let (_, checkpoints) = list_versions(store).await?;
+    let mut s = Snapshot::default();
+    let mut from = 0;
+    if let Some(&cp) = checkpoints.iter().rev().find(|&&c| c <= v) {
+        if let Some(loaded) = read_checkpoint(store, cp).await? {
+            s = loaded;
+            from = cp + 1;
+        }
+    }
+    for w in from..=v {
+        let actions = read_commit(store, w)
+            .await?
+            .ok_or_else(|| DeltaError::Corrupt {
+                path: commit_rel(w),
+                message: "a version of the log is missing".into(),
+            })?;
+        s.apply(w, &actions);
+    }
+    Ok(s)
+}

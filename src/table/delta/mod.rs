@@ -132,7 +132,20 @@ impl DeltaLog {
         }
         let next = match c.next {
             Some(n) => n,
-            None => latest_version(&self.store).await?.map_or(0, |v| v + 1),
+            None => match latest_version(&self.store).await? {
+                None => 0,
+                Some(v) => {
+                    // The latest version must be sluice's (every one before it was checked by
+                    // whoever wrote the one after).
+                    if let Err(e) = self.check_latest(manifest, v).await {
+                        if let DeltaError::Foreign { .. } = &e {
+                            c.stopped = Some(e.to_string());
+                        }
+                        return Err(e);
+                    }
+                    v + 1
+                }
+            },
         };
         c.next = Some(next);
         let every = self.settings.checkpoint_every.max(1);
@@ -216,6 +229,22 @@ impl DeltaLog {
             fallback: self.settings.schema.clone(),
             configuration: configuration(self.settings.retention),
         })
+    }
+
+    /// The log's latest version `v` must be the projection of entry `v + 1`.
+    async fn check_latest(&self, manifest: &Manifest, v: u64) -> Result<(), DeltaError> {
+        match manifest.read_entry(v + 1).await? {
+            Some(entry) => self.check_ours(v, &entry).await,
+            None => {
+                let actions = read_commit(&self.store, v).await?.unwrap_or_default();
+                Err(DeltaError::Foreign {
+                    version: v,
+                    seq: v + 1,
+                    path: commit_rel(v),
+                    operation: foreign_operation(&actions),
+                })
+            }
+        }
     }
 
     /// Version `v` exists: it must be `entry`'s projection (whoever wrote it).
@@ -369,3 +398,6 @@ pub async fn load_snapshot(store: &TableStore, v: u64) -> Result<Snapshot, Delta
     }
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests;

@@ -41,8 +41,12 @@ enum Command {
     /// contiguous and never overlap, checkpoints agree with the entries. Exits 1 on violations.
     Verify(VerifyArgs),
     /// Delete data and dead-letter files no manifest entry references (left by crashes before
-    /// a commit) that are older than the grace period.
+    /// a commit) that are older than the grace period and that no Delta version inside the
+    /// retention period references.
     Gc(GcArgs),
+    /// The table's Delta Lake log (`_delta_log/`), kept in step with the manifest.
+    #[command(subcommand)]
+    Delta(DeltaCommand),
     /// Produce realistic payment events (about 250 bytes of JSON) to a topic, for demos and
     /// benchmarks.
     Generate(GenerateArgs),
@@ -129,6 +133,19 @@ struct GcArgs {
     older_than: String,
 }
 
+#[derive(Subcommand)]
+enum DeltaCommand {
+    /// Write every Delta version the manifest has and the log lacks (loaders do this at every
+    /// commit; use it after `[delta]` was disabled, or to rebuild a log moved aside).
+    Sync(DeltaSyncArgs),
+}
+
+#[derive(Args)]
+struct DeltaSyncArgs {
+    #[arg(long)]
+    job: PathBuf,
+}
+
 #[derive(Args)]
 struct GenerateArgs {
     #[arg(long, env = "SLUICE_BROKERS", default_value = "127.0.0.1:9092")]
@@ -177,6 +194,7 @@ fn main() -> ExitCode {
         Command::Status(a) => status(a),
         Command::Verify(a) => verify(a),
         Command::Gc(a) => gc(a),
+        Command::Delta(DeltaCommand::Sync(a)) => delta_sync(a),
         Command::Generate(a) => generate(a),
     };
     match result {
@@ -400,7 +418,8 @@ fn gc(a: GcArgs) -> anyhow::Result<()> {
         .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
         .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
     let (rt, manifest) = open_table(&job)?;
-    let report = rt.block_on(ops::gc::gc(&manifest, older_than, a.dry_run))?;
+    let retention = job.delta.map(|d| d.retention);
+    let report = rt.block_on(ops::gc::gc(&manifest, older_than, retention, a.dry_run))?;
     let verb = if a.dry_run { "would delete" } else { "deleted" };
     for p in &report.deleted {
         println!("{verb} {p}");
@@ -412,6 +431,29 @@ fn gc(a: GcArgs) -> anyhow::Result<()> {
         report.deleted.len(),
         report.kept_young.len(),
         a.older_than
+    );
+    if let Some(r) = retention {
+        println!(
+            "{} files out of the manifest but readable by Delta time travel for {} h (delta.retention; kept)",
+            report.kept_for_time_travel.len(),
+            r.as_secs() / 3600
+        );
+    }
+    Ok(())
+}
+
+fn delta_sync(a: DeltaSyncArgs) -> anyhow::Result<()> {
+    let job = Job::load(&a.job)?;
+    let (rt, manifest) = open_table(&job)?;
+    let Some(delta) = sluice::open_delta(&job, &manifest)? else {
+        anyhow::bail!("{}: [delta] enabled = false", a.job.display());
+    };
+    let state = rt.block_on(manifest.load())?;
+    let written = rt.block_on(delta.sync(&manifest, state.seq, None))?;
+    println!(
+        "Delta log: {written} versions written; versions 0..={} project manifest entries 1..={}",
+        state.seq.saturating_sub(1),
+        state.seq
     );
     Ok(())
 }

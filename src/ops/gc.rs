@@ -1,14 +1,18 @@
 //! `sluice gc`: deletes data and dead-letter files no manifest entry references (left by
 //! crashes before a commit, or swapped out by a replace) once they are older than a grace
-//! period.
+//! period. A file the Delta log still shows, or removed from it less than the Delta retention
+//! ago (readers may time-travel to a version that holds it), is kept.
 
 use std::collections::HashSet;
 
 use serde::Serialize;
 
 use crate::error::ManifestError;
+use crate::table::delta::action::decode_path;
+use crate::table::delta::{latest_version, load_snapshot, DeltaError};
 use crate::table::entry::{DEAD_LETTER_DIR, LOG_DIR};
 use crate::table::manifest::{Manifest, CHECKPOINT_DIR, LAST_CHECKPOINT};
+use crate::table::store::TableStore;
 
 #[derive(Debug, Default, Serialize)]
 pub struct GcReport {
@@ -18,6 +22,9 @@ pub struct GcReport {
     pub deleted: Vec<String>,
     /// Unreferenced files younger than the grace period (perhaps an in-flight commit).
     pub kept_young: Vec<String>,
+    /// Files the manifest no longer references that a Delta version inside the retention
+    /// period still does (live in the log's latest version, or removed from it recently).
+    pub kept_for_time_travel: Vec<String>,
     pub dry_run: bool,
 }
 
@@ -33,11 +40,16 @@ fn is_sluice_data_file(rel: &str) -> bool {
 pub async fn gc(
     m: &Manifest,
     older_than: std::time::Duration,
+    delta_retention: Option<std::time::Duration>,
     dry_run: bool,
-) -> Result<GcReport, ManifestError> {
+) -> Result<GcReport, GcError> {
     // List first, read the manifest second: a file committed in between is then referenced.
     let listed = m.store().list("").await?;
     let state = m.load().await?;
+    let time_travel = match delta_retention {
+        Some(r) => delta_references(m.store(), r).await?,
+        None => HashSet::new(),
+    };
     let referenced: HashSet<&str> = state
         .files
         .iter()
@@ -66,6 +78,8 @@ pub async fn gc(
         report.scanned += 1;
         if referenced.contains(rel) {
             report.referenced += 1;
+        } else if time_travel.contains(rel) {
+            report.kept_for_time_travel.push(rel.to_string());
         } else if meta.last_modified <= cutoff {
             if !dry_run {
                 m.store().delete(rel).await?;
@@ -76,6 +90,42 @@ pub async fn gc(
         }
     }
     Ok(report)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Store(#[from] crate::error::StoreError),
+    #[error("reading the Delta log (gc deletes nothing it cannot check): {0}")]
+    Delta(#[from] DeltaError),
+}
+
+/// Files a Delta reader may still open: live at the log's latest version, or removed from it
+/// less than `retention` ago.
+async fn delta_references(
+    store: &TableStore,
+    retention: std::time::Duration,
+) -> Result<HashSet<String>, DeltaError> {
+    let Some(latest) = latest_version(store).await? else {
+        return Ok(HashSet::new());
+    };
+    let s = load_snapshot(store, latest).await?;
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let since = chrono::Utc::now()
+        .checked_sub_signed(retention)
+        .map_or(i64::MIN, |t| t.timestamp_millis());
+    let recent = s
+        .removed
+        .values()
+        .filter(|r| r.deletion_timestamp.unwrap_or(i64::MAX) >= since)
+        .map(|r| &r.path);
+    Ok(s.files
+        .keys()
+        .chain(recent)
+        .map(|p| decode_path(p))
+        .collect())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use crate::table::manifest::Manifest;
 use crate::table::state::{Refusal, TableState};
 use futures::StreamExt;
 
+mod delta;
 mod files;
 mod kafka;
 
@@ -88,6 +89,34 @@ pub enum Violation {
     CheckpointMismatch {
         seq: u64,
     },
+    /// The Delta log lacks a version below its latest (readers stop at the hole).
+    DeltaMissingVersion {
+        version: u64,
+    },
+    /// A Delta version with no manifest entry to be the projection of.
+    DeltaAhead {
+        version: u64,
+    },
+    /// A Delta version sluice did not write (an `OPTIMIZE` or `VACUUM` from another engine):
+    /// sluice stops writing the log there.
+    DeltaForeignVersion {
+        version: u64,
+        operation: Option<String>,
+    },
+    /// The Delta log's live files at `version` are not the manifest's at entry `version + 1`.
+    DeltaFilesMismatch {
+        version: u64,
+        only_in_delta: Vec<String>,
+        only_in_manifest: Vec<String>,
+    },
+    /// The Delta log could not be read.
+    DeltaUnreadable {
+        error: String,
+    },
+    /// A Delta checkpoint that is not the log replayed up to its version.
+    DeltaCheckpointMismatch {
+        version: u64,
+    },
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -117,6 +146,8 @@ pub struct VerifyReport {
     /// Offsets entries recorded as not records (checked against the broker by `--kafka`).
     #[serde(skip)]
     pub recorded_non_records: Vec<Span>,
+    /// The Delta log, checked version by version (`None`: the table has none).
+    pub delta: Option<delta::DeltaReport>,
 }
 
 /// Offsets `[from, to)` of one partition, named in an entry.
@@ -133,7 +164,9 @@ pub struct Span {
 pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
     let mut report = VerifyReport::default();
     let mut state = TableState::default();
+    let mut lineage = Vec::new();
     while let Some(e) = m.read_entry(state.seq + 1).await? {
+        lineage.push(delta::EntryFiles::of(&e));
         // Each entry must have been publishable on top of the entries before it.
         for refusal in state.check(&e) {
             let (topic, partition, from, to) = match &refusal {
@@ -268,6 +301,18 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
     .await;
     report.violations.extend(results.into_iter().flatten());
 
+    match delta::check(m.store(), &lineage).await {
+        Ok(Some((d, violations))) => {
+            report.violations.extend(violations);
+            report.delta = Some(d);
+        }
+        Ok(None) => {}
+        Err(crate::table::delta::DeltaError::Manifest(e)) => return Err(e),
+        Err(e) => report.violations.push(Violation::DeltaUnreadable {
+            error: e.to_string(),
+        }),
+    }
+
     report.data_files = state.files.len() as u64;
     report.dead_letter_files = state.dead_letters.len() as u64;
     for p in &state.partitions {
@@ -327,6 +372,24 @@ pub fn render(report: &VerifyReport) -> Result<String, serde_json::Error> {
         "{} offsets checked one by one against rows, dead letters and recorded non-records",
         report.offsets_checked
     );
+    match &report.delta {
+        Some(d) => {
+            let _ = writeln!(
+                out,
+                "Delta log: {} versions, {} checkpoints, {} live files; checked against the manifest at every version{}",
+                d.versions,
+                d.checkpoints,
+                d.files,
+                match d.behind {
+                    0 => String::new(),
+                    n => format!("; {n} entries not yet projected (`sluice delta sync` writes them)"),
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(out, "Delta log: none");
+        }
+    }
     for s in &report.unrecorded_non_records {
         let _ = writeln!(
             out,

@@ -48,20 +48,22 @@ echo "== 6. sluice status (the table against the broker) and sluice verify (an a
 "$sluice" verify --job "$job" | tail -1
 
 echo
-echo "== 7. an analyst's query (DuckDB over the committed files)"
-"$sluice" files --job "$job" | sed 's|^file://||' >demo-warehouse/files.txt
-"$sluice" files --job "$job" --dead-letters | sed 's|^file://||' >demo-warehouse/dead.txt
-"$py" - <<'PY'
-import duckdb
-files = open("demo-warehouse/files.txt").read().split()
-dead = open("demo-warehouse/dead.txt").read().split()
-con = duckdb.connect()
-con.read_parquet(files, hive_partitioning=True).create_view("payments")
+echo "== 7. an analyst's query: DuckDB reads the Delta table ($table/_delta_log), no sluice step"
+"$py" - "$table" "$sluice" "$job" <<'PY'
+import os, subprocess, sys, duckdb, duckdb_extension_delta
+table, sluice, job = os.path.abspath(sys.argv[1]), sys.argv[2], sys.argv[3]
+con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
+ext = os.path.join(os.path.dirname(duckdb_extension_delta.__file__), "extensions", f"v{duckdb.__version__}", "delta.duckdb_extension")
+con.execute(f"LOAD '{ext}'")
+con.execute(f"CREATE VIEW payments AS SELECT * FROM delta_scan('{table}')")
 print(con.sql("""
   SELECT date, hour, count(*) AS events, count(DISTINCT event_id) AS distinct_ids,
          sum(amount) FILTER (WHERE status = 'CAPTURED') AS captured
   FROM payments GROUP BY ALL ORDER BY ALL"""))
 print(con.sql("SELECT currency, count(*) AS events, sum(amount) AS volume FROM payments GROUP BY 1 ORDER BY 3 DESC"))
+# Dead letters are not part of the Delta table: the manifest lists them.
+out = subprocess.run([sluice, "files", "--job", job, "--dead-letters"], check=True, capture_output=True, text=True)
+dead = [f.removeprefix("file://") for f in out.stdout.split()]
 if dead:
     print(con.sql(f"SELECT partition, \"offset\", left(error, 60) AS error FROM read_parquet({dead!r}) ORDER BY 1, 2 LIMIT 5"))
 PY

@@ -52,7 +52,7 @@ pub enum DeltaError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(
-        "Delta version {version} ({path}) was written by another writer{operation}, not by sluice from manifest entry {seq}: sluice stopped writing this table's Delta log (loading goes on, exactly once, through the manifest). The log is sluice's to write: compact with `sluice compact`, not OPTIMIZE. To resume, move `{DELTA_LOG_DIR}` aside and run `sluice delta sync --job <job>`, which rebuilds it from the manifest"
+        "Delta version {version} ({path}) was written by another writer{operation}, not by sluice from manifest entry {seq}: sluice stopped writing this table's Delta log (loading goes on, exactly once, through the manifest). The log is sluice's to write (no OPTIMIZE, DELETE or MERGE from other engines). To resume, move `{DELTA_LOG_DIR}` aside and run `sluice delta sync --job <job>`, which rebuilds it from the manifest"
     )]
     Foreign {
         version: u64,

@@ -87,7 +87,7 @@ impl TableSchema {
             }
         }
         let payload = Arc::new(Schema::new(fields.clone()));
-        let mut all: Vec<Arc<Field>> = fields.iter().map(|f| storage_field(f)).collect();
+        let mut all: Vec<Arc<Field>> = fields.iter().map(storage_field).collect();
         all.push(Arc::new(Field::new(TOPIC_COL, DataType::Utf8, false)));
         all.push(Arc::new(Field::new(PARTITION_COL, DataType::Int32, false)));
         all.push(Arc::new(Field::new(OFFSET_COL, DataType::Int64, false)));
@@ -144,9 +144,7 @@ pub fn storage_type(dt: &DataType) -> DataType {
         DataType::Time32(_) => DataType::Int32,
         DataType::Time64(_) => DataType::Int64,
         DataType::FixedSizeBinary(_) => DataType::Binary,
-        DataType::Struct(fields) => {
-            DataType::Struct(fields.iter().map(|f| storage_field(f)).collect())
-        }
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(storage_field).collect()),
         DataType::List(item) => DataType::List(storage_field(item)),
         DataType::Map(entries, sorted) => DataType::Map(storage_field(entries), *sorted),
         other => other.clone(),

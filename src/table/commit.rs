@@ -88,7 +88,7 @@ pub struct Written {
 pub enum Outcome {
     /// The entry is in the log at `entry.seq`, without the partitions in `refused`.
     Published {
-        entry: Entry,
+        entry: Box<Entry>,
         refused: Vec<Refusal>,
         conflicts: u32,
     },
@@ -296,7 +296,7 @@ impl Written {
             if let Some((seq, _)) = applied.iter().find(|(_, id)| *id == entry.commit_id) {
                 entry.seq = *seq;
                 break Outcome::Published {
-                    entry,
+                    entry: Box::new(entry),
                     refused,
                     conflicts,
                 };
@@ -343,7 +343,7 @@ impl Written {
                     crate::failpoint::hit("after-manifest-put");
                     c.rt.block_on(c.manifest.checkpoint_if_due(&s));
                     break Outcome::Published {
-                        entry,
+                        entry: Box::new(entry),
                         refused,
                         conflicts,
                     };

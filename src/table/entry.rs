@@ -259,6 +259,31 @@ pub(crate) fn test_entry(ranges: &[(&str, i32, i64, i64)]) -> Entry {
     }
 }
 
+/// A data file of range `r` under folder `dir`, for tests of the commit and its projections.
+#[cfg(test)]
+pub(crate) fn test_file(r: &OffsetRange, dir: &str) -> DataFile {
+    DataFile {
+        path: format!(
+            "{dir}/part-{}-{}-{}.parquet",
+            r.partition,
+            r.from,
+            uuid::Uuid::new_v4().simple()
+        ),
+        bytes: 0,
+        rows: (r.to - r.from) as u64,
+        topic: r.topic.clone(),
+        partition: r.partition,
+        first_offset: r.from,
+        next_offset: r.to,
+        window_start_ms: 0,
+        window_end_ms: 3_600_000,
+        min_event_ms: 0,
+        max_event_ms: 0,
+        schema_fingerprint: "fp".into(),
+        stats: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,9 @@ pub struct Pending<'a> {
     pub weight: u64,
 }
 
+/// What an upload returns of one body: its size, and the statistics its encoder kept.
+pub type Uploaded = (u64, Option<FileStats>);
+
 /// Encodes `files[i]` with `encode(i)` on up to one thread per core and uploads each body under
 /// its (fresh, never reused) name. Returns each body's size and statistics, in `files`' order.
 pub fn encode_and_upload<F>(
@@ -28,7 +31,7 @@ pub fn encode_and_upload<F>(
     store: &TableStore,
     files: &[Pending<'_>],
     encode: F,
-) -> Result<Vec<(u64, Option<FileStats>)>>
+) -> Result<Vec<Uploaded>>
 where
     F: Fn(usize) -> Result<Encoded> + Sync,
 {
@@ -42,8 +45,7 @@ where
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(files[i].weight));
     let next = AtomicUsize::new(0);
-    let sizes: Mutex<Vec<Option<(u64, Option<FileStats>)>>> =
-        Mutex::new((0..files.len()).map(|_| None).collect());
+    let sizes: Mutex<Vec<Option<Uploaded>>> = Mutex::new((0..files.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Result<Encoded>)>(threads * 2);
         for _ in 0..threads {

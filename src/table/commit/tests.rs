@@ -169,26 +169,7 @@ fn proposals(ranges: &[(i32, i64, i64)]) -> Vec<Proposal> {
 }
 
 fn file(r: &OffsetRange) -> DataFile {
-    DataFile {
-        path: format!(
-            "data/part-{}-{}-{}.parquet",
-            r.partition,
-            r.from,
-            uuid::Uuid::new_v4().simple()
-        ),
-        bytes: 0,
-        rows: (r.to - r.from) as u64,
-        topic: r.topic.clone(),
-        partition: r.partition,
-        first_offset: r.from,
-        next_offset: r.to,
-        window_start_ms: 0,
-        window_end_ms: 3_600_000,
-        min_event_ms: 0,
-        max_event_ms: 0,
-        schema_fingerprint: "f".into(),
-        stats: None,
-    }
+    crate::table::entry::test_file(r, "data")
 }
 
 /// Prepares and writes one file per accepted range.
@@ -219,7 +200,7 @@ fn published(o: Outcome) -> (Entry, Vec<Refusal>, u32) {
             entry,
             refused,
             conflicts,
-        } => (entry, refused, conflicts),
+        } => (*entry, refused, conflicts),
         other => panic!("expected a publish, got {other:?}"),
     }
 }

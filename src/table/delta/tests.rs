@@ -10,7 +10,7 @@ use object_store::path::Path;
 use super::action::{self, Action};
 use super::*;
 use crate::table::commit::{Committer, Outcome, Proposal};
-use crate::table::entry::{DataFile, EntryKind, OffsetRange};
+use crate::table::entry::{test_file, EntryKind, OffsetRange};
 
 fn schema() -> SchemaDef {
     SchemaDef {
@@ -82,32 +82,13 @@ impl Table {
         let files = prepared
             .ranges()
             .iter()
-            .map(|r| DataFile {
-                path: format!(
-                    "date=2026-11-25/hour=13/part-t-{}-{}-{}.parquet",
-                    r.partition,
-                    r.from,
-                    uuid::Uuid::new_v4().simple()
-                ),
-                bytes: 0,
-                rows: (r.to - r.from) as u64,
-                topic: r.topic.clone(),
-                partition: r.partition,
-                first_offset: r.from,
-                next_offset: r.to,
-                window_start_ms: 0,
-                window_end_ms: 3_600_000,
-                min_event_ms: 0,
-                max_event_ms: 0,
-                schema_fingerprint: "fp".into(),
-                stats: None,
-            })
+            .map(|r| test_file(r, "date=2026-11-25/hour=13"))
             .collect();
         let w = prepared
             .write(c, files, vec![], |_| Ok(b"rows".to_vec().into()))
             .unwrap();
         match w.publish(c).unwrap() {
-            Outcome::Published { entry, .. } => entry,
+            Outcome::Published { entry, .. } => *entry,
             other => panic!("{other:?}"),
         }
     }

@@ -185,3 +185,70 @@ fn verify_finds_a_range_that_exceeds_its_files_and_asks_kafka_what_it_holds() {
     );
     assert!(text.contains(&hole(seq, 2_000, 2_050)), "{text}");
 }
+
+/// An analyst's `OPTIMIZE` with delta-rs: a Delta version sluice did not write.
+const OPTIMIZE: &str = "import sys
+from deltalake import DeltaTable
+dt = DeltaTable(sys.argv[1])
+dt.optimize.compact()
+print(dt.version())";
+
+/// Another engine writes the Delta log (an `OPTIMIZE`): sluice stops projecting with an error
+/// that names the version and the way out, loading goes on exactly once through the manifest,
+/// `verify` names the foreign version, and the README's remedy (move the log aside, `sluice
+/// delta sync`) gives every Delta reader the manifest's table again.
+#[test]
+fn a_foreign_delta_version_stops_the_projection_not_the_load() {
+    let mut f = Fixture::new("foreign", 2);
+    f.write_job("table", "[commit]\nmax_rows = 2000\n");
+    f.produce(spec(0, 6_000));
+    f.run_once_ok();
+    let seq = f.state().seq;
+    assert!(seq >= 3, "several entries, several files to optimize");
+    let table = f.job_table_dir();
+    let out = std::process::Command::new(python())
+        .args(["-c", OPTIMIZE])
+        .arg(&table)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "deltalake optimize: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), seq.to_string());
+    let (ok, text) = verify(&f);
+    assert!(!ok, "verify missed the foreign version: {text}");
+    assert!(
+        text.contains(&format!(
+            r#"{{"kind":"delta_foreign_version","version":{seq},"operation":"OPTIMIZE"}}"#
+        )),
+        "{text}"
+    );
+
+    // The load goes on; the projection stops with an error that says what to do.
+    f.produce(spec(6_000, 2_000));
+    let out = f.run_once(None);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(n(&stats, "rows"), 2_000);
+    assert!(
+        log.contains(&format!("Delta version {seq} ")) && log.contains("sluice delta sync"),
+        "{log}"
+    );
+    assert_exactly_once(&read_table(&f.job), 8_000, 0);
+    assert_eq!(f.state().seq, seq + 1);
+    let (ok, text) = verify(&f);
+    assert!(!ok && text.contains("delta_foreign_version"), "{text}");
+
+    // The way out the error names: the log moved aside, rebuilt from the manifest.
+    std::fs::rename(table.join("_delta_log"), table.join("_delta_log.optimized")).unwrap();
+    let out = f.cli(&["delta", "sync"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(&f.read(), 8_000, 0);
+}

@@ -76,11 +76,11 @@ pub async fn check(
             violations.push(Violation::DeltaMissingVersion { version: v });
             break;
         };
-        let Some(e) = entries.get(v as usize) else {
-            violations.push(Violation::DeltaAhead { version: v });
-            break;
-        };
-        if sluice_info(&actions).map(|i| i.commit_id.as_str()) != Some(e.commit_id.as_str()) {
+        // Another engine's version (an OPTIMIZE) is named as such, with or without an entry
+        // at its number; a version of sluice's with no entry is ahead of the manifest.
+        let entry = entries.get(v as usize);
+        let ours = sluice_info(&actions).map(|i| i.commit_id.as_str());
+        if ours.is_none() || (entry.is_some() && entry.map(|e| e.commit_id.as_str()) != ours) {
             violations.push(Violation::DeltaForeignVersion {
                 version: v,
                 operation: actions.iter().find_map(|a| match a {
@@ -89,6 +89,12 @@ pub async fn check(
                 }),
             });
         }
+        let Some(e) = entry else {
+            if ours.is_some() {
+                violations.push(Violation::DeltaAhead { version: v });
+            }
+            break;
+        };
         delta.apply(v, &actions);
         for p in &e.removed {
             manifest.remove(p);

@@ -113,7 +113,11 @@ fn backfill_fills_the_history_of_a_table_started_at_latest_while_the_loader_runs
 #[test]
 fn replace_swaps_files_atomically_while_readers_query() {
     let mut f = Fixture::new("replace", 4);
-    f.write_job("table", "[commit]\nmax_rows = 4000\n");
+    // A Delta checkpoint every two versions: every reader below opens the table from one.
+    f.write_job(
+        "table",
+        "[commit]\nmax_rows = 4000\n[delta]\ncheckpoint_every = 2\n",
+    );
     f.produce(spec(0, 20_000));
     f.run_once_ok();
     let before = f.state();
@@ -136,6 +140,13 @@ fn replace_swaps_files_atomically_while_readers_query() {
             reads
         })
     };
+    // And an analyst on the Delta log (deltalake), reading the latest version in a loop.
+    let table = f.job_table_dir().display().to_string();
+    let done = f.dir.path().join("replace-done");
+    let delta_reader = {
+        let (table, done) = (table.clone(), done.display().to_string());
+        std::thread::spawn(move || read_delta_lines(&table, "deltalake", &["--loop-until", &done]))
+    };
     let stats = ok(backfill(
         &f,
         &["--from", "0", "--to", "latest", "--replace"],
@@ -144,6 +155,20 @@ fn replace_swaps_files_atomically_while_readers_query() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let reads = reader.join().unwrap();
     assert!(reads >= 3);
+    std::fs::write(&done, "").unwrap();
+    let delta_reads = delta_reader.join().unwrap();
+    assert!(delta_reads.len() >= 2, "{delta_reads:?}");
+    for r in &delta_reads {
+        assert_eq!(n(r, "rows"), 20_000, "a Delta reader saw {r}");
+        assert_eq!(n(r, "distinct_ids"), 20_000, "a Delta reader saw {r}");
+        assert_eq!((n(r, "id_min"), n(r, "id_max")), (0, 19_999), "{r}");
+    }
+    let last = delta_reads.last().unwrap();
+    assert_eq!(
+        n(last, "version") as u64,
+        before.seq,
+        "the last read is the replace's version"
+    );
 
     let after = f.state();
     assert_eq!(after.seq, before.seq + 1, "a replace is one entry");
@@ -152,7 +177,83 @@ fn replace_swaps_files_atomically_while_readers_query() {
         "old files still listed"
     );
     assert_exactly_once(&f.read(), 20_000, 0);
-    // The replaced files are unreferenced now: gc may take them (after the grace period).
+    assert!(
+        f.job_table_dir()
+            .join("_delta_log/_last_checkpoint")
+            .exists(),
+        "no Delta checkpoint was written"
+    );
+    // Time travel: Delta version N is the table after manifest entry N + 1, file for file
+    // (versions past a checkpoint are read from it).
+    let job = sluice::config::Job::load(&f.job).unwrap();
+    let m = sluice::open_manifest(&job).unwrap();
+    let mut state = sluice::table::state::TableState::default();
+    for seq in 1..=after.seq {
+        state
+            .apply(&rt().block_on(m.read_entry(seq)).unwrap().unwrap())
+            .unwrap();
+        let version = (seq - 1).to_string();
+        let r = read_delta(&table, "deltalake", &["--version", &version]);
+        let mut want: Vec<String> = state.files.iter().map(|x| x.path.clone()).collect();
+        want.sort();
+        assert_eq!(r["files"], serde_json::json!(want), "version {version}");
+        assert_eq!(
+            n(&r, "rows") as u64,
+            committed_rows(&state),
+            "version {version}: {r}"
+        );
+    }
+    // Partition pruning: a query on one hour opens that window's files only (DuckDB's own
+    // file-system log), and counts that window's rows.
+    let mut hour1: Vec<String> = after
+        .files
+        .iter()
+        .filter(|x| x.path.starts_with("date=2026-11-24/hour=01/"))
+        .map(|x| x.path.clone())
+        .collect();
+    hour1.sort();
+    assert!(!hour1.is_empty() && hour1.len() < after.files.len());
+    let rows1: u64 = after
+        .files
+        .iter()
+        .filter(|x| hour1.contains(&x.path))
+        .map(|x| x.rows)
+        .sum();
+    for engine in ["duckdb", "deltalake"] {
+        let r = read_delta(
+            &table,
+            engine,
+            &["--where", "date = '2026-11-24' AND hour = 1"],
+        );
+        assert_eq!(r["files"], serde_json::json!(hour1), "{engine} pruned: {r}");
+        assert_eq!(n(&r, "rows") as u64, rows1, "{engine}: {r}");
+    }
+    let r = read_delta(
+        &table,
+        "polars",
+        &["--where", "date = '2026-11-24' AND hour = 1"],
+    );
+    assert_eq!(
+        n(&r, "files_scanned") as usize,
+        hour1.len(),
+        "polars pruned: {r}"
+    );
+    // The replaced files are out of the manifest, but Delta time travel still reads them:
+    // gc keeps them for the retention period, and deletes them once it is set to zero.
+    let gc = f.cli(&["gc", "--dry-run", "--older-than", "0s"]);
+    let gc = String::from_utf8_lossy(&gc.stdout);
+    assert!(old_files.iter().all(|p| !gc.contains(p.as_str())), "{gc}");
+    assert!(
+        gc.contains(&format!(
+            "{} files out of the manifest but readable by Delta time travel",
+            old_files.len()
+        )),
+        "{gc}"
+    );
+    f.write_job(
+        "table",
+        "[commit]\nmax_rows = 4000\n[delta]\ncheckpoint_every = 2\nretention = \"0s\"\n",
+    );
     let gc = f.cli(&["gc", "--dry-run", "--older-than", "0s"]);
     let gc = String::from_utf8_lossy(&gc.stdout);
     assert!(old_files.iter().all(|p| gc.contains(p.as_str())), "{gc}");

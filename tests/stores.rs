@@ -228,7 +228,9 @@ fn azure_azurite() {
     conformance(|every| open("az://sluice/tables/t", &opts, every));
 }
 
-/// The loader itself into S3: a real broker, a moto bucket, then `sluice verify`.
+/// The loader itself into S3: a real broker, a moto bucket, then `sluice verify`, and the
+/// Delta table read from S3 by deltalake and polars (DuckDB reads S3 through httpfs, which
+/// cannot be installed offline).
 #[test]
 fn loader_into_s3() {
     let (_server, port) = start_moto();
@@ -247,6 +249,20 @@ fn loader_into_s3() {
     let report = f.cli_json(&["verify", "--json"]);
     assert_eq!(report["rows"], 5_000);
     assert_eq!(report["violations"].as_array().unwrap().len(), 0);
+    assert_eq!(report["delta"]["behind"], 0, "{}", report["delta"]);
+    assert_eq!(report["delta"]["files"], report["data_files"]);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    for engine in ["deltalake", "polars"] {
+        let r = common::read_delta("s3://lake/payments", engine, &["--s3-endpoint", &endpoint]);
+        assert_eq!(common::n(&r, "rows"), 5_000, "{engine} on S3: {r}");
+        assert_eq!(common::n(&r, "distinct_offsets"), 5_000, "{engine}: {r}");
+        assert_eq!(common::n(&r, "distinct_ids"), 5_000, "{engine}: {r}");
+        assert_eq!(
+            common::n(&r, "version") as u64 + 1,
+            f.state().seq,
+            "{engine}: {r}"
+        );
+    }
     let files = f.cli(&["files"]);
     let listed = String::from_utf8_lossy(&files.stdout);
     assert!(

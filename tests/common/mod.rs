@@ -157,16 +157,48 @@ impl Fixture {
         rt().block_on(m.load()).unwrap()
     }
 
-    /// Runs `sluice verify` (which must find the table clean), then the independent reader.
+    /// Runs `sluice verify` (which must find the table clean, its Delta log included and up
+    /// to date), then the independent readers: DuckDB over the manifest's files, and the Delta
+    /// readers (deltalake, DuckDB's delta extension, polars), which must each see every
+    /// committed row once.
     pub fn read(&self) -> serde_json::Value {
-        let v = self.cli(&["verify"]);
+        let v = self.cli(&["verify", "--json"]);
         assert!(
             v.status.success(),
             "sluice verify: {}{}",
             String::from_utf8_lossy(&v.stdout),
             String::from_utf8_lossy(&v.stderr)
         );
+        let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+        assert_eq!(
+            report["delta"]["behind"], 0,
+            "the Delta log lags: {}",
+            report["delta"]
+        );
+        self.assert_delta_readers_agree();
         read_table(&self.job)
+    }
+
+    /// The local folder of the fixture's table.
+    pub fn job_table_dir(&self) -> PathBuf {
+        let job = sluice::config::Job::load(&self.job).unwrap();
+        url::Url::parse(&job.storage_url)
+            .unwrap()
+            .to_file_path()
+            .unwrap()
+    }
+
+    /// Each Delta reader sees the manifest's rows, each offset once, at the latest version.
+    pub fn assert_delta_readers_agree(&self) {
+        let state = self.state();
+        let rows = committed_rows(&state) as i64;
+        let table = self.job_table_dir();
+        for engine in DELTA_ENGINES {
+            let r = read_delta(&table.display().to_string(), engine, &[]);
+            assert_eq!(n(&r, "rows"), rows, "{engine} on the Delta log: {r}");
+            assert_eq!(n(&r, "distinct_offsets"), rows, "{engine}: {r}");
+            assert_eq!(n(&r, "version") as u64 + 1, state.seq, "{engine}: {r}");
+        }
     }
 
     /// `sluice ARGS --job JOB`.
@@ -289,6 +321,41 @@ pub fn read_table(job: &Path) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The Delta readers of tests/delta_reader.py.
+pub const DELTA_ENGINES: [&str; 3] = ["deltalake", "duckdb", "polars"];
+
+/// One read of the Delta table at `table` (a folder or `s3://` URL) by `engine`
+/// (tests/delta_reader.py); `args`: `--version N`, `--where PRED`, `--s3-endpoint URL`.
+pub fn read_delta(table: &str, engine: &str, args: &[&str]) -> serde_json::Value {
+    let lines = read_delta_lines(table, engine, args);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    lines.into_iter().next().unwrap()
+}
+
+/// Every line a Delta reader printed (several with `--loop-until FILE`).
+pub fn read_delta_lines(table: &str, engine: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut c = Command::new(python());
+    c.arg(repo().join("tests/delta_reader.py"))
+        .args(["--table", table, "--engine", engine])
+        .args(args);
+    if table.starts_with("s3://") {
+        // The credentials of s3_options (moto accepts any).
+        c.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1");
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "delta reader {engine} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 pub fn committed_rows(s: &TableState) -> u64 {

@@ -19,6 +19,10 @@ null if the engine only reports a count), files_scanned and columns (name -> typ
 - polars: scan_delta at a pinned version, counts with polars SQL/expressions, files from the optimized
   plan (polars prints the full list only for one or two files, otherwise the first file and a count).
 
+--rows prints instead {"engine", "version", "rows": [every row, ordered by (_partition, _offset), in one canonical
+JSON form: bytes as hex, decimals as strings, dates and timestamps as ISO 8601 (timestamps in UTC), maps as objects,
+whichever shape the engine returns them in]}, so rows read by different engines can be compared value for value.
+
 --loop-until FILE repeats reads (each of the then latest version) until FILE exists, then reads once more.
 Any reader error exits non-zero with a message on stderr.
 """
@@ -160,8 +164,61 @@ def read_polars(a, so):
 ENGINES = {"deltalake": read_deltalake, "duckdb": read_duckdb, "polars": read_polars}
 
 
+def canonical(v):
+    """One JSON form for a value, whichever engine returned it."""
+    import datetime
+    import decimal
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if isinstance(v, decimal.Decimal):
+        return str(v)
+    if isinstance(v, datetime.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return v.isoformat(timespec="microseconds")
+    if isinstance(v, datetime.date):
+        return v.isoformat()
+    if isinstance(v, dict):
+        return {k: canonical(x) for k, x in v.items()}
+    if isinstance(v, list):
+        # a map: pyarrow gives [(key, value)], polars [{"key": k, "value": v}]
+        if v and all(isinstance(x, tuple) and len(x) == 2 for x in v):
+            return {str(k): canonical(x) for k, x in v}
+        if v and all(isinstance(x, dict) and set(x) == {"key", "value"} for x in v):
+            return {str(x["key"]): canonical(x["value"]) for x in v}
+        return [canonical(x) for x in v]
+    return v
+
+
+def read_rows(a, so):
+    """Every row of the table as the engine returns it, in canonical form."""
+    if a.engine == "deltalake":
+        from deltalake import DeltaTable
+        dt = DeltaTable(a.table, version=a.version, storage_options=so)
+        version, table = dt.version(), dt.to_pyarrow_table()
+    elif a.engine == "duckdb":
+        import duckdb
+        if so is not None:
+            return {"unsupported": "s3"}
+        con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
+        con.execute(f"LOAD {sql_str(duckdb_extension_path())}")
+        root = local_path(a.table)
+        version = a.version
+        if version is None:
+            from deltalake import DeltaTable
+            version = DeltaTable(a.table).version()
+        table = con.execute(f"SELECT * FROM delta_scan({sql_str(root)}, version={int(version)})").fetch_arrow_table()
+    else:
+        import polars as pl
+        from deltalake import DeltaTable
+        version = DeltaTable(a.table, version=a.version, storage_options=so).version()
+        table = pl.scan_delta(a.table, version=version, storage_options=so).collect().to_arrow()
+    rows = sorted(table.to_pylist(), key=lambda r: (r["_partition"], r["_offset"]))
+    return dict(version=version, rows=[canonical(r) for r in rows])
+
+
 def read_once(a, so):
-    result = {"engine": a.engine, **ENGINES[a.engine](a, so)}
+    result = {"engine": a.engine, **(read_rows(a, so) if a.rows else ENGINES[a.engine](a, so))}
     print(json.dumps(result), flush=True)
 
 
@@ -172,6 +229,7 @@ def main():
     ap.add_argument("--version", type=int, help="read this table version (time travel)")
     ap.add_argument("--where", help="SQL predicate over partition columns, e.g. \"date = '2026-11-25' AND hour = 13\"")
     ap.add_argument("--s3-endpoint", help="S3 endpoint (e.g. a moto server) for s3:// tables")
+    ap.add_argument("--rows", action="store_true", help="print every row, canonical, instead of the counts")
     ap.add_argument("--loop-until", metavar="FILE", help="read repeatedly until FILE exists, then once more")
     a = ap.parse_args()
     so = storage_options(a)

@@ -527,3 +527,29 @@ pub fn produce_to(topic: &str, partition: i32, spec: GenSpec) {
     };
     sluice::ops::generate::produce(&brokers(), topic, &spec).unwrap();
 }
+
+/// Produces `payloads` in order to one partition of `topic`, every one acknowledged.
+pub fn produce_payloads(topic: &str, partition: i32, payloads: &[String]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for body in payloads {
+        p.send(
+            BaseRecord::<(), _>::to(topic)
+                .partition(partition)
+                .payload(body),
+        )
+        .unwrap();
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let (_, high) = p
+        .client()
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .unwrap();
+    // tansu's listed high watermark may lag by its last batch (INFRA.md): at least this far.
+    assert!(high > 0, "nothing was produced to {topic}/{partition}");
+}

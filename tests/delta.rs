@@ -72,10 +72,8 @@ fn event(k: i64) -> (String, Value) {
     (payload.to_string(), row)
 }
 
-#[test]
-fn every_type_reads_alike_in_every_delta_reader() {
-    const N: i64 = 300;
-    let mut f = Fixture::new("types", 1);
+/// Makes the fixture's job load the every-type schema (written beside it; returns its path).
+fn every_type_job(f: &mut Fixture) -> std::path::PathBuf {
     let schema = f.dir.path().join("every_type.avsc");
     std::fs::write(&schema, SCHEMA).unwrap();
     let job = f
@@ -84,16 +82,29 @@ fn every_type_reads_alike_in_every_delta_reader() {
         .set("event_time", "field", "ts")
         .merge("[commit]\nmax_rows = 100\n");
     f.write("table", &job);
+    schema
+}
+
+/// `sluice verify` finds the table clean with its Delta log up to date, and each Delta reader
+/// counts every offset once at the latest version.
+fn assert_clean(f: &Fixture) {
+    let report = f.cli_json(&["verify", "--json"]);
+    assert_eq!(report["violations"], json!([]), "{report}");
+    assert_eq!(report["delta"]["behind"], 0, "{report}");
+    f.assert_delta_readers_agree();
+}
+
+#[test]
+fn every_type_reads_alike_in_every_delta_reader() {
+    const N: i64 = 300;
+    let mut f = Fixture::new("types", 1);
+    every_type_job(&mut f);
     let (payloads, want): (Vec<String>, Vec<Value>) = (0..N).map(event).unzip();
     produce_payloads(&f.topic, 0, &payloads);
     let stats = f.run_once_ok();
     assert_eq!(n(&stats, "rows"), N, "{stats}");
     assert_eq!(n(&stats, "dead_letters"), 0, "{stats}");
-    // verify clean, and each reader counts every offset once at the latest version.
-    let report = f.cli_json(&["verify", "--json"]);
-    assert_eq!(report["violations"], json!([]), "{report}");
-    assert_eq!(report["delta"]["behind"], 0, "{report}");
-    f.assert_delta_readers_agree();
+    assert_clean(&f);
 
     let table = f.job_table_dir().display().to_string();
     let mut seen: Vec<(String, Vec<Value>)> = Vec::new();
@@ -159,4 +170,74 @@ fn every_type_reads_alike_in_every_delta_reader() {
     ] {
         assert_eq!(cols[col], ty, "deltalake type of {col}: {cols}");
     }
+}
+
+/// The schema file gains a nullable field between two runs: the first Delta version after it
+/// carries a new `metaData`, every reader sees the wider table (nulls in the rows loaded
+/// before), and time travel to the version before still reads the narrower one.
+#[test]
+fn a_wider_schema_is_a_new_delta_metadata_and_readers_see_both_shapes() {
+    let mut f = Fixture::new("widen", 1);
+    let schema = every_type_job(&mut f);
+    let (payloads, _): (Vec<String>, Vec<Value>) = (0..100).map(event).unzip();
+    produce_payloads(&f.topic, 0, &payloads);
+    assert_eq!(n(&f.run_once_ok(), "rows"), 100);
+    let before = f.state().seq - 1;
+
+    let field = r#"{"name": "note", "type": ["null", "string"], "default": null},"#;
+    let wider = SCHEMA.replacen(
+        r#"{"name": "b""#,
+        &format!("{field}\n    {{\"name\": \"b\""),
+        1,
+    );
+    assert_ne!(wider, SCHEMA);
+    std::fs::write(&schema, wider).unwrap();
+    let payloads: Vec<String> = (100..150)
+        .map(|k| {
+            let mut p: Value = serde_json::from_str(&event(k).0).unwrap();
+            p["note"] = json!(format!("note-{k}"));
+            p.to_string()
+        })
+        .collect();
+    produce_payloads(&f.topic, 0, &payloads);
+    let stats = f.run_once_ok();
+    assert_eq!(n(&stats, "rows"), 50, "{stats}");
+    assert_eq!(n(&stats, "dead_letters"), 0, "{stats}");
+    assert_clean(&f);
+
+    // The first version after the change says the new schema.
+    let log = std::fs::read_to_string(
+        f.job_table_dir()
+            .join(format!("_delta_log/{:020}.json", before + 1)),
+    )
+    .unwrap();
+    let meta = log
+        .lines()
+        .find(|l| l.starts_with(r#"{"metaData""#))
+        .unwrap_or_else(|| panic!("no metaData in version {}: {log}", before + 1));
+    assert!(meta.contains(r#"\"name\":\"note\""#), "{meta}");
+
+    let table = f.job_table_dir().display().to_string();
+    for engine in DELTA_ENGINES {
+        let r = read_delta(&table, engine, &["--rows"]);
+        let rows = r["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 150, "{engine}");
+        for (k, row) in rows.iter().enumerate() {
+            let want = if k < 100 {
+                json!(null)
+            } else {
+                json!(format!("note-{k}"))
+            };
+            assert_eq!(row["note"], want, "{engine}: row {k}: {row}");
+            assert_eq!(row["s"], format!("s-{k}"), "{engine}: row {k}");
+        }
+    }
+    let old = read_delta(
+        &table,
+        "deltalake",
+        &["--rows", "--version", &before.to_string()],
+    );
+    let rows = old["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 100);
+    assert!(rows[0].get("note").is_none(), "{}", rows[0]);
 }

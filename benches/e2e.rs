@@ -355,7 +355,10 @@ fn freshness(ctx: &Ctx, rate: u64, secs: u64) -> (f64, f64) {
 
 /// Resume cost: a table with `entries` manifest entries (checkpoint every 100), then
 /// `run --once` with nothing new: start-up, manifest read, first fetch, exit.
-fn resume(ctx: &Ctx, entries: u64) -> (f64, f64) {
+/// A loader's start on a table of `entries` entries, whose Delta log is up to date (written
+/// first by `sluice delta sync`, timed too): (with the manifest's checkpoint hint, without it,
+/// the Delta log's catch-up from nothing).
+fn resume(ctx: &Ctx, entries: u64) -> (f64, f64, f64) {
     let topic = ctx.topic("resume", 1);
     sluice::ops::generate::produce(
         &ctx.brokers,
@@ -417,6 +420,8 @@ fn resume(ctx: &Ctx, entries: u64) -> (f64, f64) {
             rt().block_on(manifest.write_checkpoint(&state)).unwrap();
         }
     }
+    // The table's Delta log, from nothing: what a table older than its log costs once.
+    let (catch_up, _, _, _) = ctx.timed(&["delta", "sync"], &job);
     let mut walls = Vec::new();
     for _ in 0..3 {
         let (wall, _, _, out) = ctx.timed(&["run", "--once"], &job);
@@ -429,7 +434,7 @@ fn resume(ctx: &Ctx, entries: u64) -> (f64, f64) {
         PathBuf::from("/").join(manifest.path("_sluice/_last_checkpoint").as_ref()),
     );
     let (no_hint, _, _, _) = ctx.timed(&["run", "--once"], &job);
-    (median(walls), no_hint)
+    (median(walls), no_hint, catch_up)
 }
 
 fn main() {
@@ -523,7 +528,8 @@ fn main() {
 
     let (fresh_p50, fresh_p99) = freshness(&ctx, env_or("SLUICE_BENCH_FRESH_RATE", 20_000), 15);
     eprintln!("bench: freshness done");
-    let (resume_s, resume_no_hint_s) = resume(&ctx, env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000));
+    let (resume_s, resume_no_hint_s, delta_catch_up_s) =
+        resume(&ctx, env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000));
 
     let e2e = median(rate.clone());
     let report = json!({
@@ -558,7 +564,7 @@ fn main() {
             "cpu_s_per_million": median(base_cpu.clone()),
             "ratio_events_per_s": e2e / median(base_rate.clone()),
         })),
-        "resume_s": { "entries": env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000u64), "with_checkpoint_hint": resume_s, "listing_checkpoints": resume_no_hint_s },
+        "resume_s": { "entries": env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000u64), "with_checkpoint_hint": resume_s, "listing_checkpoints": resume_no_hint_s, "delta_log_from_nothing": delta_catch_up_s },
     });
     let out_dir = repo().join("target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -645,6 +651,11 @@ fn main() {
         "{:<52} {:>14}",
         "resume, 100k entries (s) [target <= 1]",
         format!("{:.2} ({:.2} w/o hint)", resume_s, resume_no_hint_s)
+    );
+    println!(
+        "{:<52} {:>14}",
+        "  its Delta log written from nothing (s, once)",
+        format!("{delta_catch_up_s:.1}")
     );
     if let Some(b) = &baseline {
         let (br, bc) = (median(base_rate), median(base_cpu));

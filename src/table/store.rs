@@ -266,6 +266,27 @@ impl TableStore {
         })
         .await
     }
+
+    /// The objects under `rel_prefix` whose paths sort after `rel_offset` (S3's `start-after`:
+    /// one request for the tail of a long listing, where the store supports it).
+    pub async fn list_after(
+        &self,
+        rel_prefix: &str,
+        rel_offset: &str,
+    ) -> Result<Vec<ObjectMeta>, StoreError> {
+        let prefix = self.path(rel_prefix);
+        let offset = self.path(rel_offset);
+        self.retrying(rel_prefix, "list", |_| {
+            let (prefix, offset) = (&prefix, &offset);
+            async move {
+                self.store
+                    .list_with_offset(Some(prefix), offset)
+                    .try_collect()
+                    .await
+            }
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -149,8 +149,10 @@ impl DeltaLog {
         };
         c.next = Some(next);
         let every = self.settings.checkpoint_every.max(1);
-        let needs_checkpoint = (next..head).any(|v| v > 0 && v % every == 0);
-        if needs_checkpoint && c.snapshot.is_none() {
+        // Only the last checkpoint due among the versions this call writes: a writer catching
+        // up on many versions writes one, not one per `every` (readers open from the latest).
+        let checkpoint_at = (next..head).rev().find(|v| *v > 0 && v % every == 0);
+        if checkpoint_at.is_some() && c.snapshot.is_none() {
             c.snapshot = Some(match next {
                 0 => Snapshot::default(),
                 n => load_snapshot(&self.store, n - 1).await?,
@@ -187,7 +189,7 @@ impl DeltaLog {
             c.next = Some(v + 1);
             if let Some(s) = c.snapshot.as_mut() {
                 s.apply(v, &actions);
-                if v > 0 && v % every == 0 {
+                if checkpoint_at == Some(v) {
                     self.write_checkpoint(s, entry.committed_at_ms).await?;
                 }
             }
@@ -322,9 +324,27 @@ fn foreign_operation(actions: &[action::Action]) -> String {
 
 /// The versions of the log: every commit file's version, ascending, and the checkpoints'.
 pub async fn list_versions(store: &TableStore) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
+    list_versions_from(store, 0).await
+}
+
+/// The versions of the log from `from` on (commit files, checkpoints), listing only the tail
+/// of the log where the store can.
+async fn list_versions_from(
+    store: &TableStore,
+    from: u64,
+) -> Result<(Vec<u64>, Vec<u64>), StoreError> {
     let mut commits = Vec::new();
     let mut checkpoints = Vec::new();
-    for meta in store.list(DELTA_LOG_DIR).await? {
+    // Every file of version `from` or later sorts after its bare 20-digit number.
+    let listed = match from {
+        0 => store.list(DELTA_LOG_DIR).await?,
+        v => {
+            store
+                .list_after(DELTA_LOG_DIR, &format!("{DELTA_LOG_DIR}/{v:020}"))
+                .await?
+        }
+    };
+    for meta in listed {
         let Some(rel) = store.rel(&meta.location) else {
             continue;
         };
@@ -338,13 +358,32 @@ pub async fn list_versions(store: &TableStore) -> Result<(Vec<u64>, Vec<u64>), S
             checkpoints.push(v);
         }
     }
+    commits.retain(|&v| v >= from);
+    checkpoints.retain(|&v| v >= from);
     commits.sort_unstable();
     checkpoints.sort_unstable();
     Ok((commits, checkpoints))
 }
 
-/// The latest version in the log, if any.
+/// The version `_last_checkpoint` names: a hint (a reader's too), so one that cannot be read
+/// is no hint rather than an error.
+async fn checkpoint_hint(store: &TableStore) -> Result<Option<u64>, StoreError> {
+    let Some(body) = store.get(DELTA_LAST_CHECKPOINT).await? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("version").and_then(serde_json::Value::as_u64)))
+}
+
+/// The latest version in the log, if any: the versions from the last checkpoint on, so a
+/// loader's start costs the same at a hundred versions as at a hundred thousand.
 pub async fn latest_version(store: &TableStore) -> Result<Option<u64>, StoreError> {
+    if let Some(hint) = checkpoint_hint(store).await? {
+        if let Some(&v) = list_versions_from(store, hint).await?.0.last() {
+            return Ok(Some(v));
+        }
+    }
     Ok(list_versions(store).await?.0.last().copied())
 }
 
@@ -378,15 +417,25 @@ pub async fn read_checkpoint(store: &TableStore, v: u64) -> Result<Option<Snapsh
 /// The table's Delta state at version `v`, as a reader builds it: the latest checkpoint at or
 /// below `v`, then the commits after it.
 pub async fn load_snapshot(store: &TableStore, v: u64) -> Result<Snapshot, DeltaError> {
-    let (_, checkpoints) = list_versions(store).await?;
-    let mut s = Snapshot::default();
-    let mut from = 0;
-    if let Some(&cp) = checkpoints.iter().rev().find(|&&c| c <= v) {
-        if let Some(loaded) = read_checkpoint(store, cp).await? {
-            s = loaded;
-            from = cp + 1;
+    // The checkpoint `_last_checkpoint` names when it is at or below `v` (no listing), else
+    // the latest listed at or below `v`.
+    let mut start = None;
+    if let Some(hint) = checkpoint_hint(store).await?.filter(|&h| h <= v) {
+        start = read_checkpoint(store, hint).await?;
+    }
+    if start.is_none() {
+        let (_, checkpoints) = list_versions(store).await?;
+        if let Some(&cp) = checkpoints.iter().rev().find(|&&c| c <= v) {
+            start = read_checkpoint(store, cp).await?;
         }
     }
+    let (mut s, from) = match start {
+        Some(s) => {
+            let from = s.version.map_or(0, |cp| cp + 1);
+            (s, from)
+        }
+        None => (Snapshot::default(), 0),
+    };
     for w in from..=v {
         let actions = read_commit(store, w)
             .await?

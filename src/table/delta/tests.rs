@@ -295,6 +295,59 @@ fn checkpoints_equal_the_replayed_log_and_keep_tombstones_within_retention() {
     assert_eq!(loaded.files.len(), 7);
 }
 
+/// A writer catching up on many versions (a table older than its log, a log moved aside)
+/// writes one checkpoint, the last one due, not one per `checkpoint_every`; the latest version
+/// and a reader's snapshot are found from `_last_checkpoint`, stale or unreadable as it may be.
+#[test]
+fn catching_up_writes_the_last_checkpoint_due_and_the_hint_finds_the_tail() {
+    let t = Table::new();
+    let plain = Committer::open(
+        Manifest::on(t.store.clone(), 1000),
+        t.rt.clone(),
+        "w".into(),
+    )
+    .unwrap();
+    for i in 0..23 {
+        t.publish(
+            &plain,
+            EntryKind::Append,
+            &[(0, i * 10, i * 10 + 10)],
+            vec![],
+        );
+    }
+    assert_eq!(t.versions(), (vec![], vec![]), "no log without a DeltaLog");
+    let c = t.writer(5);
+    let (commits, checkpoints) = t.versions();
+    assert_eq!(commits, (0..23).collect::<Vec<_>>());
+    assert_eq!(checkpoints, vec![20], "one checkpoint, the last due");
+    let latest = |t: &Table| t.rt.block_on(latest_version(&t.store)).unwrap();
+    assert_eq!(latest(&t), Some(22));
+    let replay = t.rt.block_on(load_snapshot(&t.store, 22)).unwrap();
+    assert_eq!(replay.files.len(), 23);
+    // From here on, one version per commit, checkpoints where due.
+    for i in 23..26 {
+        t.publish(&c, EntryKind::Append, &[(0, i * 10, i * 10 + 10)], vec![]);
+    }
+    assert_eq!(t.versions().1, vec![20, 25]);
+    assert_eq!(latest(&t), Some(25));
+    // A stale hint (a racing writer's older checkpoint) and an unreadable one still find the
+    // latest version and the same snapshot.
+    for hint in [r#"{"version":20,"size":30}"#, "not json"] {
+        t.rt.block_on(
+            t.store
+                .put(DELTA_LAST_CHECKPOINT, bytes::Bytes::from(hint.to_string())),
+        )
+        .unwrap();
+        assert_eq!(latest(&t), Some(25), "{hint}");
+        let s = t.rt.block_on(load_snapshot(&t.store, 24)).unwrap();
+        assert_eq!(s.files.len(), 25, "{hint}");
+        assert_eq!(s.version, Some(24));
+    }
+    // A snapshot older than the hinted checkpoint replays from an earlier one (or from 0).
+    let s = t.rt.block_on(load_snapshot(&t.store, 12)).unwrap();
+    assert_eq!((s.files.len(), s.version), (13, Some(12)));
+}
+
 #[test]
 fn paths_are_percent_encoded_and_partition_values_come_from_the_folders() {
     assert_eq!(

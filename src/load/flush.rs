@@ -16,7 +16,9 @@ use crate::record::encode;
 use crate::record::source::{self, LoaderContext};
 use crate::table::commit::{Encoded, Outcome, Proposal};
 use crate::table::delta::stats::file_stats;
-use crate::table::entry::{DataFile, DeadLetterFile, Entry, OffsetRange, DEAD_LETTER_DIR};
+use crate::table::entry::{
+    DataFile, DeadLetterFile, Entry, OffsetRange, StatsJson, DEAD_LETTER_DIR,
+};
 use crate::table::state::Refusal;
 
 impl Loader {
@@ -115,7 +117,7 @@ impl Loader {
                 })?;
             Ok(Encoded {
                 body,
-                stats: Some(file_stats(&batches)),
+                stats: StatsJson::new(&file_stats(&batches)).ok(),
             })
         })?;
         match written.publish(&self.committer)? {

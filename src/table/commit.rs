@@ -30,7 +30,7 @@ use bytes::Bytes;
 use crate::error::{LoadError, ManifestError, Result};
 use crate::table::delta::{DeltaError, DeltaLog};
 use crate::table::entry::{
-    DataFile, DeadLetterFile, Entry, EntryKind, FileStats, OffsetRange, SchemaDef, FORMAT_VERSION,
+    DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, SchemaDef, StatsJson, FORMAT_VERSION,
 };
 use crate::table::manifest::Manifest;
 use crate::table::state::{Refusal, TableState};
@@ -52,7 +52,7 @@ pub struct Committer {
 #[derive(Debug, Default)]
 pub struct Encoded {
     pub body: Vec<u8>,
-    pub stats: Option<FileStats>,
+    pub stats: Option<StatsJson>,
 }
 
 impl From<Vec<u8>> for Encoded {

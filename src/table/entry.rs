@@ -35,7 +35,38 @@ pub struct DataFile {
     /// Per-column statistics of the file's rows, for readers to skip files (Delta `stats`).
     /// `None` in entries written before sluice recorded them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stats: Option<FileStats>,
+    pub stats: Option<StatsJson>,
+}
+
+/// A file's [`FileStats`] held as their JSON text: a few hundred bytes a file rather than
+/// three maps of a dozen values (an entry can name thousands of files). In an entry it is the
+/// statistics object itself, as if it were a `FileStats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "FileStats", into = "FileStats")]
+pub struct StatsJson(Box<str>);
+
+impl StatsJson {
+    pub fn new(stats: &FileStats) -> Result<Self, serde_json::Error> {
+        Ok(StatsJson(serde_json::to_string(stats)?.into()))
+    }
+
+    /// The statistics (the text was written from a `FileStats`, so it reads back as one).
+    pub fn stats(&self) -> Option<FileStats> {
+        serde_json::from_str(&self.0).ok()
+    }
+}
+
+impl TryFrom<FileStats> for StatsJson {
+    type Error = serde_json::Error;
+    fn try_from(stats: FileStats) -> Result<Self, Self::Error> {
+        StatsJson::new(&stats)
+    }
+}
+
+impl From<StatsJson> for FileStats {
+    fn from(s: StatsJson) -> FileStats {
+        s.stats().unwrap_or_default()
+    }
 }
 
 /// Column statistics of a data file, keyed by top-level column name, with values in Delta

@@ -310,7 +310,12 @@ impl TableState {
             let p = self.partition_mut(&d.topic, d.partition);
             p.dead_letters += d.offsets.len() as u64;
         }
-        self.files.extend(e.files.iter().cloned());
+        // The state keeps no statistics: they are the entry's, for its Delta version, and a
+        // table's live files can number hundreds of thousands.
+        self.files.extend(e.files.iter().map(|f| DataFile {
+            stats: None,
+            ..f.clone()
+        }));
         self.dead_letters.extend(e.dead_letters.iter().cloned());
         if let Some(schema) = &e.schema {
             self.schema = Some(schema.clone());

@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 
 use crate::error::{LoadError, Result, StoreError};
 use crate::table::commit::Encoded;
-use crate::table::entry::FileStats;
+use crate::table::entry::StatsJson;
 use crate::table::store::{Created, TableStore};
 
 /// Uploads in flight at once.
@@ -22,7 +22,7 @@ pub struct Pending<'a> {
 }
 
 /// What an upload returns of one body: its size, and the statistics its encoder kept.
-pub type Uploaded = (u64, Option<FileStats>);
+pub type Uploaded = (u64, Option<StatsJson>);
 
 /// Encodes `files[i]` with `encode(i)` on up to one thread per core and uploads each body under
 /// its (fresh, never reused) name. Returns each body's size and statistics, in `files`' order.

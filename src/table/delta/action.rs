@@ -305,7 +305,7 @@ pub fn partition_values(rel: &str) -> StringMap {
 fn stats_json(f: &DataFile) -> String {
     let mut v = serde_json::Map::new();
     v.insert("numRecords".into(), f.rows.into());
-    if let Some(s) = &f.stats {
+    if let Some(s) = f.stats.as_ref().and_then(|s| s.stats()) {
         let obj = |m: &BTreeMap<String, serde_json::Value>| {
             serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         };

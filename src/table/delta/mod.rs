@@ -160,24 +160,28 @@ impl DeltaLog {
         }
         let mut written = 0;
         for v in next..head {
-            let entry = match fresh {
-                Some(e) if e.seq == v + 1 => e.clone(),
-                _ => manifest
-                    .read_entry(v + 1)
-                    .await?
-                    .ok_or_else(|| DeltaError::Corrupt {
-                        path: Entry::rel(v + 1),
-                        message: "the manifest entry to project is missing".into(),
-                    })?,
-            };
-            let table = self.table(&mut c, manifest, &entry).await?;
-            let actions = project(&entry, &table);
+            let read;
+            let entry =
+                match fresh {
+                    Some(e) if e.seq == v + 1 => e,
+                    _ => {
+                        read = manifest.read_entry(v + 1).await?.ok_or_else(|| {
+                            DeltaError::Corrupt {
+                                path: Entry::rel(v + 1),
+                                message: "the manifest entry to project is missing".into(),
+                            }
+                        })?;
+                        &read
+                    }
+                };
+            let table = self.table(&mut c, manifest, entry).await?;
+            let actions = project(entry, &table);
             let body = commit_body(&actions).map_err(|e| corrupt(&commit_rel(v), e))?;
             let rel = commit_rel(v);
             match self.store.put_new(&rel, Bytes::from(body)).await? {
                 Created::New => written += 1,
                 Created::AlreadyThere { .. } => {
-                    if let Err(e) = self.check_ours(v, &entry).await {
+                    if let Err(e) = self.check_ours(v, entry).await {
                         if let DeltaError::Foreign { .. } = &e {
                             c.stopped = Some(e.to_string());
                         }

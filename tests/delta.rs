@@ -85,15 +85,6 @@ fn every_type_job(f: &mut Fixture) -> std::path::PathBuf {
     schema
 }
 
-/// `sluice verify` finds the table clean with its Delta log up to date, and each Delta reader
-/// counts every offset once at the latest version.
-fn assert_clean(f: &Fixture) {
-    let report = f.cli_json(&["verify", "--json"]);
-    assert_eq!(report["violations"], json!([]), "{report}");
-    assert_eq!(report["delta"]["behind"], 0, "{report}");
-    f.assert_delta_readers_agree();
-}
-
 #[test]
 fn every_type_reads_alike_in_every_delta_reader() {
     const N: i64 = 300;
@@ -104,7 +95,7 @@ fn every_type_reads_alike_in_every_delta_reader() {
     let stats = f.run_once_ok();
     assert_eq!(n(&stats, "rows"), N, "{stats}");
     assert_eq!(n(&stats, "dead_letters"), 0, "{stats}");
-    assert_clean(&f);
+    f.assert_clean();
 
     let table = f.job_table_dir().display().to_string();
     let mut seen: Vec<(String, Vec<Value>)> = Vec::new();
@@ -203,7 +194,7 @@ fn a_wider_schema_is_a_new_delta_metadata_and_readers_see_both_shapes() {
     let stats = f.run_once_ok();
     assert_eq!(n(&stats, "rows"), 50, "{stats}");
     assert_eq!(n(&stats, "dead_letters"), 0, "{stats}");
-    assert_clean(&f);
+    f.assert_clean();
 
     // The first version after the change says the new schema.
     let log = std::fs::read_to_string(

@@ -104,21 +104,28 @@ def duckdb_extension_path():
     return found[0]
 
 
-def read_duckdb(a, so):
+def duckdb_snapshot(a):
+    """A DuckDB connection with the delta extension, the table's folder, and the version to read:
+    --version, or the latest in the log (pinned, so that every scan reads the same snapshot)."""
     import duckdb
-    if so is not None:
-        return {"unsupported": "s3", "reason": "DuckDB reads S3 through httpfs, which cannot be installed offline"}
     root = local_path(a.table)
     con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
     con.execute(f"LOAD {sql_str(duckdb_extension_path())}")
     version = a.version
-    if version is None:  # pin the latest version, so every scan below reads the same snapshot
+    if version is None:
         names = con.execute("SELECT file FROM glob(?)", [os.path.join(root, "_delta_log", "*")]).fetchall()
         versions = [int(m.group(1)) for (f,) in names
                     if (m := re.fullmatch(r"(\d{20})\.(json|checkpoint(\..+)?\.parquet)", os.path.basename(f)))]
         if not versions:
             raise RuntimeError(f"no Delta log under {root}/_delta_log")
         version = max(versions)
+    return con, root, version
+
+
+def read_duckdb(a, so):
+    if so is not None:
+        return {"unsupported": "s3", "reason": "DuckDB reads S3 through httpfs, which cannot be installed offline"}
+    con, root, version = duckdb_snapshot(a)
     src = f"delta_scan({sql_str(root)}, version={int(version)})"
     columns = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {src})").fetchall())
     con.execute(f"CREATE VIEW t AS SELECT * FROM {src}")
@@ -197,16 +204,9 @@ def read_rows(a, so):
         dt = DeltaTable(a.table, version=a.version, storage_options=so)
         version, table = dt.version(), dt.to_pyarrow_table()
     elif a.engine == "duckdb":
-        import duckdb
         if so is not None:
             return {"unsupported": "s3"}
-        con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
-        con.execute(f"LOAD {sql_str(duckdb_extension_path())}")
-        root = local_path(a.table)
-        version = a.version
-        if version is None:
-            from deltalake import DeltaTable
-            version = DeltaTable(a.table).version()
+        con, root, version = duckdb_snapshot(a)
         table = con.execute(f"SELECT * FROM delta_scan({sql_str(root)}, version={int(version)})").fetch_arrow_table()
     else:
         import polars as pl

@@ -117,7 +117,7 @@ impl Loader {
                 })?;
             Ok(Encoded {
                 body,
-                stats: StatsJson::new(&file_stats(&batches)).ok(),
+                stats: StatsJson::try_from(file_stats(&batches)).ok(),
             })
         })?;
         match written.publish(&self.committer)? {

@@ -46,10 +46,6 @@ pub struct DataFile {
 pub struct StatsJson(Box<str>);
 
 impl StatsJson {
-    pub fn new(stats: &FileStats) -> Result<Self, serde_json::Error> {
-        Ok(StatsJson(serde_json::to_string(stats)?.into()))
-    }
-
     /// The statistics (the text was written from a `FileStats`, so it reads back as one).
     pub fn stats(&self) -> Option<FileStats> {
         serde_json::from_str(&self.0).ok()
@@ -59,7 +55,7 @@ impl StatsJson {
 impl TryFrom<FileStats> for StatsJson {
     type Error = serde_json::Error;
     fn try_from(stats: FileStats) -> Result<Self, Self::Error> {
-        StatsJson::new(&stats)
+        Ok(StatsJson(serde_json::to_string(&stats)?.into()))
     }
 }
 

@@ -80,7 +80,12 @@ pub async fn check(
         // at its number; a version of sluice's with no entry is ahead of the manifest.
         let entry = entries.get(v as usize);
         let ours = sluice_info(&actions).map(|i| i.commit_id.as_str());
-        if ours.is_none() || (entry.is_some() && entry.map(|e| e.commit_id.as_str()) != ours) {
+        let foreign = match (ours, entry) {
+            (None, _) => true,
+            (Some(id), Some(e)) => id != e.commit_id,
+            (Some(_), None) => false,
+        };
+        if foreign {
             violations.push(Violation::DeltaForeignVersion {
                 version: v,
                 operation: actions.iter().find_map(|a| match a {

@@ -380,8 +380,8 @@ async fn checkpoint_hint(store: &TableStore) -> Result<Option<u64>, StoreError> 
         .and_then(|v| v.get("version").and_then(serde_json::Value::as_u64)))
 }
 
-/// The latest version in the log, if any: the versions from the last checkpoint on, so a
-/// loader's start costs the same at a hundred versions as at a hundred thousand.
+/// The latest version in the log, if any: the versions from the last checkpoint on (on S3, GCS
+/// and Azure one listing of the log's tail, whatever its length).
 pub async fn latest_version(store: &TableStore) -> Result<Option<u64>, StoreError> {
     if let Some(hint) = checkpoint_hint(store).await? {
         if let Some(&v) = list_versions_from(store, hint).await?.0.last() {
@@ -433,13 +433,11 @@ pub async fn load_snapshot(store: &TableStore, v: u64) -> Result<Snapshot, Delta
             start = read_checkpoint(store, cp).await?;
         }
     }
-    let (mut s, from) = match start {
-        Some(s) => {
-            let from = s.version.map_or(0, |cp| cp + 1);
-            (s, from)
-        }
-        None => (Snapshot::default(), 0),
-    };
+    let from = start
+        .as_ref()
+        .and_then(|s| s.version)
+        .map_or(0, |cp| cp + 1);
+    let mut s = start.unwrap_or_default();
     for w in from..=v {
         let actions = read_commit(store, w)
             .await?

@@ -405,6 +405,7 @@ fn resume(ctx: &Ctx, entries: u64) -> (f64, f64, f64) {
                 max_event_ms: 0,
                 schema_fingerprint: parsed.schema.fingerprint.clone(),
                 stats: None,
+                spans: vec![],
             }],
             dead_letters: vec![],
             removed: vec![],

@@ -38,6 +38,16 @@ struct RawJob {
     commit: Option<RawCommit>,
     bad_records: Option<RawBadRecords>,
     delta: Option<RawDelta>,
+    compaction: Option<RawCompaction>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompaction {
+    enabled: Option<bool>,
+    target_size: Option<String>,
+    sort_by: Option<Vec<String>>,
+    min_files: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +192,20 @@ pub struct Job {
     pub bad_records: BadRecordPolicy,
     /// The Delta Lake log kept beside the manifest (`None`: `[delta] enabled = false`).
     pub delta: Option<DeltaConfig>,
+    pub compaction: CompactionConfig,
+}
+
+/// `[compaction]`: how windows' small files are merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionConfig {
+    /// The continuous loader compacts each window when it closes, in the background.
+    pub enabled: bool,
+    /// Compacted files of about this many bytes.
+    pub target_bytes: u64,
+    /// Rows in a compacted file are sorted by these columns (`None`: by event time).
+    pub sort_by: Option<Vec<String>>,
+    /// A window is compacted when it has at least this many small files.
+    pub min_files: usize,
 }
 
 /// `[delta]`: how the table's Delta log is kept.
@@ -231,6 +255,8 @@ pub mod defaults {
     pub const DELTA_CHECKPOINT_EVERY: u64 = 100;
     /// Delta's own default `delta.deletedFileRetentionDuration`.
     pub const DELTA_RETENTION: &str = "7d";
+    pub const COMPACTION_TARGET_SIZE: &str = "128MiB";
+    pub const COMPACTION_MIN_FILES: usize = 2;
 }
 
 impl Job {
@@ -470,6 +496,37 @@ impl Job {
             }
         };
 
+        let rc = raw.compaction.as_ref();
+        let target_text = rc
+            .and_then(|c| c.target_size.as_deref())
+            .unwrap_or(defaults::COMPACTION_TARGET_SIZE);
+        let target_bytes =
+            parse_size(target_text).map_err(|m| invalid("compaction.target_size", m.0))?;
+        if target_bytes < 1 << 10 {
+            return Err(invalid(
+                "compaction.target_size",
+                format!("`{target_text}`: at least 1KiB"),
+            ));
+        }
+        let sort_by = rc.and_then(|c| c.sort_by.clone());
+        for col in sort_by.iter().flatten() {
+            if schema.table.field_with_name(col).is_err() {
+                return Err(invalid(
+                    "compaction.sort_by",
+                    format!("`{col}` is not a column of the table"),
+                ));
+            }
+        }
+        let compaction = CompactionConfig {
+            enabled: rc.and_then(|c| c.enabled).unwrap_or(true),
+            target_bytes,
+            sort_by,
+            min_files: rc
+                .and_then(|c| c.min_files)
+                .unwrap_or(defaults::COMPACTION_MIN_FILES)
+                .max(2),
+        };
+
         Ok(Job {
             path: path.to_path_buf(),
             name,
@@ -494,6 +551,7 @@ impl Job {
             checkpoint_every,
             bad_records,
             delta,
+            compaction,
         })
     }
 }

@@ -44,6 +44,9 @@ enum Command {
     /// a commit) that are older than the grace period and that no Delta version inside the
     /// retention period references.
     Gc(GcArgs),
+    /// Merge windows' small files into files of about the target size, in one `compact` entry
+    /// per window; each new file records the offset spans of every row it holds.
+    Compact(CompactArgs),
     /// The table's Delta Lake log (`_delta_log/`), kept in step with the manifest.
     #[command(subcommand)]
     Delta(DeltaCommand),
@@ -133,6 +136,21 @@ struct GcArgs {
     older_than: String,
 }
 
+#[derive(Args)]
+struct CompactArgs {
+    #[arg(long)]
+    job: PathBuf,
+    /// Only the window starting at this time (RFC 3339, e.g. 2026-11-24T13:00:00Z).
+    #[arg(long)]
+    window: Option<String>,
+    /// Files of about this size (default: the job's `compaction.target_size`).
+    #[arg(long)]
+    target_size: Option<String>,
+    /// Print what would be merged, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
 #[derive(Subcommand)]
 enum DeltaCommand {
     /// Write every Delta version the manifest has and the log lacks (loaders do this at every
@@ -194,6 +212,7 @@ fn main() -> ExitCode {
         Command::Status(a) => status(a),
         Command::Verify(a) => verify(a),
         Command::Gc(a) => gc(a),
+        Command::Compact(a) => compact(a),
         Command::Delta(DeltaCommand::Sync(a)) => delta_sync(a),
         Command::Generate(a) => generate(a),
     };
@@ -438,6 +457,48 @@ fn gc(a: GcArgs) -> anyhow::Result<()> {
             report.kept_for_time_travel.len(),
             r.as_secs() / 3600
         );
+    }
+    Ok(())
+}
+
+fn compact(a: CompactArgs) -> anyhow::Result<()> {
+    let job = Job::load(&a.job)?;
+    let mut options = ops::compact::Options::of(&job);
+    if let Some(w) = &a.window {
+        let ms = chrono::DateTime::parse_from_rfc3339(w)
+            .with_context(|| format!("--window {w}: expected an RFC 3339 time"))?
+            .timestamp_millis();
+        options.window = Some(job.window.start_of(ms));
+    }
+    if let Some(t) = &a.target_size {
+        options.target_bytes = sluice::record::window::parse_size(t)
+            .map_err(|e| anyhow::anyhow!("--target-size: {e}"))?;
+    }
+    let (rt, manifest) = open_table(&job)?;
+    let committer = ops::compact::committer(&job, manifest, rt, "compact")?;
+    let plans = {
+        let state = committer.state();
+        let state = sluice::table::commit::lock(&state);
+        ops::compact::plan(&state, &options)
+    };
+    for p in &plans {
+        let inputs = p.inputs().count();
+        let bytes: u64 = p.inputs().map(|f| f.bytes).sum();
+        eprintln!(
+            "window {}: {inputs} files ({bytes} bytes) into {}",
+            ops::status::rfc3339(p.window_start_ms).unwrap_or_default(),
+            p.outputs.len()
+        );
+    }
+    if a.dry_run {
+        println!("{}", serde_json::to_string(&plans)?);
+        return Ok(());
+    }
+    let props = sluice::record::encode::writer_properties(job.compression, job.row_group_rows);
+    let done = ops::compact::compact(&committer, &plans, &ops::compact::SortBy::of(&job), &props)?;
+    println!("{}", serde_json::to_string(&done)?);
+    if let Some(r) = done.iter().find_map(|d| d.refused.as_ref()) {
+        anyhow::bail!("a window was not compacted (another writer took its files first): {r}");
     }
     Ok(())
 }

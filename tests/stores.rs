@@ -126,6 +126,7 @@ fn commit(c: &Committer, p: i32, from: i64, to: i64) -> Outcome {
         max_event_ms: 0,
         schema_fingerprint: "f".into(),
         stats: None,
+        spans: vec![],
     };
     let written = prepared
         .write(c, vec![file], vec![], |_| Ok(b"body".to_vec().into()))

@@ -11,6 +11,7 @@ use rdkafka::consumer::BaseConsumer;
 use crate::error::{LoadError, Result};
 use crate::load::run::Loader;
 use crate::load::Run;
+use crate::ops::compact;
 use crate::record::buffer::{PartitionBuffer, WindowRows};
 use crate::record::encode;
 use crate::record::source::{self, LoaderContext};
@@ -68,7 +69,7 @@ impl Loader {
         // Name every file: names that cannot collide, so a retry or a racing writer never
         // overwrites anything.
         let mut files: Vec<DataFile> = Vec::new();
-        let mut planned: Vec<(&PartitionBuffer, &WindowRows)> = Vec::new();
+        let mut planned: Vec<Source<'_>> = Vec::new();
         let mut dead: Vec<(DeadLetterFile, Vec<u8>)> = Vec::new();
         for r in prepared.ranges() {
             let Some(buf) = self.parts.get(&r.topic, r.partition) else {
@@ -76,7 +77,7 @@ impl Loader {
             };
             for (start, w) in buf.buffer.windows() {
                 files.push(self.data_file(r, start, w)?);
-                planned.push((&buf.buffer, w));
+                planned.push(Source::Window(&buf.buffer, w));
             }
             if let Some(first) = buf.dead.first() {
                 let rel = format!(
@@ -102,10 +103,33 @@ impl Loader {
                 dead.push((file, body));
             }
         }
+        // A replace carries the rows of other partitions out of the compacted files it removes.
+        if let Run::Backfill(plan) = &self.run {
+            let replaced =
+                |t: &str, p: i32| plan.ranges.iter().any(|r| r.topic == t && r.partition == p);
+            let state = self.committer.state();
+            let state = crate::table::commit::lock(&state);
+            for f in state
+                .files
+                .iter()
+                .filter(|f| plan.carried.contains(&f.path))
+            {
+                if let Some(carried) = compact::carried_file(f, &|t, p| !replaced(t, p)) {
+                    files.push(carried);
+                    planned.push(Source::Carried(f.clone()));
+                }
+            }
+        }
         let (schema, props) = (&self.job.schema.table, &self.props);
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let (store, rt) = (self.committer.manifest().store(), self.committer.runtime());
         let written = prepared.write(&self.committer, files.clone(), dead, |i| {
-            let (buf, w) = planned[i];
+            let (buf, w) = match &planned[i] {
+                Source::Window(buf, w) => (*buf, *w),
+                Source::Carried(source) => {
+                    return compact::encode_carried(store, &rt, source, &files[i], props)
+                }
+            };
             let batches = buf.window_batches(w).map_err(|source| LoadError::Arrow {
                 context: format!("gathering the rows of {}", paths[i]),
                 source,
@@ -170,6 +194,7 @@ impl Loader {
             max_event_ms: w.max_event_ms,
             schema_fingerprint: self.job.schema.fingerprint.clone(),
             stats: None,
+            spans: vec![],
         })
     }
 
@@ -293,6 +318,14 @@ impl Loader {
         }
         self.reposition(consumer, &out)
     }
+}
+
+/// Where the rows of a file to write come from.
+enum Source<'a> {
+    /// A window of a partition's buffer.
+    Window(&'a PartitionBuffer, &'a WindowRows),
+    /// The rows of a removed compacted file that a replace keeps.
+    Carried(DataFile),
 }
 
 /// A replace swaps every file of its ranges at once: each re-derived range must be whole.

@@ -27,6 +27,9 @@ pub struct Plan {
     pub ranges: Vec<PlanRange>,
     pub replace: bool,
     pub removed: Vec<String>,
+    /// Removed files holding rows of partitions the plan does not replace (compacted files):
+    /// the entry carries those rows into new files.
+    pub carried: Vec<String>,
 }
 
 impl Plan {
@@ -117,14 +120,16 @@ pub fn plan(
         loop {
             let before = (lo, hi);
             removed.clear();
-            for f in state
-                .files
-                .iter()
-                .filter(|f| f.topic == t && f.partition == p)
-            {
-                if f.first_offset < hi && lo < f.next_offset {
-                    lo = lo.min(f.first_offset);
-                    hi = hi.max(f.next_offset);
+            for f in state.files.iter().filter(|f| f.holds(t, p)) {
+                let mut touched = false;
+                for s in f.lineage().iter() {
+                    if s.topic == t && s.partition == p && s.first < hi && lo < s.next {
+                        lo = lo.min(s.first);
+                        hi = hi.max(s.next);
+                        touched = true;
+                    }
+                }
+                if touched {
                     removed.push(f.path.clone());
                 }
             }
@@ -166,6 +171,18 @@ pub fn plan(
             to: Some(hi),
         });
     }
+    // A removed file may hold rows of partitions not replaced (a compacted file): those rows
+    // are carried into a new file by the same entry.
+    let replaced = |t: &str, p: i32| plan.ranges.iter().any(|r| r.topic == t && r.partition == p);
+    plan.removed.sort();
+    plan.removed.dedup();
+    plan.carried = state
+        .files
+        .iter()
+        .filter(|f| plan.removed.binary_search(&f.path).is_ok())
+        .filter(|f| f.partitions().iter().any(|(t, p)| !replaced(t, *p)))
+        .map(|f| f.path.clone())
+        .collect();
     if problems.is_empty() {
         Ok(plan)
     } else {
@@ -195,6 +212,7 @@ mod tests {
             max_event_ms: 0,
             schema_fingerprint: String::new(),
             stats: None,
+            spans: vec![],
         }
     }
 

@@ -6,6 +6,7 @@
 //! imports the executor.
 
 pub mod backfill;
+pub mod compact;
 pub mod gc;
 pub mod generate;
 pub mod metrics;

@@ -39,7 +39,7 @@ pub struct Status {
     pub partitions: Vec<PartitionStatus>,
 }
 
-fn rfc3339(ms: i64) -> Option<String> {
+pub fn rfc3339(ms: i64) -> Option<String> {
     chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
@@ -92,10 +92,16 @@ pub fn status(
 ) -> Status {
     let mut max_event: HashMap<(&str, i32), i64> = HashMap::new();
     for f in &state.files {
-        let e = max_event
-            .entry((f.topic.as_str(), f.partition))
-            .or_insert(i64::MIN);
-        *e = (*e).max(f.max_event_ms);
+        for s in f.lineage().iter() {
+            let Some((t, p)) = parts
+                .iter()
+                .find(|(t, p)| *t == s.topic && *p == s.partition)
+            else {
+                continue;
+            };
+            let e = max_event.entry((t.as_str(), *p)).or_insert(i64::MIN);
+            *e = (*e).max(f.max_event_ms);
+        }
     }
     let mut partitions = Vec::new();
     for (t, p) in parts {

@@ -223,8 +223,11 @@ impl Prepared {
     where
         F: Fn(usize) -> Result<Encoded> + Sync,
     {
+        // A file with spans (compacted, or carried over by a replace) moves rows of its
+        // sources: publishing checks its lineage against the files removed.
         let unprepared = files
             .iter()
+            .filter(|f| f.spans.is_empty())
             .map(|f| (&f.topic, f.partition, &f.path))
             .chain(dead.iter().map(|(d, _)| (&d.topic, d.partition, &d.path)))
             .find(|(t, p, _)| {
@@ -315,12 +318,18 @@ impl Written {
             let now = s.check(&entry);
             if !now.is_empty() {
                 // A replace is all or nothing; so is a refusal no partition can be dropped for.
-                let whole =
-                    entry.kind == EntryKind::Replace || now.iter().any(|r| !r.is_partition_local());
+                let whole = matches!(entry.kind, EntryKind::Replace | EntryKind::Compact)
+                    || now.iter().any(|r| !r.is_partition_local());
+                if whole {
+                    orphaned.extend(entry.files.iter().map(|f| f.path.clone()));
+                    orphaned.extend(entry.dead_letters.iter().map(|d| d.path.clone()));
+                    refused.extend(now);
+                    break Outcome::Refused { refused, conflicts };
+                }
                 let gone: Vec<(String, i32)> = entry
                     .ranges
                     .iter()
-                    .filter(|r| whole || now.iter().any(|x| x.names(&r.topic, r.partition)))
+                    .filter(|r| now.iter().any(|x| x.names(&r.topic, r.partition)))
                     .map(|r| (r.topic.clone(), r.partition))
                     .collect();
                 orphaned.extend(entry.drop_partitions(&gone));
@@ -332,10 +341,11 @@ impl Written {
             }
             entry.seq = s.seq + 1;
             // The schema is recorded where it takes effect: a new table, a changed schema.
+            // A compaction writes the schema of the files it merges, not the writer's.
             entry.schema = c
                 .schema
                 .clone()
-                .filter(|mine| s.schema.as_ref() != Some(mine));
+                .filter(|mine| s.schema.as_ref() != Some(mine) && entry.kind != EntryKind::Compact);
             crate::failpoint::hit("manifest-put");
             match c.rt.block_on(c.manifest.put_entry(&entry)) {
                 Ok(Created::New) => {

@@ -36,6 +36,83 @@ pub struct DataFile {
     /// `None` in entries written before sluice recorded them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<StatsJson>,
+    /// A compacted file's lineage: the rows it holds of each source file, as that file
+    /// recorded them. Empty for a file written by a loader, whose lineage is its own
+    /// `topic`, `partition`, `[first_offset, next_offset)` and `rows` (see
+    /// [`DataFile::lineage`]). When set, it is the truth, and the fields above only summarize
+    /// it (`partition` is -1 when the spans come from more than one partition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<Span>,
+}
+
+/// Rows of one topic-partition a data file holds: `rows` records with offsets in the
+/// half-open `[first, next)`, all of them the records of one source file (a loader's file
+/// of one window of one commit), which owns exactly these offsets of its window.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Span {
+    pub topic: String,
+    pub partition: i32,
+    pub first: i64,
+    pub next: i64,
+    pub rows: u64,
+}
+
+impl DataFile {
+    /// The rows the file holds, per source file: its `spans`, or for a loader's file the one
+    /// span of its own fields.
+    pub fn lineage(&self) -> std::borrow::Cow<'_, [Span]> {
+        if self.spans.is_empty() {
+            std::borrow::Cow::Owned(vec![Span {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                first: self.first_offset,
+                next: self.next_offset,
+                rows: self.rows,
+            }])
+        } else {
+            std::borrow::Cow::Borrowed(&self.spans)
+        }
+    }
+
+    /// Whether the file holds rows of this partition.
+    pub fn holds(&self, topic: &str, partition: i32) -> bool {
+        if self.spans.is_empty() {
+            self.topic == topic && self.partition == partition
+        } else {
+            self.spans
+                .iter()
+                .any(|s| s.topic == topic && s.partition == partition)
+        }
+    }
+
+    /// Rows the file holds of this partition.
+    pub fn rows_of(&self, topic: &str, partition: i32) -> u64 {
+        if self.spans.is_empty() {
+            if self.topic == topic && self.partition == partition {
+                self.rows
+            } else {
+                0
+            }
+        } else {
+            self.spans
+                .iter()
+                .filter(|s| s.topic == topic && s.partition == partition)
+                .map(|s| s.rows)
+                .sum()
+        }
+    }
+
+    /// The partitions the file holds rows of, each once.
+    pub fn partitions(&self) -> Vec<(String, i32)> {
+        let mut out: Vec<(String, i32)> = self
+            .lineage()
+            .iter()
+            .map(|s| (s.topic.clone(), s.partition))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
 }
 
 /// A file's [`FileStats`] held as their JSON text: a few hundred bytes a file rather than
@@ -180,7 +257,12 @@ pub enum EntryKind {
     Backfill,
     /// Offsets already loaded, re-derived from Kafka: each range lies inside the committed
     /// ranges, and the entry removes every file that held them (`removed`) in the same step.
+    /// Rows of other partitions in a removed compacted file are carried into new files.
     Replace,
+    /// No offsets: live files rewritten into fewer, bigger ones. It has no ranges; the rows
+    /// of the files it adds are exactly those of the files it removes (`spans`, per
+    /// partition), and every file it removes must still be live.
+    Compact,
 }
 
 /// One manifest entry: a commit.
@@ -218,7 +300,7 @@ impl Entry {
         let is_gone = |t: &str, p: i32| gone.iter().any(|(gt, gp)| gt == t && *gp == p);
         let mut paths = Vec::new();
         self.files.retain(|f| {
-            let keep = !is_gone(&f.topic, f.partition);
+            let keep = !f.partitions().iter().any(|(t, p)| is_gone(t, *p));
             if !keep {
                 paths.push(f.path.clone());
             }
@@ -237,12 +319,7 @@ impl Entry {
 
     /// Rows and dead letters the entry holds for a partition.
     pub fn kept(&self, topic: &str, partition: i32) -> (u64, u64) {
-        let rows = self
-            .files
-            .iter()
-            .filter(|f| f.topic == topic && f.partition == partition)
-            .map(|f| f.rows)
-            .sum();
+        let rows = self.files.iter().map(|f| f.rows_of(topic, partition)).sum();
         let dead = self
             .dead_letters
             .iter()
@@ -308,6 +385,7 @@ pub(crate) fn test_file(r: &OffsetRange, dir: &str) -> DataFile {
         max_event_ms: 0,
         schema_fingerprint: "fp".into(),
         stats: None,
+        spans: vec![],
     }
 }
 

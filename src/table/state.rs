@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Fenced, ManifestError, Unaccounted};
 use crate::table::entry::{
-    DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, SchemaDef, FORMAT_VERSION,
+    DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, SchemaDef, Span, FORMAT_VERSION,
 };
 
 /// Why an entry cannot be published on top of the current state.
@@ -26,6 +26,9 @@ pub enum Refusal {
     Stale { message: String },
     /// A range whose offsets are not all rows, dead letters or recorded non-records.
     Unaccounted(Unaccounted),
+    /// Rows of a partition the entry has no range for would appear or vanish: the files it
+    /// adds do not hold exactly the rows of the files it removes, outside its ranges.
+    Lineage { message: String },
 }
 
 impl Refusal {
@@ -37,7 +40,7 @@ impl Refusal {
                 topic, partition, ..
             } => Some((topic, *partition)),
             Refusal::Unaccounted(u) => Some((&u.topic, u.partition)),
-            Refusal::Stale { .. } => None,
+            Refusal::Stale { .. } | Refusal::Lineage { .. } => None,
         }
     }
 
@@ -66,7 +69,7 @@ impl std::fmt::Display for Refusal {
                 f,
                 "{topic}/{partition}: offsets [{from}, {to}) are already loaded (use --replace to re-derive them)"
             ),
-            Refusal::Stale { message } => f.write_str(message),
+            Refusal::Stale { message } | Refusal::Lineage { message } => f.write_str(message),
             Refusal::Unaccounted(u) => u.fmt(f),
         }
     }
@@ -195,7 +198,80 @@ impl TableState {
     pub fn check(&self, e: &Entry) -> Vec<Refusal> {
         let mut out = self.check_ranges(e.kind, &e.ranges, &e.removed);
         out.extend(e.unaccounted().into_iter().map(Refusal::Unaccounted));
+        out.extend(self.check_lineage(e));
         out
+    }
+
+    /// Outside its ranges an entry moves rows, never makes or loses them: for every partition
+    /// it has no range for, the spans of the files it adds are exactly the spans of the live
+    /// files it removes (compaction; the rows of other partitions a replace carries over).
+    pub fn check_lineage(&self, e: &Entry) -> Option<Refusal> {
+        use std::collections::{HashMap, HashSet};
+        let ranged: HashSet<(&str, i32)> = e
+            .ranges
+            .iter()
+            .map(|r| (r.topic.as_str(), r.partition))
+            .collect();
+        let mut balance: HashMap<Span, i64> = HashMap::new();
+        let removed: HashSet<&str> = e.removed.iter().map(String::as_str).collect();
+        let removing = self
+            .files
+            .iter()
+            .filter(|f| removed.contains(f.path.as_str()));
+        for f in removing.take(if removed.is_empty() { 0 } else { usize::MAX }) {
+            for s in f.lineage().iter() {
+                if !ranged.contains(&(s.topic.as_str(), s.partition)) {
+                    *balance.entry(s.clone()).or_default() += 1;
+                }
+            }
+        }
+        for f in &e.files {
+            // A loader's file of a ranged partition: the common case, checked without a copy.
+            if f.spans.is_empty() && ranged.contains(&(f.topic.as_str(), f.partition)) {
+                continue;
+            }
+            for s in f.lineage().iter() {
+                if !ranged.contains(&(s.topic.as_str(), s.partition)) {
+                    *balance.entry(s.clone()).or_default() -= 1;
+                }
+            }
+        }
+        let mut wrong: Vec<(&Span, i64)> = balance
+            .iter()
+            .filter(|(_, &n)| n != 0)
+            .map(|(s, &n)| (s, n))
+            .collect();
+        wrong.sort();
+        let (s, n) = wrong.first()?;
+        Some(Refusal::Lineage {
+            message: format!(
+                "{}/{}: the rows of [{}, {}) ({} rows) would be {} ({} such spans in all); an entry may add rows only in its ranges",
+                s.topic,
+                s.partition,
+                s.first,
+                s.next,
+                s.rows,
+                if *n > 0 { "lost" } else { "added outside the entry's ranges" },
+                wrong.len()
+            ),
+        })
+    }
+
+    /// Refusals for paths to remove that are no longer live.
+    fn stale_removals(&self, removed: &[String]) -> Vec<Refusal> {
+        let live: std::collections::HashSet<&str> = self
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .chain(self.dead_letters.iter().map(|d| d.path.as_str()))
+            .collect();
+        removed
+            .iter()
+            .filter(|path| !live.contains(path.as_str()))
+            .map(|path| Refusal::Stale {
+                message: format!("{path} was already removed by another entry"),
+            })
+            .collect()
     }
 
     /// Checks that ranges of an entry of `kind` (removing `removed`) fit on top of this state.
@@ -241,18 +317,18 @@ impl TableState {
                         });
                     }
                 }
-                let live: std::collections::HashSet<&str> = self
-                    .files
-                    .iter()
-                    .map(|f| f.path.as_str())
-                    .chain(self.dead_letters.iter().map(|d| d.path.as_str()))
-                    .collect();
-                for path in removed {
-                    if !live.contains(path.as_str()) {
-                        out.push(Refusal::Stale {
-                            message: format!("{path} was already removed by another entry"),
-                        });
-                    }
+                out.extend(self.stale_removals(removed));
+                out
+            }
+            EntryKind::Compact => {
+                let mut out = self.stale_removals(removed);
+                if let Some(r) = ranges.first() {
+                    out.push(Refusal::Stale {
+                        message: format!(
+                            "{}/{}: a compaction loads no offsets, yet it has the range [{}, {})",
+                            r.topic, r.partition, r.from, r.to
+                        ),
+                    });
                 }
                 out
             }
@@ -274,7 +350,11 @@ impl TableState {
             self.files.retain(|f| {
                 let keep = !removed.contains(f.path.as_str());
                 if !keep {
-                    gone_files.push((f.topic.clone(), f.partition, f.rows));
+                    gone_files.extend(
+                        f.partitions()
+                            .into_iter()
+                            .map(|(t, p)| (f.rows_of(&t, p), t, p)),
+                    );
                 }
                 keep
             });
@@ -286,7 +366,7 @@ impl TableState {
                 }
                 keep
             });
-            for (t, p, rows) in gone_files {
+            for (rows, t, p) in gone_files {
                 let ps = self.partition_mut(&t, p);
                 ps.rows = ps.rows.saturating_sub(rows);
                 ps.files = ps.files.saturating_sub(1);
@@ -302,9 +382,12 @@ impl TableState {
             p.last_commit_ms = e.committed_at_ms;
         }
         for f in &e.files {
-            let p = self.partition_mut(&f.topic, f.partition);
-            p.rows += f.rows;
-            p.files += 1;
+            for (t, p) in f.partitions() {
+                let rows = f.rows_of(&t, p);
+                let ps = self.partition_mut(&t, p);
+                ps.rows += rows;
+                ps.files += 1;
+            }
         }
         for d in &e.dead_letters {
             let p = self.partition_mut(&d.topic, d.partition);
@@ -363,6 +446,67 @@ mod tests {
         e.ranges[0].records = Some(0);
         e.ranges[0].not_records = vec![(0, 10)];
         assert!(s.check(&e).is_empty());
+    }
+
+    #[test]
+    fn a_compaction_moves_rows_and_never_makes_or_loses_them() {
+        use crate::table::entry::test_file;
+        let mut s = TableState::default();
+        let mut e = entry(&[("t", 0, 0, 10), ("t", 1, 0, 10)]);
+        e.seq = 1;
+        e.files = e.ranges.iter().map(|r| test_file(r, "w")).collect();
+        s.apply(&e).unwrap();
+        let merged_spans: Vec<Span> = e
+            .files
+            .iter()
+            .flat_map(|f| f.lineage().into_owned())
+            .collect();
+        let compact = |spans: Vec<Span>| Entry {
+            kind: EntryKind::Compact,
+            ranges: vec![],
+            removed: e.files.iter().map(|f| f.path.clone()).collect(),
+            files: vec![DataFile {
+                path: "w/part-compact.parquet".into(),
+                rows: spans.iter().map(|s| s.rows).sum(),
+                spans,
+                ..e.files[0].clone()
+            }],
+            seq: 2,
+            ..entry(&[])
+        };
+        let good = compact(merged_spans.clone());
+        assert!(s.check(&good).is_empty(), "{:?}", s.check(&good));
+        // A span lost, or one made up: refused.
+        let lost = compact(merged_spans[..1].to_vec());
+        assert!(matches!(s.check(&lost)[..], [Refusal::Lineage { .. }]));
+        let mut extra = merged_spans.clone();
+        extra.push(Span {
+            first: 10,
+            next: 12,
+            rows: 2,
+            ..merged_spans[0].clone()
+        });
+        assert!(matches!(
+            s.check(&compact(extra))[..],
+            [Refusal::Lineage { .. }]
+        ));
+        // Applied: the partitions keep their rows and offsets; one file holds both.
+        let (rows, ranges) = (s.partitions[0].rows, s.partitions[0].ranges.clone());
+        s.apply(&good).unwrap();
+        assert_eq!(s.files.len(), 1);
+        assert_eq!(
+            (s.partitions[0].rows, &s.partitions[0].ranges),
+            (rows, &ranges)
+        );
+        assert_eq!(s.partitions[1].files, 1);
+        // Its files are gone: a second compaction of them is stale.
+        let mut again = good.clone();
+        again.seq = 3;
+        assert!(matches!(s.check(&again)[..], [Refusal::Stale { .. }, ..]));
+        // A compaction has no ranges.
+        let mut ranged = compact(merged_spans);
+        ranged.ranges = entry(&[("t", 0, 10, 20)]).ranges;
+        assert!(!s.check(&ranged).is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use futures::StreamExt;
 
 use super::{Span, Violation};
 use crate::error::{invalid, Invalid};
-use crate::table::entry::Entry;
+use crate::table::entry::{DataFile, Entry};
 use crate::table::manifest::Manifest;
 
 /// At most this many hole or duplicate spans are reported per range.
@@ -17,30 +17,23 @@ const SPANS_PER_RANGE: usize = 100;
 /// be read (a replaced file deleted by `gc`; a missing live file is reported elsewhere) are
 /// left to the count check. Returns the violations and the offsets checked.
 pub(super) async fn entry_offsets(m: &Manifest, e: &Entry) -> (Vec<Violation>, u64) {
-    let read: Vec<(usize, Result<Vec<i64>, Invalid>)> = futures::stream::iter(
+    let read: Vec<(usize, Result<FileRows, Invalid>)> = futures::stream::iter(
         e.files
             .iter()
             .enumerate()
-            .map(|(i, f)| async move { (i, file_offsets(m, &f.path).await) }),
+            .map(|(i, f)| async move { (i, file_rows(m, f).await) }),
     )
     .buffer_unordered(16)
     .collect()
     .await;
-    let mut offsets: Vec<Option<Vec<i64>>> = vec![None; e.files.len()];
+    let mut offsets: Vec<Option<FileRows>> = (0..e.files.len()).map(|_| None).collect();
     let mut out = Vec::new();
     for (i, got) in read {
         let f = &e.files[i];
         match got {
-            Ok(o) => {
-                if o.iter().any(|&x| x < f.first_offset || x >= f.next_offset) {
-                    out.push(Violation::OffsetsOutsideRange {
-                        seq: e.seq,
-                        path: f.path.clone(),
-                        topic: f.topic.clone(),
-                        partition: f.partition,
-                    });
-                }
-                offsets[i] = Some(o);
+            Ok(rows) => {
+                out.extend(check_spans(e.seq, f, &rows));
+                offsets[i] = Some(rows);
             }
             Err(error) => tracing::debug!(path = %f.path, %error, "offsets not read"),
         }
@@ -52,11 +45,15 @@ pub(super) async fn entry_offsets(m: &Manifest, e: &Entry) -> (Vec<Violation>, u
         let mut spans: Vec<(i64, i64)> = Vec::new();
         let mut readable = true;
         for (f, o) in e.files.iter().zip(&offsets) {
-            if !mine(&f.topic, f.partition) {
+            if !f.holds(&r.topic, r.partition) {
                 continue;
             }
             match o {
-                Some(o) => spans.extend(o.iter().map(|&x| (x, x + 1))),
+                Some(o) => spans.extend(
+                    o.iter()
+                        .filter(|((t, p), _)| mine(t, *p))
+                        .flat_map(|(_, v)| v.iter().map(|&x| (x, x + 1))),
+                ),
                 None => readable = false,
             }
         }
@@ -87,6 +84,76 @@ pub(super) async fn entry_offsets(m: &Manifest, e: &Entry) -> (Vec<Violation>, u
         checked += (r.to - r.from).max(0) as u64;
     }
     (out, checked)
+}
+
+/// A data file's offsets, per topic-partition.
+type FileRows = Vec<((String, i32), Vec<i64>)>;
+
+/// Checks a file's rows against its lineage: each partition's offsets are distinct, each lies
+/// in one of the file's spans of that partition, and each span holds exactly its `rows`.
+fn check_spans(seq: u64, f: &DataFile, rows: &FileRows) -> Vec<Violation> {
+    let lineage = f.lineage();
+    let mut problems = Vec::new();
+    for ((t, p), offsets) in rows {
+        let mut spans: Vec<&crate::table::entry::Span> = lineage
+            .iter()
+            .filter(|s| &s.topic == t && s.partition == *p)
+            .collect();
+        spans.sort_by_key(|s| s.first);
+        let mut sorted = offsets.clone();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            problems.push(format!("{t}/{p}: an offset is held twice"));
+        }
+        let mut counts = vec![0u64; spans.len()];
+        let mut outside = 0u64;
+        for o in sorted {
+            let i = spans.partition_point(|s| s.first <= o);
+            match i.checked_sub(1).filter(|&i| o < spans[i].next) {
+                Some(i) => counts[i] += 1,
+                None => outside += 1,
+            }
+        }
+        if outside > 0 {
+            problems.push(format!("{t}/{p}: {outside} rows outside the file's spans"));
+        }
+        for (s, n) in spans.iter().zip(counts) {
+            if n != s.rows {
+                problems.push(format!(
+                    "{t}/{p}: span [{}, {}) records {} rows, the file holds {n}",
+                    s.first, s.next, s.rows
+                ));
+            }
+        }
+    }
+    for s in lineage.iter() {
+        if !rows
+            .iter()
+            .any(|((t, p), _)| *t == s.topic && *p == s.partition)
+            && s.rows > 0
+        {
+            problems.push(format!(
+                "{}/{}: span [{}, {}) records {} rows, the file holds none",
+                s.topic, s.partition, s.first, s.next, s.rows
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Vec::new();
+    }
+    if f.spans.is_empty() {
+        // A loader's file: its rows lie outside its recorded offsets.
+        return vec![Violation::OffsetsOutsideRange {
+            seq,
+            path: f.path.clone(),
+            topic: f.topic.clone(),
+            partition: f.partition,
+        }];
+    }
+    vec![Violation::BadLineage {
+        seq,
+        message: format!("{}: {}", f.path, problems.join("; ")),
+    }]
 }
 
 /// Walks sorted spans over `[from, to)`: returns the offsets no span covers (holes) and the
@@ -129,11 +196,14 @@ fn sweep(from: i64, to: i64, spans: &[(i64, i64)]) -> (Spans, Spans) {
     (merged(holes), merged(dups))
 }
 
-/// The `_offset` column of a data file.
-async fn file_offsets(m: &Manifest, rel: &str) -> Result<Vec<i64>, Invalid> {
-    use arrow::array::{Array, Int64Array};
+/// The offsets of a data file's rows, per partition: its `_offset` column, and for a file of
+/// several partitions (compacted) its `_topic` and `_partition` columns too.
+async fn file_rows(m: &Manifest, f: &DataFile) -> Result<FileRows, Invalid> {
+    use crate::record::schema::{OFFSET_COL, PARTITION_COL, TOPIC_COL};
+    use arrow::array::{Array, Int32Array, Int64Array, StringArray};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ProjectionMask;
+    let rel = f.path.as_str();
     let bytes = m
         .store()
         .get(rel)
@@ -142,22 +212,49 @@ async fn file_offsets(m: &Manifest, rel: &str) -> Result<Vec<i64>, Invalid> {
         .ok_or_else(|| invalid!("{rel} is missing"))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Invalid(e.to_string()))?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), ["_offset"]);
+    let mixed = !f.spans.is_empty();
+    let cols: &[&str] = if mixed {
+        &[TOPIC_COL, PARTITION_COL, OFFSET_COL]
+    } else {
+        &[OFFSET_COL]
+    };
+    let mask = ProjectionMask::columns(builder.parquet_schema(), cols.iter().copied());
     let reader = builder
         .with_projection(mask)
         .build()
         .map_err(|e| Invalid(e.to_string()))?;
-    let mut out = Vec::new();
+    let mut out: FileRows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| Invalid(e.to_string()))?;
-        let col = batch
-            .column_by_name("_offset")
+        let offsets = batch
+            .column_by_name(OFFSET_COL)
             .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
             .ok_or_else(|| invalid!("{rel} has no Int64 `_offset` column"))?;
-        if col.null_count() > 0 {
+        if offsets.null_count() > 0 {
             return Err(invalid!("{rel}: null `_offset` values"));
         }
-        out.extend(col.values().iter().copied());
+        if !mixed {
+            match out.first_mut() {
+                Some((_, v)) => v.extend(offsets.values().iter().copied()),
+                None => out.push(((f.topic.clone(), f.partition), offsets.values().to_vec())),
+            }
+            continue;
+        }
+        let topics = batch
+            .column_by_name(TOPIC_COL)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| invalid!("{rel} has no string `_topic` column"))?;
+        let parts = batch
+            .column_by_name(PARTITION_COL)
+            .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+            .ok_or_else(|| invalid!("{rel} has no Int32 `_partition` column"))?;
+        for i in 0..batch.num_rows() {
+            let (t, p, o) = (topics.value(i), parts.value(i), offsets.value(i));
+            match out.iter_mut().find(|((ot, op), _)| ot == t && *op == p) {
+                Some((_, v)) => v.push(o),
+                None => out.push(((t.to_string(), p), vec![o])),
+            }
+        }
     }
     Ok(out)
 }

@@ -181,13 +181,16 @@ pub fn project(e: &Entry, t: &Table) -> Vec<Action> {
         EntryKind::Append => ("STREAMING UPDATE", "Append"),
         EntryKind::Backfill => ("WRITE", "Append"),
         EntryKind::Replace => ("WRITE", "Overwrite"),
+        EntryKind::Compact => ("OPTIMIZE", "Compact"),
     };
+    // A compaction rewrites rows without changing them: readers of changes skip it.
+    let data_change = e.kind != EntryKind::Compact;
     out.push(Action::CommitInfo(CommitInfo {
         timestamp: e.committed_at_ms,
         operation: operation.into(),
         operation_parameters: BTreeMap::from([("mode".to_string(), mode.to_string())]),
         engine_info: Some(format!("sluice/{}", env!("CARGO_PKG_VERSION"))),
-        is_blind_append: Some(e.kind != EntryKind::Replace),
+        is_blind_append: Some(matches!(e.kind, EntryKind::Append | EntryKind::Backfill)),
         sluice: Some(SluiceInfo {
             version: env!("CARGO_PKG_VERSION").into(),
             seq: e.seq,
@@ -230,11 +233,14 @@ pub fn project(e: &Entry, t: &Table) -> Vec<Action> {
         out.push(Action::Remove(Remove {
             path: encode_path(path),
             deletion_timestamp: Some(e.committed_at_ms),
-            data_change: true,
+            data_change,
         }));
     }
     for f in &e.files {
-        out.push(Action::Add(add(f, e.committed_at_ms)));
+        out.push(Action::Add(Add {
+            data_change,
+            ..add(f, e.committed_at_ms)
+        }));
     }
     out
 }
@@ -266,7 +272,7 @@ fn is_data_path(rel: &str) -> bool {
 
 /// The `add` of a data file committed at `at_ms`.
 pub fn add(f: &DataFile, at_ms: i64) -> Add {
-    let tags = StringMap::from([
+    let mut tags = StringMap::from([
         ("sluice.topic".to_string(), Some(f.topic.clone())),
         (
             "sluice.partition".to_string(),
@@ -281,6 +287,20 @@ pub fn add(f: &DataFile, at_ms: i64) -> Add {
             Some(f.next_offset.to_string()),
         ),
     ]);
+    if !f.spans.is_empty() {
+        // A compacted file: its lineage, one `topic/partition:first-next:rows` per source file.
+        let spans: Vec<String> = f
+            .spans
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}/{}:{}-{}:{}",
+                    s.topic, s.partition, s.first, s.next, s.rows
+                )
+            })
+            .collect();
+        tags.insert("sluice.spans".to_string(), Some(spans.join(" ")));
+    }
     Add {
         path: encode_path(&f.path),
         partition_values: partition_values(&f.path),

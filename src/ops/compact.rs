@@ -1,0 +1,538 @@
+//! `sluice compact`: a window's small files merged into files of about the target size, in one
+//! `compact` entry that removes them and adds the new ones, each new file recording the
+//! lineage (`spans`) of every row it holds.
+//!
+//! ```text
+//! plan(state, options)          pure: per window (and schema), the live files worth merging,
+//!   └► Vec<WindowPlan>            packed into outputs of about the target size
+//! compact(committer, plan, …)   per window: prepare (the files still live) → write (read the
+//!   └► Vec<Compacted>             inputs, sort, encode, upload) → publish one `compact` entry
+//! ```
+//!
+//! A compaction changes no partition's offsets, so it never conflicts with a loader: only with
+//! another compaction or a replace that removed one of its files first (then its entry is
+//! refused, its new files are deleted, and the window is left to the next run).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::error::ArrowError;
+use parquet::file::properties::WriterProperties;
+
+use crate::config::{EventTime, Job};
+use crate::error::{LoadError, Result};
+use crate::record::encode;
+use crate::record::schema::{KAFKA_TS_COL, OFFSET_COL, PARTITION_COL, TOPIC_COL};
+use crate::table::commit::{Committer, Encoded, Outcome};
+use crate::table::delta::stats::file_stats;
+use crate::table::entry::{DataFile, EntryKind, Span, StatsJson};
+use crate::table::manifest::Manifest;
+use crate::table::state::{Refusal, TableState};
+use crate::table::store::TableStore;
+
+/// What to compact, and into what.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Output files of about this many bytes.
+    pub target_bytes: u64,
+    /// Only the window starting here (ms since the epoch).
+    pub window: Option<i64>,
+    /// Only windows that ended before this (ms since the epoch): closed ones.
+    pub ended_before: Option<i64>,
+    /// A window is compacted when it has at least this many small files.
+    pub min_files: usize,
+}
+
+impl Options {
+    /// The job's settings: every window, closed or not.
+    pub fn of(job: &Job) -> Options {
+        Options {
+            target_bytes: job.compaction.target_bytes,
+            window: None,
+            ended_before: None,
+            min_files: job.compaction.min_files,
+        }
+    }
+}
+
+impl SortBy {
+    /// The job's order: `compaction.sort_by`, or the event time.
+    pub fn of(job: &Job) -> SortBy {
+        match &job.compaction.sort_by {
+            Some(cols) => SortBy::Columns(cols.clone()),
+            None => SortBy::EventTime(job.event_time.clone()),
+        }
+    }
+}
+
+/// A committer on the job's table for a writer that loads no offsets (`role` names it in the
+/// entries), keeping the Delta log in step.
+pub fn committer(
+    job: &Job,
+    manifest: Manifest,
+    rt: Arc<tokio::runtime::Runtime>,
+    role: &str,
+) -> Result<Committer> {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let writer = format!("{host}/{}/{role}", std::process::id());
+    let delta = crate::open_delta(job, &manifest)?;
+    Ok(Committer::open(manifest, rt, writer)?.with_table(crate::schema_def(job)?, delta))
+}
+
+/// A file counts as small below this share of the target size. Outputs are packed up to the
+/// target in input bytes and come out smaller (many small files compress worse than one), so
+/// they land above this share and a second run leaves them alone: compaction converges.
+const SMALL_SHARE: f64 = 0.5;
+
+/// One window's compaction: its small files, packed into outputs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WindowPlan {
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub schema_fingerprint: String,
+    /// Each output's input files, in event-time order.
+    pub outputs: Vec<Vec<DataFile>>,
+}
+
+impl WindowPlan {
+    pub fn inputs(&self) -> impl Iterator<Item = &DataFile> {
+        self.outputs.iter().flatten()
+    }
+}
+
+/// Pure: the windows worth compacting in `state`, each with its outputs. Files of one window
+/// and one schema are merged (across partitions); a file already near the target size stays
+/// as it is; an output of a single file is no output.
+pub fn plan(state: &TableState, o: &Options) -> Vec<WindowPlan> {
+    let small = (o.target_bytes as f64 * SMALL_SHARE) as u64;
+    let mut windows: BTreeMap<(i64, &str, &str), Vec<&DataFile>> = BTreeMap::new();
+    for f in &state.files {
+        let wanted = o.window.is_none_or(|w| w == f.window_start_ms)
+            && o.ended_before.is_none_or(|t| f.window_end_ms <= t);
+        if wanted && f.bytes < small {
+            let dir = f.path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            windows
+                .entry((f.window_start_ms, f.schema_fingerprint.as_str(), dir))
+                .or_default()
+                .push(f);
+        }
+    }
+    let mut out = Vec::new();
+    for ((start, fingerprint, _), mut files) in windows {
+        if files.len() < o.min_files.max(2) {
+            continue;
+        }
+        files.sort_by(|a, b| (a.min_event_ms, &a.path).cmp(&(b.min_event_ms, &b.path)));
+        let mut outputs: Vec<Vec<DataFile>> = vec![Vec::new()];
+        let mut bytes = 0u64;
+        for f in files {
+            if bytes > 0 && bytes + f.bytes > o.target_bytes {
+                outputs.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += f.bytes;
+            if let Some(last) = outputs.last_mut() {
+                last.push(f.clone());
+            }
+        }
+        outputs.retain(|inputs| inputs.len() >= 2);
+        if let Some(first) = outputs.first().and_then(|o| o.first()) {
+            out.push(WindowPlan {
+                window_start_ms: start,
+                window_end_ms: first.window_end_ms,
+                schema_fingerprint: fingerprint.to_string(),
+                outputs,
+            });
+        }
+    }
+    out
+}
+
+/// How rows are ordered in a compacted file.
+#[derive(Debug, Clone)]
+pub enum SortBy {
+    /// By event time, then topic, partition and offset.
+    EventTime(EventTime),
+    /// By these columns, in order, then topic, partition and offset.
+    Columns(Vec<String>),
+}
+
+/// What one window's compaction did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Compacted {
+    pub window_start_ms: i64,
+    pub seq: Option<u64>,
+    pub files_removed: usize,
+    pub files_added: usize,
+    pub bytes_removed: u64,
+    pub bytes_added: u64,
+    pub rows: u64,
+    /// Why nothing was published (another compaction or a replace took a file first).
+    pub refused: Option<String>,
+}
+
+/// Compacts each planned window in its own entry, one after the other.
+pub fn compact(
+    c: &Committer,
+    plans: &[WindowPlan],
+    sort: &SortBy,
+    props: &WriterProperties,
+) -> Result<Vec<Compacted>> {
+    plans
+        .iter()
+        .map(|p| compact_window(c, p, sort, props))
+        .collect()
+}
+
+fn compact_window(
+    c: &Committer,
+    plan: &WindowPlan,
+    sort: &SortBy,
+    props: &WriterProperties,
+) -> Result<Compacted> {
+    let removed: Vec<String> = plan.inputs().map(|f| f.path.clone()).collect();
+    let mut done = Compacted {
+        window_start_ms: plan.window_start_ms,
+        seq: None,
+        files_removed: removed.len(),
+        files_added: plan.outputs.len(),
+        bytes_removed: plan.inputs().map(|f| f.bytes).sum(),
+        bytes_added: 0,
+        rows: plan.inputs().map(|f| f.rows).sum(),
+        refused: None,
+    };
+    let (prepared, refused) = c.prepare(EntryKind::Compact, Vec::new(), removed)?;
+    if !refused.is_empty() {
+        done.refused = Some(describe(&refused));
+        return Ok(done);
+    }
+    let files: Vec<DataFile> = plan
+        .outputs
+        .iter()
+        .map(|inputs| merged_file(inputs))
+        .collect();
+    let store = c.manifest().store().clone();
+    let rt = c.runtime();
+    let written = prepared.write(c, files, Vec::new(), |i| {
+        let inputs = &plan.outputs[i];
+        let batches = rt.block_on(read_files(&store, inputs))?;
+        let batch = sorted(&batches, sort).map_err(|source| LoadError::Arrow {
+            context: format!("sorting the rows of {} files", inputs.len()),
+            source,
+        })?;
+        let batches = [batch];
+        let body = encode::encode(&batches[0].schema(), &batches, props).map_err(|source| {
+            LoadError::Encode {
+                path: format!("the compaction of window {}", plan.window_start_ms),
+                source,
+            }
+        })?;
+        Ok(Encoded {
+            body,
+            stats: StatsJson::try_from(file_stats(&batches)).ok(),
+        })
+    })?;
+    match written.publish(c)? {
+        Outcome::Published { entry, .. } => {
+            done.seq = Some(entry.seq);
+            done.bytes_added = entry.files.iter().map(|f| f.bytes).sum();
+            tracing::info!(
+                seq = entry.seq,
+                window_start_ms = plan.window_start_ms,
+                files_removed = done.files_removed,
+                files_added = done.files_added,
+                rows = done.rows,
+                "compacted"
+            );
+        }
+        Outcome::Refused { refused, .. } => done.refused = Some(describe(&refused)),
+    }
+    Ok(done)
+}
+
+fn describe(refused: &[Refusal]) -> String {
+    refused
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The description of the file that merges `inputs` (one window, one schema): its lineage is
+/// theirs, span for span.
+pub fn merged_file(inputs: &[DataFile]) -> DataFile {
+    let spans: Vec<Span> = inputs
+        .iter()
+        .flat_map(|f| f.lineage().into_owned())
+        .collect();
+    let first = &inputs[0];
+    let dir = first.path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    summarized(DataFile {
+        path: format!(
+            "{dir}/part-compact-{}.parquet",
+            uuid::Uuid::new_v4().simple()
+        ),
+        bytes: 0,
+        rows: inputs.iter().map(|f| f.rows).sum(),
+        topic: String::new(),
+        partition: -1,
+        first_offset: 0,
+        next_offset: 0,
+        window_start_ms: first.window_start_ms,
+        window_end_ms: first.window_end_ms,
+        min_event_ms: inputs.iter().map(|f| f.min_event_ms).min().unwrap_or(0),
+        max_event_ms: inputs.iter().map(|f| f.max_event_ms).max().unwrap_or(0),
+        schema_fingerprint: first.schema_fingerprint.clone(),
+        stats: None,
+        spans,
+    })
+}
+
+/// Sets a file's summary fields from its spans: the topic and partition when they are one
+/// (else partition -1), and the offsets from the least first to the greatest next.
+pub fn summarized(mut f: DataFile) -> DataFile {
+    let one = |g: &dyn Fn(&Span) -> (String, i32)| {
+        let mut keys = f.spans.iter().map(g);
+        let first = keys.next();
+        first.filter(|k| keys.all(|x| &x == k))
+    };
+    let topic = one(&|s| (s.topic.clone(), 0)).map(|k| k.0);
+    let part = one(&|s| (s.topic.clone(), s.partition));
+    f.topic = topic.unwrap_or_else(|| "*".into());
+    f.partition = part.map(|k| k.1).unwrap_or(-1);
+    f.first_offset = f.spans.iter().map(|s| s.first).min().unwrap_or(0);
+    f.next_offset = f.spans.iter().map(|s| s.next).max().unwrap_or(0);
+    f
+}
+
+/// The file that carries the rows of `f` a replace keeps (`keep(topic, partition)`): its spans
+/// of those partitions, under a fresh name in the same folder. `None` when it keeps none.
+pub fn carried_file(f: &DataFile, keep: &dyn Fn(&str, i32) -> bool) -> Option<DataFile> {
+    let spans: Vec<Span> = f
+        .lineage()
+        .iter()
+        .filter(|s| keep(&s.topic, s.partition))
+        .cloned()
+        .collect();
+    if spans.is_empty() {
+        return None;
+    }
+    let dir = f.path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    Some(summarized(DataFile {
+        path: format!("{dir}/part-carry-{}.parquet", uuid::Uuid::new_v4().simple()),
+        bytes: 0,
+        rows: spans.iter().map(|s| s.rows).sum(),
+        stats: None,
+        spans,
+        ..f.clone()
+    }))
+}
+
+/// The rows of `source` that `carried` (its [`carried_file`]) holds, encoded: read, filtered
+/// by topic and partition, and counted against the spans.
+pub fn encode_carried(
+    store: &TableStore,
+    rt: &tokio::runtime::Runtime,
+    source: &DataFile,
+    carried: &DataFile,
+    props: &WriterProperties,
+) -> Result<Encoded> {
+    use arrow::array::{BooleanArray, Int32Array, StringArray};
+    let keep: std::collections::HashSet<(String, i32)> = carried.partitions().into_iter().collect();
+    let arrow_error = |source| LoadError::Arrow {
+        context: format!("carrying the rows of {}", source_path(carried)),
+        source,
+    };
+    let mut out = Vec::new();
+    for b in rt.block_on(read_files(store, std::slice::from_ref(source)))? {
+        let (Some(t), Some(p)) = (
+            b.column_by_name(TOPIC_COL)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+            b.column_by_name(PARTITION_COL)
+                .and_then(|c| c.as_any().downcast_ref::<Int32Array>()),
+        ) else {
+            return Err(LoadError::Refused {
+                message: format!("{}: no `_topic`/`_partition` columns", source.path),
+            });
+        };
+        let mask: BooleanArray = (0..b.num_rows())
+            .map(|i| Some(keep.contains(&(t.value(i).to_string(), p.value(i)))))
+            .collect();
+        out.push(arrow::compute::filter_record_batch(&b, &mask).map_err(arrow_error)?);
+    }
+    let rows: usize = out.iter().map(|b| b.num_rows()).sum();
+    if rows as u64 != carried.rows {
+        return Err(LoadError::Refused {
+            message: format!(
+                "{}: {rows} rows of the partitions kept, its spans record {}",
+                source.path, carried.rows
+            ),
+        });
+    }
+    let Some(schema) = out.first().map(|b| b.schema()) else {
+        return Err(LoadError::Refused {
+            message: format!("{}: no rows", source.path),
+        });
+    };
+    let body = encode::encode(&schema, &out, props).map_err(|e| LoadError::Encode {
+        path: carried.path.clone(),
+        source: e,
+    })?;
+    Ok(Encoded {
+        body,
+        stats: StatsJson::try_from(file_stats(&out)).ok(),
+    })
+}
+
+fn source_path(f: &DataFile) -> &str {
+    &f.path
+}
+
+/// Reads data files whole.
+pub async fn read_files(store: &TableStore, files: &[DataFile]) -> Result<Vec<RecordBatch>> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut out = Vec::new();
+    for f in files {
+        let bytes = store
+            .get(&f.path)
+            .await?
+            .ok_or_else(|| LoadError::Refused {
+                message: format!("{} is listed as live but is missing", f.path),
+            })?;
+        let read_error = |e: parquet::errors::ParquetError| LoadError::Refused {
+            message: format!("{}: {e}", f.path),
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|b| b.build())
+            .map_err(read_error)?;
+        for batch in reader {
+            out.push(batch.map_err(|source| LoadError::Arrow {
+                context: format!("reading {}", f.path),
+                source,
+            })?);
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of `batches` as one batch, in `sort` order (ties by topic, partition, offset).
+pub fn sorted(
+    batches: &[RecordBatch],
+    sort: &SortBy,
+) -> std::result::Result<RecordBatch, ArrowError> {
+    let Some(first) = batches.first() else {
+        return Err(ArrowError::InvalidArgumentError("no rows to sort".into()));
+    };
+    let batch = concat_batches(&first.schema(), batches)?;
+    let column = |name: &str| -> std::result::Result<ArrayRef, ArrowError> {
+        batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| ArrowError::SchemaError(format!("no column `{name}` to sort by")))
+    };
+    let mut keys: Vec<ArrayRef> = Vec::new();
+    match sort {
+        SortBy::EventTime(EventTime::KafkaTimestamp) => keys.push(column(KAFKA_TS_COL)?),
+        SortBy::EventTime(EventTime::Field { name, format }) => {
+            let ms = crate::record::event_time::to_millis(&column(name)?, *format)?;
+            keys.push(Arc::new(ms));
+        }
+        SortBy::Columns(names) => {
+            for n in names {
+                keys.push(column(n)?);
+            }
+        }
+    }
+    for n in [TOPIC_COL, PARTITION_COL, OFFSET_COL] {
+        keys.push(column(n)?);
+    }
+    let keys: Vec<SortColumn> = keys
+        .into_iter()
+        .map(|values| SortColumn {
+            values,
+            options: None,
+        })
+        .collect();
+    let order = lexsort_to_indices(&keys, None)?;
+    take_record_batch(&batch, &order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::entry::{test_entry, test_file};
+
+    fn state_with(files: Vec<DataFile>) -> TableState {
+        let mut s = TableState::default();
+        let mut e = test_entry(&[("t", 0, 0, 1000), ("t", 1, 0, 1000)]);
+        e.seq = 1;
+        e.files = files;
+        s.apply(&e).unwrap();
+        s
+    }
+
+    fn small(p: i32, from: i64, to: i64, bytes: u64, window: i64) -> DataFile {
+        let mut f = test_file(
+            &crate::table::entry::OffsetRange::new("t", p, from, to),
+            &format!("w={window}"),
+        );
+        f.bytes = bytes;
+        f.window_start_ms = window;
+        f.window_end_ms = window + 10;
+        f.min_event_ms = from;
+        f
+    }
+
+    #[test]
+    fn plans_windows_of_small_files_into_outputs_near_the_target() {
+        let mut files = Vec::new();
+        for i in 0..10 {
+            files.push(small(i % 2, i as i64 * 10, i as i64 * 10 + 10, 30, 0));
+        }
+        files.push(small(0, 500, 510, 90, 0)); // big enough already
+        files.push(small(0, 600, 610, 30, 100)); // alone in its window
+        let s = state_with(files);
+        let o = Options {
+            target_bytes: 100,
+            window: None,
+            ended_before: None,
+            min_files: 2,
+        };
+        let plans = plan(&s, &o);
+        assert_eq!(plans.len(), 1);
+        let p = &plans[0];
+        assert_eq!(p.window_start_ms, 0);
+        // 10 files of 30 bytes: outputs of 3, 3, 3 (and a lone last one left as it is).
+        let sizes: Vec<usize> = p.outputs.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![3, 3, 3]);
+        // Lineage: an output's spans are its inputs', across partitions.
+        let f = merged_file(&p.outputs[0]);
+        assert_eq!(f.spans.len(), 3);
+        assert_eq!(f.partition, -1);
+        assert_eq!(f.rows, 30);
+        assert_eq!(
+            plan(
+                &s,
+                &Options {
+                    window: Some(100),
+                    ..o.clone()
+                }
+            )
+            .len(),
+            0
+        );
+        assert_eq!(
+            plan(
+                &s,
+                &Options {
+                    ended_before: Some(5),
+                    ..o
+                }
+            )
+            .len(),
+            0
+        );
+    }
+}

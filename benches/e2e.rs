@@ -406,10 +406,13 @@ fn resume(ctx: &Ctx, entries: u64) -> (f64, f64, f64) {
                 schema_fingerprint: parsed.schema.fingerprint.clone(),
                 stats: None,
                 spans: vec![],
+                late: false,
             }],
             dead_letters: vec![],
             removed: vec![],
             schema: None,
+            watermarks: vec![],
+            closed_through_ms: None,
         };
         std::fs::write(
             dir.join(format!("{seq:020}.json")),

@@ -96,6 +96,32 @@ enum EventTimeSource {
 struct RawWindow {
     size: Option<String>,
     layout: Option<String>,
+    allowed_lateness: Option<String>,
+    idle_timeout: Option<String>,
+    late_records: Option<LateRecords>,
+}
+
+/// What happens to a record of a window already closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LateRecords {
+    /// Loaded into a new file of its window, recorded as a late addition.
+    Load,
+    /// Written to the commit's dead-letter file.
+    DeadLetter,
+    /// Stop with an error naming the record and its window.
+    Fail,
+}
+
+/// `[window]`'s closing rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closing {
+    /// A partition's watermark is the latest event time it has loaded minus this.
+    pub allowed_lateness: Duration,
+    /// A partition caught up (lag 0) with no record for this long has its watermark moved
+    /// by the clock (now minus the allowed lateness), so it holds no window open.
+    pub idle_timeout: Duration,
+    pub late_records: LateRecords,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +209,7 @@ pub struct Job {
     pub event_time: EventTime,
     pub window: WindowSize,
     pub layout: Layout,
+    pub closing: Closing,
     pub storage_url: String,
     pub storage_options: BTreeMap<String, String>,
     pub compression: Compression,
@@ -255,6 +282,8 @@ pub mod defaults {
     pub const DELTA_CHECKPOINT_EVERY: u64 = 100;
     /// Delta's own default `delta.deletedFileRetentionDuration`.
     pub const DELTA_RETENTION: &str = "7d";
+    pub const ALLOWED_LATENESS: &str = "10m";
+    pub const IDLE_TIMEOUT: &str = "5m";
     pub const COMPACTION_TARGET_SIZE: &str = "128MiB";
     pub const COMPACTION_MIN_FILES: usize = 2;
 }
@@ -395,6 +424,28 @@ impl Job {
         let layout = match raw_window.and_then(|w| w.layout.as_deref()) {
             None => Layout::default_for(window),
             Some(t) => Layout::parse(t, window).map_err(|m| invalid("window.layout", m.0))?,
+        };
+
+        let duration = |key: &str, text: Option<&str>, default: &str| {
+            let text = text.unwrap_or(default);
+            parse_duration_ms(text)
+                .map(|ms| Duration::from_millis(ms.unsigned_abs()))
+                .map_err(|m| invalid(key, m.0))
+        };
+        let closing = Closing {
+            allowed_lateness: duration(
+                "window.allowed_lateness",
+                raw_window.and_then(|w| w.allowed_lateness.as_deref()),
+                defaults::ALLOWED_LATENESS,
+            )?,
+            idle_timeout: duration(
+                "window.idle_timeout",
+                raw_window.and_then(|w| w.idle_timeout.as_deref()),
+                defaults::IDLE_TIMEOUT,
+            )?,
+            late_records: raw_window
+                .and_then(|w| w.late_records)
+                .unwrap_or(LateRecords::Load),
         };
 
         let storage_url = resolve_storage_url(&subst("storage.url", &raw.storage.url)?, &base)
@@ -539,6 +590,7 @@ impl Job {
             event_time,
             window,
             layout,
+            closing,
             storage_url,
             storage_options,
             compression,

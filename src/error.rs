@@ -157,6 +157,14 @@ pub enum LoadError {
         offset: i64,
         reason: String,
     },
+    /// `window.late_records = "fail"` met a record of a closed window.
+    #[error("late record at topic {topic} partition {partition} offset {offset}: {reason} (window.late_records = \"fail\")")]
+    LateRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
     /// A backfill or replace that the table's state does not allow.
     #[error("refused: {message}")]
     Refused { message: String },

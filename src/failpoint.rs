@@ -4,7 +4,7 @@
 //! load.
 //!
 //! Points: `mid-encode`, `after-upload`, `manifest-put`, `after-manifest-put`,
-//! `before-group-commit`.
+//! `before-group-commit`, `before-markers`.
 
 #[cfg(feature = "failpoints")]
 mod armed {

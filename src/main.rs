@@ -47,6 +47,9 @@ enum Command {
     /// Merge windows' small files into files of about the target size, in one `compact` entry
     /// per window; each new file records the offset spans of every row it holds.
     Compact(CompactArgs),
+    /// Wait until a window is closed (no more rows will be added to it, but late additions
+    /// and backfills): exits 0 once it is, 2 on timeout, 1 on an error.
+    Wait(WaitArgs),
     /// The table's Delta Lake log (`_delta_log/`), kept in step with the manifest.
     #[command(subcommand)]
     Delta(DeltaCommand),
@@ -151,6 +154,21 @@ struct CompactArgs {
     dry_run: bool,
 }
 
+#[derive(Args)]
+struct WaitArgs {
+    #[arg(long)]
+    job: PathBuf,
+    /// Any time in the window (RFC 3339), e.g. 2026-11-24T13:00:00Z for its start.
+    #[arg(long)]
+    window_closed: String,
+    /// Give up after this long (e.g. 90s, 2h).
+    #[arg(long, default_value = "1h")]
+    timeout: String,
+    /// Read the manifest this often.
+    #[arg(long, default_value = "5s")]
+    poll: String,
+}
+
 #[derive(Subcommand)]
 enum DeltaCommand {
     /// Write every Delta version the manifest has and the log lacks (loaders do this at every
@@ -213,6 +231,11 @@ fn main() -> ExitCode {
         Command::Verify(a) => verify(a),
         Command::Gc(a) => gc(a),
         Command::Compact(a) => compact(a),
+        Command::Wait(a) => match wait(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(2),
+            Err(e) => Err(e),
+        },
         Command::Delta(DeltaCommand::Sync(a)) => delta_sync(a),
         Command::Generate(a) => generate(a),
     };
@@ -501,6 +524,55 @@ fn compact(a: CompactArgs) -> anyhow::Result<()> {
         anyhow::bail!("a window was not compacted (another writer took its files first): {r}");
     }
     Ok(())
+}
+
+/// `sluice wait`: whether the window closed before the timeout.
+fn wait(a: WaitArgs) -> anyhow::Result<bool> {
+    let job = Job::load(&a.job)?;
+    let at = chrono::DateTime::parse_from_rfc3339(&a.window_closed)
+        .with_context(|| {
+            format!(
+                "--window-closed {}: expected an RFC 3339 time",
+                a.window_closed
+            )
+        })?
+        .timestamp_millis();
+    let ms = |flag: &str, v: &str| {
+        sluice::record::window::parse_duration_ms(v)
+            .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
+            .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+    };
+    let (timeout, poll) = (ms("timeout", &a.timeout)?, ms("poll", &a.poll)?);
+    let start = job.window.start_of(at);
+    let end = start + job.window.millis();
+    let name = sluice::table::closed::rfc3339(start);
+    let (rt, manifest) = open_table(&job)?;
+    let mut state = rt.block_on(manifest.load())?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(c) = state.closed_through_ms.filter(|&c| c >= end) {
+            println!(
+                "window {name} is closed (windows closed through {}, manifest entry {})",
+                sluice::table::closed::rfc3339(c),
+                state.seq
+            );
+            return Ok(true);
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            eprintln!(
+                "sluice: window {name} is not closed after {} (windows closed through {})",
+                a.timeout,
+                state
+                    .closed_through_ms
+                    .map(sluice::table::closed::rfc3339)
+                    .unwrap_or_else(|| "- (none yet)".into())
+            );
+            return Ok(false);
+        }
+        std::thread::sleep(poll.min(deadline - now));
+        rt.block_on(manifest.refresh(&mut state))?;
+    }
 }
 
 fn delta_sync(a: DeltaSyncArgs) -> anyhow::Result<()> {

@@ -127,6 +127,7 @@ fn commit(c: &Committer, p: i32, from: i64, to: i64) -> Outcome {
         schema_fingerprint: "f".into(),
         stats: None,
         spans: vec![],
+        late: false,
     };
     let written = prepared
         .write(c, vec![file], vec![], |_| Ok(b"body".to_vec().into()))

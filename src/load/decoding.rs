@@ -5,15 +5,16 @@
 //! or re-positioned meanwhile is dropped when it comes back. A commit first waits for every
 //! chunk in flight.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::Arc;
 
-use crate::config::BadRecordPolicy;
+use crate::config::{BadRecordPolicy, LateRecords};
 use crate::error::{LoadError, Result};
 use crate::load::partition::{PartState, Partitions};
 use crate::ops::metrics::Metrics;
 use crate::record::buffer::DecodedChunk;
-use crate::record::decode::{ChunkDecoder, RawChunk};
+use crate::record::decode::{ChunkDecoder, DeadRecord, RawChunk};
 use crate::record::window::WindowSize;
 
 /// Full chunks queued for the decode thread before polling waits for it.
@@ -29,12 +30,34 @@ pub(crate) struct DecodeJob {
     bytes: usize,
     rows: usize,
     decoded: Option<Result<DecodedChunk, arrow::error::ArrowError>>,
+    /// Rows of closed windows taken out (see [`LateRule`]).
+    late: Vec<DeadRecord>,
+}
+
+/// What the decode thread does with rows of closed windows.
+#[derive(Clone)]
+pub(crate) struct LateRule {
+    /// Windows are closed through here (ms; `i64::MIN`: none), as of the last commit.
+    pub(crate) closed_through: Arc<AtomicI64>,
+    pub(crate) policy: LateRecords,
 }
 
 impl DecodeJob {
-    /// Decodes the job's chunk (what the decode thread does with it).
-    pub(crate) fn decode(&mut self, decoder: &ChunkDecoder, window: WindowSize) {
-        let decoded = decoder.decode(&self.raw, &self.topic, self.partition);
+    /// Decodes the job's chunk (what the decode thread does with it). Under `dead_letter` or
+    /// `fail`, rows of closed windows are taken out as late records.
+    pub(crate) fn decode(&mut self, decoder: &ChunkDecoder, window: WindowSize, late: &LateRule) {
+        let mut decoded = decoder.decode(&self.raw, &self.topic, self.partition);
+        let closed = late.closed_through.load(Ordering::Relaxed);
+        if late.policy != LateRecords::Load && closed != i64::MIN {
+            match decoded.take_late(&self.raw, closed) {
+                Ok(l) => self.late = l,
+                Err(e) => {
+                    self.decoded = Some(Err(e));
+                    self.raw.clear();
+                    return;
+                }
+            }
+        }
         self.decoded = Some(DecodedChunk::new(decoded, window));
         self.raw.clear();
     }
@@ -48,11 +71,12 @@ fn gone() -> LoadError {
 pub(crate) fn decode_thread(
     decoder: ChunkDecoder,
     window: WindowSize,
+    late: LateRule,
     jobs: Receiver<DecodeJob>,
     done: Sender<DecodeJob>,
 ) {
     while let Ok(mut job) = jobs.recv() {
-        job.decode(&decoder, window);
+        job.decode(&decoder, window, &late);
         if done.send(job).is_err() {
             break;
         }
@@ -111,6 +135,7 @@ impl Decoding {
             rows: raw.len(),
             raw,
             decoded: None,
+            late: Vec::new(),
         };
         self.jobs.send(job).map_err(|_| gone())
     }
@@ -122,6 +147,7 @@ impl Decoding {
         parts: &mut Partitions,
         wait: bool,
         policy: BadRecordPolicy,
+        late_policy: LateRecords,
     ) -> Result<()> {
         while self.in_flight > 0 {
             let job = if wait {
@@ -141,13 +167,14 @@ impl Decoding {
                 bytes,
                 rows,
                 decoded,
+                late,
             } = job;
             self.in_flight -= 1;
             self.in_flight_bytes -= bytes;
             self.in_flight_rows -= rows;
             self.spare.push(raw);
             let Some(chunk) = decoded else { continue };
-            let chunk = chunk.map_err(|source| LoadError::Arrow {
+            let mut chunk = chunk.map_err(|source| LoadError::Arrow {
                 context: format!("grouping decoded rows of {topic}/{partition} by window"),
                 source,
             })?;
@@ -156,6 +183,18 @@ impl Decoding {
             };
             if part.generation != generation {
                 continue; // dropped or re-positioned meanwhile
+            }
+            if let Some(d) = late.first() {
+                if late_policy == LateRecords::Fail {
+                    return Err(LoadError::LateRecord {
+                        topic,
+                        partition,
+                        offset: d.offset,
+                        reason: d.error.clone(),
+                    });
+                }
+                chunk.dead.extend(late);
+                chunk.dead.sort_by_key(|d| d.offset);
             }
             if let (BadRecordPolicy::Fail, Some(d)) = (policy, chunk.dead.first()) {
                 return Err(LoadError::BadRecord {

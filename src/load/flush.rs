@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use rdkafka::consumer::BaseConsumer;
 
+use crate::config::LateRecords;
 use crate::error::{LoadError, Result};
 use crate::load::run::Loader;
 use crate::load::Run;
@@ -15,10 +16,11 @@ use crate::ops::compact;
 use crate::record::buffer::{PartitionBuffer, WindowRows};
 use crate::record::encode;
 use crate::record::source::{self, LoaderContext};
+use crate::table::commit::lock;
 use crate::table::commit::{Encoded, Outcome, Proposal};
 use crate::table::delta::stats::file_stats;
 use crate::table::entry::{
-    DataFile, DeadLetterFile, Entry, OffsetRange, StatsJson, DEAD_LETTER_DIR,
+    DataFile, DeadLetterFile, Entry, OffsetRange, StatsJson, Watermark, DEAD_LETTER_DIR,
 };
 use crate::table::state::Refusal;
 
@@ -32,7 +34,7 @@ impl Loader {
             .map(|(t, p, _)| (t.to_string(), p))
             .collect();
         if keys.is_empty() {
-            return Ok(());
+            return self.heartbeat(consumer);
         }
         for (t, p) in &keys {
             self.send_chunk(t, *p)?;
@@ -58,12 +60,16 @@ impl Loader {
             }
             _ => Vec::new(),
         };
-        let (prepared, refused) =
+        let (mut prepared, refused) =
             self.committer
                 .prepare(self.run.entry_kind(), proposals, removed)?;
+        self.note_closed();
         self.refuse(consumer, refused)?;
         if prepared.ranges().is_empty() {
             return Ok(());
+        }
+        if !matches!(self.run, Run::Backfill(_)) {
+            prepared.set_watermarks(self.watermarks(consumer, false));
         }
 
         // Name every file: names that cannot collide, so a retry or a racing writer never
@@ -155,11 +161,103 @@ impl Loader {
                 conflicts,
             } => {
                 self.count_conflicts(conflicts);
+                self.note_closed();
                 self.refuse(consumer, refused)?;
                 self.published(consumer, &entry, started);
                 Ok(())
             }
         }
+    }
+
+    /// Tells the decode thread, the metrics and the late-record rule where windows are
+    /// closed through, as the table state last read says.
+    pub(crate) fn note_closed(&self) {
+        let closed = lock(&self.committer.state()).closed_through_ms;
+        self.closed_through
+            .store(closed.unwrap_or(i64::MIN), Ordering::Relaxed);
+        self.metrics
+            .closed_through_ms
+            .store(closed.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Each owned partition's watermark, where it moves past the one recorded (with
+    /// `crossing`, only where it passes a window's end): the latest event time buffered
+    /// minus the allowed lateness; for a partition caught up whose newest record is older
+    /// than the idle timeout, the clock minus the allowed lateness.
+    fn watermarks(&self, consumer: &BaseConsumer<LoaderContext>, crossing: bool) -> Vec<Watermark> {
+        let closing = self.job.closing;
+        let lateness = closing.allowed_lateness.as_millis() as i64;
+        let idle = closing.idle_timeout.as_millis() as i64;
+        let window = self.job.window.millis();
+        let now = chrono::Utc::now().timestamp_millis();
+        let state = self.committer.state();
+        let state = lock(&state);
+        let mut out = Vec::new();
+        for (t, p, b) in self.parts.iter() {
+            let recorded = state.partition(t, p);
+            let recorded_mark = recorded.and_then(|s| s.watermark_ms);
+            let newest = match (b.newest_ts, recorded.and_then(|s| s.newest_record_ms)) {
+                (Some(a), Some(r)) => Some(a.max(r)),
+                (a, r) => a.or(r),
+            };
+            let mut mark = b
+                .buffer
+                .windows()
+                .map(|(_, w)| w.max_event_ms)
+                .max()
+                .map(|m| m - lateness);
+            let high = source::cached_watermarks(consumer, t, p);
+            let caught_up = match (high, b.from()) {
+                (Some((_, h)), Some(_)) => h <= b.next,
+                (Some((l, h)), None) => h <= l,
+                (None, _) => false,
+            };
+            if caught_up && newest.is_none_or(|n| now - n >= idle) {
+                mark = Some(mark.map_or(now - lateness, |m| m.max(now - lateness)));
+            }
+            let Some(mark) = mark else { continue };
+            let moves = match recorded_mark {
+                None => true,
+                Some(r) if crossing => mark.div_euclid(window) > r.div_euclid(window),
+                Some(r) => mark > r,
+            };
+            if moves {
+                out.push(Watermark {
+                    topic: t.to_string(),
+                    partition: p,
+                    ms: mark,
+                    newest_record_ms: b.newest_ts,
+                });
+            }
+        }
+        out
+    }
+
+    /// With nothing to load: an entry of watermarks alone, when an idle partition's would
+    /// pass a window's end (so idle partitions hold no window open).
+    pub(crate) fn heartbeat(&mut self, consumer: &BaseConsumer<LoaderContext>) -> Result<()> {
+        if matches!(self.run, Run::Backfill(_)) || self.parts.iter().next().is_none() {
+            return Ok(());
+        }
+        let marks = self.watermarks(consumer, true);
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let (mut prepared, _) =
+            self.committer
+                .prepare(self.run.entry_kind(), Vec::new(), Vec::new())?;
+        prepared.set_watermarks(marks);
+        let written = prepared.write(&self.committer, Vec::new(), Vec::new(), |_| {
+            Ok(Encoded::default())
+        })?;
+        if let Outcome::Published { entry, .. } = written.publish(&self.committer)? {
+            tracing::debug!(seq = entry.seq, closed_through_ms = ?entry.closed_through_ms, "watermarks");
+            if let Some(closed) = entry.closed_through_ms {
+                self.compact_in_background(closed);
+            }
+        }
+        self.note_closed();
+        Ok(())
     }
 
     /// A data file for the rows of window `start` of range `r`, under a fresh name.
@@ -195,6 +293,10 @@ impl Loader {
             schema_fingerprint: self.job.schema.fingerprint.clone(),
             stats: None,
             spans: vec![],
+            // Under `window.late_records = "load"`, rows of a closed window are a late
+            // addition (under the other policies the decode thread took them out).
+            late: self.job.closing.late_records == LateRecords::Load
+                && start + self.job.window.millis() <= self.closed_through.load(Ordering::Relaxed),
         })
     }
 
@@ -244,6 +346,13 @@ impl Loader {
         m.files.fetch_add(files, Ordering::Relaxed);
         m.file_bytes.fetch_add(bytes, Ordering::Relaxed);
         m.commits.fetch_add(1, Ordering::Relaxed);
+        let late: u64 = entry.files.iter().filter(|f| f.late).map(|f| f.rows).sum();
+        m.late_rows.fetch_add(late, Ordering::Relaxed);
+        if let Ok(mut marks) = m.watermarks.lock() {
+            for w in &entry.watermarks {
+                marks.insert((w.topic.clone(), w.partition), w.ms);
+            }
+        }
         m.observe_commit(started.elapsed());
         for r in &entry.ranges {
             let high = source::cached_watermarks(consumer, &r.topic, r.partition).map(|w| w.1);
@@ -259,6 +368,9 @@ impl Loader {
             ms = started.elapsed().as_millis() as u64,
             "committed"
         );
+        if let Some(closed) = entry.closed_through_ms {
+            self.compact_in_background(closed);
+        }
         crate::failpoint::hit("before-group-commit");
         source::commit_group_offsets(consumer, &group_offsets);
     }
@@ -307,6 +419,22 @@ impl Loader {
                         .any(|(t, p, _)| *t == u.topic && *p == u.partition)
                     {
                         out.push((u.topic, u.partition, u.from));
+                    }
+                }
+                Refusal::Late {
+                    topic,
+                    partition,
+                    window_start_ms,
+                } => {
+                    // Another writer closed the window after these rows were decoded: read
+                    // the partition again, now knowing it is closed.
+                    let Some(from) = self.parts.get(&topic, partition).and_then(|b| b.from())
+                    else {
+                        continue;
+                    };
+                    tracing::info!(topic = %topic, partition, window_start_ms, "rows of a window closed meanwhile; reading the partition again");
+                    if !out.iter().any(|(t, p, _)| *t == topic && *p == partition) {
+                        out.push((topic, partition, from));
                     }
                 }
                 other => {

@@ -11,6 +11,7 @@
 //! Modules here may import `record`, `table` and `ops::{metrics, backfill}` (the plan types);
 //! nothing imports `load` but the CLI.
 
+mod background;
 mod decoding;
 mod flush;
 mod partition;

@@ -101,6 +101,8 @@ pub(crate) struct PartState {
     pub(crate) stop: Stop,
     /// Offsets of this partition committed by this run (for progress).
     pub(crate) loaded: i64,
+    /// The Kafka timestamp of the newest record kept by this run.
+    pub(crate) newest_ts: Option<i64>,
 }
 
 impl PartState {
@@ -120,6 +122,7 @@ impl PartState {
             generation: next_generation(),
             stop,
             loaded: 0,
+            newest_ts: None,
         }
     }
 

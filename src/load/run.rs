@@ -14,7 +14,7 @@ use rdkafka::Offset;
 
 use crate::config::{Job, StartOffset};
 use crate::error::{LoadError, Result};
-use crate::load::decoding::{decode_thread, Decoding, DECODE_QUEUE};
+use crate::load::decoding::{decode_thread, Decoding, LateRule, DECODE_QUEUE};
 use crate::load::partition::{PartState, Partitions, Stop};
 use crate::load::progress::Progress;
 use crate::load::{Run, RunStats, CHUNK_BYTES, CHUNK_RECORDS, KAFKA_TIMEOUT};
@@ -39,6 +39,10 @@ pub struct Loader {
     pub(crate) run: Run,
     pub(crate) metrics: Arc<Metrics>,
     progress: Progress,
+    /// Windows closed through here (ms; `i64::MIN`: none), for the decode thread.
+    pub(crate) closed_through: Arc<std::sync::atomic::AtomicI64>,
+    /// The background compaction of closed windows, when one runs.
+    pub(crate) compactor: crate::load::background::Compactor,
 }
 
 impl Loader {
@@ -66,7 +70,9 @@ impl Loader {
         );
         let schema = crate::schema_def(&job)?;
         let delta = crate::open_delta(&job, &manifest)?;
-        let committer = Committer::open(manifest, rt, writer)?.with_table(schema, delta);
+        let committer = Committer::open(manifest, rt, writer)?
+            .with_table(schema, delta)
+            .with_windows(job.window.millis());
         Ok(Loader {
             props: encode::writer_properties(job.compression, job.row_group_rows),
             job,
@@ -78,6 +84,8 @@ impl Loader {
             run: Run::Continuous,
             metrics: Arc::new(Metrics::default()),
             progress: Progress::new(),
+            closed_through: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
+            compactor: None,
         })
     }
 
@@ -129,13 +137,18 @@ impl Loader {
         }
         let decoder = ChunkDecoder::new(self.job.schema.clone(), self.job.event_time.clone());
         let window = self.job.window;
+        self.note_closed();
+        let late = LateRule {
+            closed_through: self.closed_through.clone(),
+            policy: self.job.closing.late_records,
+        };
         let result = std::thread::scope(|scope| {
             let (jobs, jobs_rx) = std::sync::mpsc::sync_channel(DECODE_QUEUE);
             let (done_tx, done) = std::sync::mpsc::channel();
             std::thread::Builder::new()
                 .name("sluice-decode".into())
                 .spawn_scoped(scope, move || {
-                    decode_thread(decoder, window, jobs_rx, done_tx)
+                    decode_thread(decoder, window, late, jobs_rx, done_tx)
                 })
                 .map_err(LoadError::Runtime)?;
             self.decoding = Some(Decoding::new(jobs, done));
@@ -164,6 +177,7 @@ impl Loader {
             consumer.unsubscribe();
         }
         drop(consumer);
+        self.join_compactor();
         result.map(|_| self.stats)
     }
 
@@ -276,6 +290,10 @@ impl Loader {
                 if !replacing && self.job.commit.due(last_commit.elapsed(), buffered) {
                     self.commit(consumer)?;
                     last_commit = Instant::now();
+                } else if !bounded && last_commit.elapsed() >= self.job.commit.interval {
+                    // Nothing to load: idle partitions may still close windows.
+                    self.heartbeat(consumer)?;
+                    last_commit = Instant::now();
                 }
             }
         }
@@ -338,6 +356,9 @@ impl Loader {
             }
         }
         buf.keep(offset);
+        if let Some(ts) = msg.timestamp().to_millis() {
+            buf.newest_ts = Some(buf.newest_ts.map_or(ts, |n| n.max(ts)));
+        }
         buf.raw.push(
             offset,
             msg.timestamp().to_millis(),
@@ -444,7 +465,12 @@ impl Loader {
     /// Takes decoded chunks into their partitions' buffers (with `wait`, every one in flight).
     pub(crate) fn take_decoded(&mut self, wait: bool) -> Result<()> {
         match self.decoding.as_mut() {
-            Some(d) => d.take(&mut self.parts, wait, self.job.bad_records),
+            Some(d) => d.take(
+                &mut self.parts,
+                wait,
+                self.job.bad_records,
+                self.job.closing.late_records,
+            ),
             None => Ok(()),
         }
     }

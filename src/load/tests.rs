@@ -47,8 +47,12 @@ fn fill(l: &mut Loader, from: i64, n: i64) {
 /// Decodes what the loader sent, as the decode thread would.
 fn decode_sent(l: &Loader, jobs: &Receiver<DecodeJob>, done: &Sender<DecodeJob>) {
     let decoder = ChunkDecoder::new(l.job.schema.clone(), l.job.event_time.clone());
+    let late = crate::load::decoding::LateRule {
+        closed_through: l.closed_through.clone(),
+        policy: l.job.closing.late_records,
+    };
     while let Ok(mut job) = jobs.try_recv() {
-        job.decode(&decoder, l.job.window);
+        job.decode(&decoder, l.job.window, &late);
         done.send(job).unwrap();
     }
 }

@@ -213,6 +213,7 @@ mod tests {
             schema_fingerprint: String::new(),
             stats: None,
             spans: vec![],
+            late: false,
         }
     }
 
@@ -235,6 +236,8 @@ mod tests {
             dead_letters: vec![],
             removed: vec![],
             schema: None,
+            watermarks: vec![],
+            closed_through_ms: None,
         })
         .unwrap();
         s

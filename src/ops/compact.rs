@@ -287,6 +287,7 @@ pub fn merged_file(inputs: &[DataFile]) -> DataFile {
         schema_fingerprint: first.schema_fingerprint.clone(),
         stats: None,
         spans,
+        late: false,
     })
 }
 

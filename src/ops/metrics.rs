@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +31,12 @@ pub struct Metrics {
     /// non-records (a bug if ever non-zero: the partition was re-read instead).
     pub unaccounted: AtomicU64,
     pub buffered_bytes: AtomicU64,
+    /// Windows are closed through here (ms since the epoch; 0: none yet).
+    pub closed_through_ms: AtomicI64,
+    /// Rows this process loaded into closed windows (late additions).
+    pub late_rows: AtomicU64,
+    /// Each partition's watermark (ms since the epoch), as last published.
+    pub watermarks: Mutex<BTreeMap<(String, i32), i64>>,
     latency_counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
     partitions: Mutex<BTreeMap<(String, i32), (i64, i64)>>,
@@ -131,6 +137,30 @@ impl Metrics {
             "Ranges refused before publishing because their offsets did not add up (re-read).",
             &self.unaccounted,
         );
+        counter(
+            &mut out,
+            "sluice_late_rows_total",
+            "Rows loaded into windows already closed (late additions).",
+            &self.late_rows,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sluice_windows_closed_through_seconds Every window ending at or before this time is closed.\n# TYPE sluice_windows_closed_through_seconds gauge\nsluice_windows_closed_through_seconds {}",
+            self.closed_through_ms.load(Ordering::Relaxed) / 1000
+        );
+        let marks = self
+            .watermarks
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let _ = writeln!(out, "# HELP sluice_watermark_seconds A partition's watermark: windows ending before it get no more of its rows.\n# TYPE sluice_watermark_seconds gauge");
+        for ((t, p), ms) in &marks {
+            let _ = writeln!(
+                out,
+                "sluice_watermark_seconds{{topic=\"{t}\",partition=\"{p}\"}} {}",
+                ms / 1000
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP sluice_buffered_bytes Bytes buffered, not yet committed.\n# TYPE sluice_buffered_bytes gauge\nsluice_buffered_bytes {}",

@@ -22,6 +22,18 @@ pub struct PartitionStatus {
     pub files: u64,
     pub rows: u64,
     pub dead_letters: u64,
+    /// Windows ending at or before this get no more of this partition's rows.
+    pub watermark: Option<String>,
+    /// Rows loaded into windows after they closed.
+    pub late_rows: u64,
+}
+
+/// A window's rows added after it closed, in live files.
+#[derive(Debug, Clone, Serialize)]
+pub struct LateWindow {
+    pub window_start: Option<String>,
+    pub rows: u64,
+    pub files: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,9 +45,14 @@ pub struct Status {
     pub lag: i64,
     pub rows: u64,
     pub files: u64,
-    /// Event time the table is complete through: the least of the partitions' latest event
-    /// times (later events may still arrive late).
+    /// The least of the partitions' latest event times (a hint: later events may still
+    /// arrive late; `closed_through` is the promise).
     pub complete_through: Option<String>,
+    /// Every window ending at or before this is closed: it gets no more rows (but late
+    /// additions under `window.late_records = "load"`, and backfills).
+    pub closed_through: Option<String>,
+    /// Windows with late additions among the live files.
+    pub late_windows: Vec<LateWindow>,
     pub partitions: Vec<PartitionStatus>,
 }
 
@@ -62,14 +79,34 @@ pub fn render(st: &Status) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<24} {:>5} {:>12} {:>12} {:>10} {:>10} {:>8}  {:<24} {:<24}",
-        "topic", "part", "committed", "high", "lag", "rows", "files", "last commit", "latest event"
+        "windows closed through {}{}",
+        st.closed_through.as_deref().unwrap_or("- (none yet)"),
+        if st.late_windows.is_empty() {
+            String::new()
+        } else {
+            let late: u64 = st.late_windows.iter().map(|w| w.rows).sum();
+            format!("; {late} late rows in {} windows", st.late_windows.len())
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:<24} {:>5} {:>12} {:>12} {:>10} {:>10} {:>8}  {:<24} {:<24} {:<24}",
+        "topic",
+        "part",
+        "committed",
+        "high",
+        "lag",
+        "rows",
+        "files",
+        "last commit",
+        "latest event",
+        "watermark"
     );
     let o = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
     for p in &st.partitions {
         let _ = writeln!(
             out,
-            "{:<24} {:>5} {:>12} {:>12} {:>10} {:>10} {:>8}  {:<24} {:<24}",
+            "{:<24} {:>5} {:>12} {:>12} {:>10} {:>10} {:>8}  {:<24} {:<24} {:<24}",
             p.topic,
             p.partition,
             o(p.committed_through),
@@ -78,7 +115,8 @@ pub fn render(st: &Status) -> String {
             p.rows,
             p.files,
             p.last_commit.as_deref().unwrap_or("-"),
-            p.max_event_time.as_deref().unwrap_or("-")
+            p.max_event_time.as_deref().unwrap_or("-"),
+            p.watermark.as_deref().unwrap_or("-")
         );
     }
     out
@@ -122,8 +160,24 @@ pub fn status(
             files: ps.map(|s| s.files).unwrap_or(0),
             rows: ps.map(|s| s.rows).unwrap_or(0),
             dead_letters: ps.map(|s| s.dead_letters).unwrap_or(0),
+            watermark: ps.and_then(|s| s.watermark_ms).and_then(rfc3339),
+            late_rows: ps.map(|s| s.late_rows).unwrap_or(0),
         });
     }
+    let mut late: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
+    for f in state.files.iter().filter(|f| f.late) {
+        let e = late.entry(f.window_start_ms).or_default();
+        e.0 += f.rows;
+        e.1 += 1;
+    }
+    let late_windows = late
+        .into_iter()
+        .map(|(start, (rows, files))| LateWindow {
+            window_start: rfc3339(start),
+            rows,
+            files,
+        })
+        .collect();
     let complete_through = parts
         .iter()
         .map(|(t, p)| max_event.get(&(t.as_str(), *p)).copied())
@@ -137,6 +191,8 @@ pub fn status(
         rows: partitions.iter().map(|p| p.rows).sum(),
         files: partitions.iter().map(|p| p.files).sum(),
         complete_through,
+        closed_through: state.closed_through_ms.and_then(rfc3339),
+        late_windows,
         partitions,
     }
 }

@@ -59,6 +59,13 @@ pub enum Violation {
         seq: u64,
         message: String,
     },
+    /// An append that added rows to a closed window without marking them late.
+    LateUnmarked {
+        seq: u64,
+        topic: String,
+        partition: i32,
+        window_start_ms: i64,
+    },
     OffsetsOutsideRange {
         seq: u64,
         path: String,
@@ -188,6 +195,19 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
                     from,
                     to,
                 } => (topic.clone(), *partition, *from, *to),
+                Refusal::Late {
+                    topic,
+                    partition,
+                    window_start_ms,
+                } => {
+                    report.violations.push(Violation::LateUnmarked {
+                        seq: e.seq,
+                        topic: topic.clone(),
+                        partition: *partition,
+                        window_start_ms: *window_start_ms,
+                    });
+                    continue;
+                }
                 Refusal::Lineage { message } => {
                     report.violations.push(Violation::BadLineage {
                         seq: e.seq,

@@ -115,6 +115,61 @@ pub struct DeadRecord {
     pub error: String,
 }
 
+impl Decoded {
+    /// Takes out the rows with an event time before `before_ms` (rows of windows closed
+    /// through there) and returns them as dead records saying so, with their payloads from
+    /// `raw`, in offset order.
+    pub fn take_late(
+        &mut self,
+        raw: &RawChunk,
+        before_ms: i64,
+    ) -> Result<Vec<DeadRecord>, arrow::error::ArrowError> {
+        let Some(batch) = &self.batch else {
+            return Ok(Vec::new());
+        };
+        if self.event_ms.iter().all(|&t| t >= before_ms) {
+            return Ok(Vec::new());
+        }
+        let offsets = batch
+            .column_by_name(crate::record::schema::OFFSET_COL)
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int64Array>())
+            .ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError("decoded rows have no `_offset`".into())
+            })?
+            .clone();
+        let time = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_else(|| ms.to_string())
+        };
+        let mut late = Vec::new();
+        for (i, &t) in self.event_ms.iter().enumerate() {
+            if t >= before_ms {
+                continue;
+            }
+            if let Ok(at) = raw.offsets.binary_search(&offsets.value(i)) {
+                late.push(raw.dead(
+                    at,
+                    format!(
+                        "late record: event time {} is in a window closed through {}",
+                        time(t),
+                        time(before_ms)
+                    ),
+                ));
+            }
+        }
+        let keep: arrow::array::BooleanArray = self
+            .event_ms
+            .iter()
+            .map(|&t| Some(t >= before_ms))
+            .collect();
+        let kept = filter_record_batch(batch, &keep)?;
+        self.event_ms.retain(|&t| t >= before_ms);
+        self.batch = (kept.num_rows() > 0).then_some(kept);
+        Ok(late)
+    }
+}
+
 /// The rows of a chunk, with their event times, and the records that could not be loaded.
 #[derive(Debug)]
 pub struct Decoded {

@@ -30,7 +30,8 @@ use bytes::Bytes;
 use crate::error::{LoadError, ManifestError, Result};
 use crate::table::delta::{DeltaError, DeltaLog};
 use crate::table::entry::{
-    DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, SchemaDef, StatsJson, FORMAT_VERSION,
+    DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, SchemaDef, StatsJson, Watermark,
+    FORMAT_VERSION,
 };
 use crate::table::manifest::Manifest;
 use crate::table::state::{Refusal, TableState};
@@ -46,6 +47,8 @@ pub struct Committer {
     /// The schema this writer's files have, recorded in the entries where it takes effect.
     schema: Option<SchemaDef>,
     delta: Option<Arc<DeltaLog>>,
+    /// The table's window size: entries record the windows they close.
+    window_ms: Option<i64>,
 }
 
 /// A data file's encoded body and the statistics of its rows.
@@ -75,6 +78,7 @@ pub struct Prepared {
     kind: EntryKind,
     ranges: Vec<OffsetRange>,
     removed: Vec<String>,
+    watermarks: Vec<Watermark>,
 }
 
 /// Stage 2: every file of the entry is in storage; nothing is published.
@@ -121,6 +125,7 @@ impl Committer {
             writer,
             schema: None,
             delta: None,
+            window_ms: None,
         })
     }
 
@@ -131,6 +136,37 @@ impl Committer {
         self.delta = delta.map(Arc::new);
         self.sync_delta(None);
         self
+    }
+
+    /// Windows of `window_ms`: each entry that moves every partition's watermark past a
+    /// window's end records that it closes it, and its markers are written after it.
+    pub fn with_windows(mut self, window_ms: i64) -> Self {
+        self.window_ms = Some(window_ms);
+        self.sync_markers();
+        self
+    }
+
+    /// The table's window size, when known.
+    pub fn window_ms(&self) -> Option<i64> {
+        self.window_ms
+    }
+
+    /// Writes the markers of closed windows that have none yet (after a crash between the
+    /// closing entry and its markers); logs a failure (the next commit tries again).
+    fn sync_markers(&self) {
+        let Some(w) = self.window_ms else { return };
+        let (closed, first) = {
+            let s = lock(&self.state);
+            let first = s.files.iter().map(|f| f.window_start_ms).min();
+            (s.closed_through_ms, first)
+        };
+        let Some(closed) = closed else { return };
+        let r = self
+            .rt
+            .block_on(crate::table::closed::sync(&self.manifest, w, closed, first));
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not write the markers of closed windows; trying again at the next commit");
+        }
     }
 
     /// Brings the Delta log up to the manifest as last read; `fresh` is an entry just
@@ -199,6 +235,7 @@ impl Committer {
                 kind,
                 ranges,
                 removed,
+                watermarks: Vec::new(),
             },
             refused,
         ))
@@ -209,6 +246,11 @@ impl Prepared {
     /// The ranges that may be written.
     pub fn ranges(&self) -> &[OffsetRange] {
         &self.ranges
+    }
+
+    /// Records the partitions' watermarks in the entry.
+    pub fn set_watermarks(&mut self, watermarks: Vec<Watermark>) {
+        self.watermarks = watermarks;
     }
 
     /// Stage 2: encodes `files[i]` with `encode(i)`, uploads it and the dead-letter bodies,
@@ -275,6 +317,8 @@ impl Prepared {
                 dead_letters: dead_files,
                 removed: self.removed,
                 schema: None,
+                watermarks: self.watermarks,
+                closed_through_ms: None,
             },
         })
     }
@@ -340,6 +384,14 @@ impl Written {
                 continue;
             }
             entry.seq = s.seq + 1;
+            entry.closed_through_ms = c.window_ms.and_then(|w| s.closing(&entry, w));
+            if matches!(entry.kind, EntryKind::Backfill | EntryKind::Replace) {
+                // Rows a backfill adds to closed windows are late additions.
+                let closed = s.closed_through_ms.unwrap_or(i64::MIN);
+                for f in entry.files.iter_mut().filter(|f| f.window_end_ms <= closed) {
+                    f.late = true;
+                }
+            }
             // The schema is recorded where it takes effect: a new table, a changed schema.
             // A compaction writes the schema of the files it merges, not the writer's.
             entry.schema = c
@@ -367,6 +419,10 @@ impl Written {
         c.rt.block_on(upload::delete_best_effort(c.manifest.store(), &orphaned));
         if let Outcome::Published { entry, .. } = &outcome {
             c.sync_delta(Some(entry));
+            if entry.closed_through_ms.is_some() {
+                crate::failpoint::hit("before-markers");
+                c.sync_markers();
+            }
         }
         Ok(outcome)
     }

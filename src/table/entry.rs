@@ -43,6 +43,23 @@ pub struct DataFile {
     /// it (`partition` is -1 when the spans come from more than one partition).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spans: Vec<Span>,
+    /// Rows added to a window after it closed (`window.late_records = "load"`, or a backfill).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
+}
+
+/// How far a partition's event time has got, as the entry's writer saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    pub topic: String,
+    pub partition: i32,
+    /// Windows ending at or before this (ms since the epoch) will get no more rows of this
+    /// partition: the latest event time loaded minus the allowed lateness, or for a partition
+    /// caught up and idle, the clock minus the allowed lateness.
+    pub ms: i64,
+    /// The Kafka timestamp of the newest record loaded (to tell how long it has been idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_record_ms: Option<i64>,
 }
 
 /// Rows of one topic-partition a data file holds: `rows` records with offsets in the
@@ -286,6 +303,13 @@ pub struct Entry {
     /// in the first entry sluice writes with a schema).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<SchemaDef>,
+    /// The partitions' watermarks as of this entry (each only moves forward).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watermarks: Vec<Watermark>,
+    /// Set by the entry that closes windows: from it on, every window ending at or before
+    /// this (ms since the epoch) is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_through_ms: Option<i64>,
 }
 
 impl Entry {
@@ -360,6 +384,8 @@ pub(crate) fn test_entry(ranges: &[(&str, i32, i64, i64)]) -> Entry {
         dead_letters: vec![],
         removed: vec![],
         schema: None,
+        watermarks: vec![],
+        closed_through_ms: None,
     }
 }
 
@@ -386,6 +412,7 @@ pub(crate) fn test_file(r: &OffsetRange, dir: &str) -> DataFile {
         schema_fingerprint: "fp".into(),
         stats: None,
         spans: vec![],
+        late: false,
     }
 }
 

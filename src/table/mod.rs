@@ -13,6 +13,7 @@
 //! through [`commit`]. Modules here may import `config`, `error` and `record::encode`'s
 //! outputs, never `load` or `ops`.
 
+pub mod closed;
 pub mod commit;
 pub mod delta;
 pub mod entry;

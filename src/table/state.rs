@@ -29,6 +29,13 @@ pub enum Refusal {
     /// Rows of a partition the entry has no range for would appear or vanish: the files it
     /// adds do not hold exactly the rows of the files it removes, outside its ranges.
     Lineage { message: String },
+    /// An append adding rows to a window already closed, without marking them late: the
+    /// partition is read again (its late rows then follow `window.late_records`).
+    Late {
+        topic: String,
+        partition: i32,
+        window_start_ms: i64,
+    },
 }
 
 impl Refusal {
@@ -40,6 +47,9 @@ impl Refusal {
                 topic, partition, ..
             } => Some((topic, *partition)),
             Refusal::Unaccounted(u) => Some((&u.topic, u.partition)),
+            Refusal::Late {
+                topic, partition, ..
+            } => Some((topic, *partition)),
             Refusal::Stale { .. } | Refusal::Lineage { .. } => None,
         }
     }
@@ -53,7 +63,10 @@ impl Refusal {
     /// a fenced or unaccounted range (that partition is read again), no for an overlapping
     /// backfill or a stale replace (the operator's plan no longer holds).
     pub fn is_partition_local(&self) -> bool {
-        matches!(self, Refusal::Fenced(_) | Refusal::Unaccounted(_))
+        matches!(
+            self,
+            Refusal::Fenced(_) | Refusal::Unaccounted(_) | Refusal::Late { .. }
+        )
     }
 }
 
@@ -71,6 +84,14 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::Stale { message } | Refusal::Lineage { message } => f.write_str(message),
             Refusal::Unaccounted(u) => u.fmt(f),
+            Refusal::Late {
+                topic,
+                partition,
+                window_start_ms,
+            } => write!(
+                f,
+                "{topic}/{partition}: rows for the window starting at {window_start_ms} ms, which is closed"
+            ),
         }
     }
 }
@@ -86,6 +107,20 @@ pub struct PartitionState {
     pub dead_letters: u64,
     pub files: u64,
     pub last_commit_ms: i64,
+    /// Windows ending at or before this get no more rows of the partition (see
+    /// [`crate::table::entry::Watermark`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark_ms: Option<i64>,
+    /// The Kafka timestamp of the newest record loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_record_ms: Option<i64>,
+    /// Rows added to closed windows (late additions), ever.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub late_rows: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl PartitionState {
@@ -119,6 +154,9 @@ pub struct TableState {
     /// The schema in force: the last one an entry recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<SchemaDef>,
+    /// Every window ending at or before this is closed (the last entry that closed windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_through_ms: Option<i64>,
     #[serde(skip)]
     index: BTreeMap<(String, i32), usize>,
     /// The checkpoint this state was loaded from (`None`: replayed from the first entry).
@@ -199,7 +237,69 @@ impl TableState {
         let mut out = self.check_ranges(e.kind, &e.ranges, &e.removed);
         out.extend(e.unaccounted().into_iter().map(Refusal::Unaccounted));
         out.extend(self.check_lineage(e));
+        out.extend(self.check_late(e));
         out
+    }
+
+    /// An append's rows for closed windows must be marked late (they were loaded knowing the
+    /// window was closed, under `window.late_records = "load"`).
+    pub fn check_late(&self, e: &Entry) -> Vec<Refusal> {
+        let Some(closed) = self.closed_through_ms else {
+            return Vec::new();
+        };
+        if e.kind != EntryKind::Append {
+            return Vec::new();
+        }
+        let mut out: Vec<Refusal> = Vec::new();
+        for f in &e.files {
+            if f.late || f.window_end_ms > closed {
+                continue;
+            }
+            if !out.iter().any(|r| r.names(&f.topic, f.partition)) {
+                out.push(Refusal::Late {
+                    topic: f.topic.clone(),
+                    partition: f.partition,
+                    window_start_ms: f.window_start_ms,
+                });
+            }
+        }
+        out
+    }
+
+    /// Where windows would be closed through once `e` is applied, when `e` moves it: every
+    /// partition's watermark (the entry's, or the one recorded) is at or past the returned
+    /// window boundary. A partition with no watermark yet holds every window open.
+    pub fn closing(&self, e: &Entry, window_ms: i64) -> Option<i64> {
+        if window_ms <= 0 {
+            return None;
+        }
+        let mut low: Option<i64> = None;
+        let mut any = false;
+        let entry_mark = |t: &str, p: i32| {
+            e.watermarks
+                .iter()
+                .filter(|w| w.topic == t && w.partition == p)
+                .map(|w| w.ms)
+                .max()
+        };
+        let ranged = e.ranges.iter().map(|r| (r.topic.as_str(), r.partition));
+        let known = self
+            .partitions
+            .iter()
+            .map(|p| (p.topic.as_str(), p.partition))
+            .chain(ranged)
+            .chain(e.watermarks.iter().map(|w| (w.topic.as_str(), w.partition)));
+        for (t, p) in known {
+            any = true;
+            let recorded = self.partition(t, p).and_then(|s| s.watermark_ms);
+            let mark = match (recorded, entry_mark(t, p)) {
+                (Some(a), Some(b)) => a.max(b),
+                (a, b) => a.or(b)?,
+            };
+            low = Some(low.map_or(mark, |l: i64| l.min(mark)));
+        }
+        let through = low.filter(|_| any)?.div_euclid(window_ms) * window_ms;
+        (self.closed_through_ms.is_none_or(|c| through > c)).then_some(through)
     }
 
     /// Outside its ranges an entry moves rows, never makes or loses them: for every partition
@@ -380,6 +480,20 @@ impl TableState {
             let p = self.partition_mut(&r.topic, r.partition);
             p.add_range(r.from, r.to);
             p.last_commit_ms = e.committed_at_ms;
+        }
+        for w in &e.watermarks {
+            let p = self.partition_mut(&w.topic, w.partition);
+            p.watermark_ms = Some(p.watermark_ms.map_or(w.ms, |m| m.max(w.ms)));
+            if let Some(n) = w.newest_record_ms {
+                p.newest_record_ms = Some(p.newest_record_ms.map_or(n, |m| m.max(n)));
+            }
+        }
+        if let Some(c) = e.closed_through_ms {
+            self.closed_through_ms = Some(self.closed_through_ms.map_or(c, |m| m.max(c)));
+        }
+        for f in e.files.iter().filter(|f| f.late) {
+            let ps = self.partition_mut(&f.topic, f.partition);
+            ps.late_rows += f.rows;
         }
         for f in &e.files {
             for (t, p) in f.partitions() {

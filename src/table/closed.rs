@@ -1,0 +1,94 @@
+//! Markers of closed windows, for schedulers that only see the object store:
+//!
+//! ```text
+//! <table>/_sluice/closed/2026-11-24T13:00:00Z.json   window [13:00, 14:00) is closed
+//! <table>/_sluice/closed/_through.json               hint: markers are written up to here
+//! ```
+//!
+//! A marker is written only after the entry that closes its window is in the log (the
+//! manifest, `closed_through_ms`, is the truth; `sluice wait` reads it). A writer that crashed
+//! in between leaves the markers to the next writer that opens the table or closes windows.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ManifestError;
+use crate::table::manifest::Manifest;
+
+pub const CLOSED_DIR: &str = "_sluice/closed";
+const THROUGH: &str = "_sluice/closed/_through.json";
+/// Markers written per call at most (the rest at the next call).
+const MAX_MARKERS: i64 = 10_000;
+
+/// A time as the markers name it: RFC 3339, UTC, whole seconds.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Where the marker of the window starting at `start_ms` lives, below the table root.
+pub fn marker_rel(start_ms: i64) -> String {
+    format!("{CLOSED_DIR}/{}.json", rfc3339(start_ms))
+}
+
+/// A marker's body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Marker {
+    pub window_start: String,
+    pub window_end: String,
+    /// Windows are closed through here when the marker was written.
+    pub closed_through: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Through {
+    through_ms: i64,
+}
+
+/// Writes the markers of the windows closed through `closed_ms` that have none yet, from the
+/// table's first window (`first_ms`, the earliest window holding data). Returns how many.
+pub async fn sync(
+    m: &Manifest,
+    window_ms: i64,
+    closed_ms: i64,
+    first_ms: Option<i64>,
+) -> Result<u64, ManifestError> {
+    let store = m.store();
+    let done = match store.get(THROUGH).await? {
+        Some(b) => serde_json::from_slice::<Through>(&b)
+            .ok()
+            .map(|t| t.through_ms),
+        None => None,
+    };
+    if done.is_some_and(|d| d >= closed_ms) {
+        return Ok(0);
+    }
+    let Some(mut start) = [done, first_ms].into_iter().flatten().max() else {
+        return Ok(0);
+    };
+    start = start.div_euclid(window_ms) * window_ms;
+    let mut written = 0u64;
+    while start + window_ms <= closed_ms && (written as i64) < MAX_MARKERS {
+        let marker = Marker {
+            window_start: rfc3339(start),
+            window_end: rfc3339(start + window_ms),
+            closed_through: rfc3339(closed_ms),
+        };
+        let body = serde_json::to_vec(&marker).map_err(|source| ManifestError::Serialize {
+            path: marker_rel(start),
+            source,
+        })?;
+        store.put(&marker_rel(start), Bytes::from(body)).await?;
+        written += 1;
+        start += window_ms;
+    }
+    let hint = serde_json::to_vec(&Through { through_ms: start }).map_err(|source| {
+        ManifestError::Serialize {
+            path: THROUGH.into(),
+            source,
+        }
+    })?;
+    store.put(THROUGH, Bytes::from(hint)).await?;
+    Ok(written)
+}

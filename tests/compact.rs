@@ -143,3 +143,149 @@ fn compaction_merges_hundreds_of_small_files_into_target_sized_ones_with_the_sam
     assert_exactly_once(&last, count as i64, 0);
     assert_eq!(last["content_hash"], before["content_hash"], "{last}");
 }
+
+/// A tiny deterministic random source (the seed is printed to repeat a run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+#[test]
+fn compactions_racing_loaders_a_replace_and_each_other_under_sigkill_lose_and_double_nothing() {
+    let seed = std::env::var("SLUICE_RACE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("SLUICE_RACE_SEED={seed}");
+    let mut rng = Lcg(seed);
+    let mut f = Fixture::new("race", 4);
+    // Windows close as event time moves on (some events are up to 20 minutes late: late
+    // additions), and the loaders compact closed windows in the background too.
+    f.write_job(
+        "table",
+        "[commit]\ninterval = \"1s\"\n[window]\nallowed_lateness = \"0s\"\n\
+         [compaction]\ntarget_size = \"64KiB\"\n",
+    );
+    let spawn_loader = |f: &Fixture, i: usize| f.spawn_run(&format!("run-{i}.log"));
+    let mut loaders = vec![spawn_loader(&f, 0), spawn_loader(&f, 1)];
+    let mut started = 2;
+    let (rounds, per) = (14u64, 1_500u64);
+    let mut outcomes = std::collections::BTreeMap::<&str, u32>::new();
+    for round in 0..rounds {
+        f.produce(sluice::ops::generate::GenSpec {
+            start_ms: 1_795_478_400_000 + (round * 20 * 60_000) as i64,
+            span_ms: 20 * 60_000,
+            seed: round,
+            ..spec(round * per, per)
+        });
+        if round == 0 {
+            f.wait_for(60, "the loaders' first commit", |s| committed_rows(s) > 0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        // Two compactions at once, one of them killed at a random moment.
+        let spawn_compact = |f: &Fixture, log: &str| {
+            let log = std::fs::File::create(f.dir.path().join(log)).unwrap();
+            f.sluice()
+                .args(["compact", "--job"])
+                .arg(&f.job)
+                .stdout(std::process::Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        };
+        let mut a = spawn_compact(&f, &format!("compact-a-{round}.log"));
+        let b = spawn_compact(&f, &format!("compact-b-{round}.log"));
+        std::thread::sleep(std::time::Duration::from_millis(rng.below(400)));
+        let _ = a.kill();
+        let _ = a.wait();
+        let out = b.wait_with_output().unwrap();
+        *outcomes
+            .entry(if out.status.success() {
+                "compact ok"
+            } else {
+                "compact refused"
+            })
+            .or_default() += 1;
+        // A replace of a loaded range of one partition, sometimes killed too.
+        if round % 3 == 1 {
+            let state = f.state();
+            let p = rng.below(4) as i32;
+            let end = state.partition(&f.topic, p).and_then(|s| s.end());
+            eprintln!("round {round}: replace on partition {p}, committed end {end:?}");
+            if let Some(end) = end {
+                if end > 40 {
+                    let (from, to) = ((end / 4).to_string(), (end / 2).to_string());
+                    let ps = p.to_string();
+                    let mut c = f.sluice();
+                    c.args([
+                        "backfill",
+                        "--partition",
+                        &ps,
+                        "--from",
+                        &from,
+                        "--to",
+                        &to,
+                        "--replace",
+                        "--job",
+                    ])
+                    .arg(&f.job)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                    let mut child = c.spawn().unwrap();
+                    if rng.below(2) == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(rng.below(600)));
+                        let _ = child.kill();
+                        *outcomes.entry("replace killed").or_default() += 1;
+                    }
+                    let out = child.wait_with_output().unwrap();
+                    *outcomes
+                        .entry(if out.status.success() {
+                            "replace ok"
+                        } else {
+                            "replace stopped"
+                        })
+                        .or_default() += 1;
+                }
+            }
+        }
+        // A loader killed and another started (a rebalance each time).
+        if round % 4 == 2 {
+            let i = rng.below(loaders.len() as u64) as usize;
+            let mut victim = loaders.swap_remove(i);
+            let _ = victim.kill();
+            let _ = victim.wait();
+            loaders.push(spawn_loader(&f, started));
+            started += 1;
+        }
+    }
+    let count = rounds * per;
+    f.wait_for(120, "every event", |s| committed_rows(s) >= count);
+    for l in &loaders {
+        sigterm(l);
+    }
+    for l in loaders {
+        let _ = l.wait_with_output();
+    }
+    f.run_once_ok();
+    ok(f.cli(&["compact"]));
+    eprintln!("outcomes: {outcomes:?}");
+    let r = f.read();
+    assert_exactly_once(&r, count as i64, 0);
+    let state = f.state();
+    assert!(
+        state.files.iter().any(|x| !x.spans.is_empty()),
+        "something was compacted"
+    );
+}

@@ -121,15 +121,15 @@ pub fn plan(
             let before = (lo, hi);
             removed.clear();
             for f in state.files.iter().filter(|f| f.holds(t, p)) {
-                let mut touched = false;
-                for s in f.lineage().iter() {
-                    if s.topic == t && s.partition == p && s.first < hi && lo < s.next {
+                let lineage = f.lineage();
+                let mine = || lineage.iter().filter(|s| s.topic == t && s.partition == p);
+                if mine().any(|s| s.first < hi && lo < s.next) {
+                    // The file goes: every row it holds of this partition is re-derived (a
+                    // compacted file holds several spans of it, not all in the range).
+                    for s in mine() {
                         lo = lo.min(s.first);
                         hi = hi.max(s.next);
-                        touched = true;
                     }
-                }
-                if touched {
                     removed.push(f.path.clone());
                 }
             }
@@ -289,5 +289,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not entirely loaded"), "{e}");
+    }
+
+    #[test]
+    fn replace_on_compacted_files_re_derives_every_span_of_the_partition_and_carries_the_rest() {
+        use crate::table::entry::Span;
+        let span = |p: i32, first: i64, next: i64| Span {
+            topic: "t".into(),
+            partition: p,
+            first,
+            next,
+            rows: (next - first) as u64,
+        };
+        let mut s = TableState::default();
+        let compacted = DataFile {
+            spans: vec![span(0, 0, 10), span(0, 30, 40), span(1, 0, 10)],
+            partition: -1,
+            ..file("compacted", 0, 40)
+        };
+        let mut e = crate::table::entry::test_entry(&[("t", 0, 0, 50), ("t", 1, 0, 10)]);
+        e.seq = 1;
+        e.files = vec![compacted, file("late", 35, 50)];
+        s.apply(&e).unwrap();
+        let p = plan(&s, &HashMap::new(), &req(5, Some(6), true)).unwrap();
+        // [5, 6) touches the compacted file: all its spans of partition 0 ([0, 10) and
+        // [30, 40)) are re-derived, and with them the file overlapping [30, 40).
+        assert_eq!((p.ranges[0].from, p.ranges[0].to), (0, Some(50)));
+        assert_eq!(p.removed, vec!["compacted", "late"]);
+        // Its rows of partition 1 are carried into a new file.
+        assert_eq!(p.carried, vec!["compacted"]);
     }
 }

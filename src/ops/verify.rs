@@ -59,6 +59,16 @@ pub enum Violation {
         seq: u64,
         message: String,
     },
+    /// The live table's rows, dead letters and non-records of a partition do not add up to
+    /// its committed offsets (rows lost or doubled by a removal).
+    LiveMismatch {
+        topic: String,
+        partition: i32,
+        offsets: i64,
+        rows: u64,
+        dead_letters: u64,
+        non_records: i64,
+    },
     /// An append that added rows to a closed window without marking them late.
     LateUnmarked {
         seq: u64,
@@ -178,8 +188,30 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
     let mut report = VerifyReport::default();
     let mut state = TableState::default();
     let mut lineage = Vec::new();
+    // The non-records of the live ranges, per partition (a replace re-records its ranges').
+    let mut live_non_records: std::collections::HashMap<(String, i32), Vec<(i64, i64)>> =
+        Default::default();
+    let mut unrecorded: std::collections::HashSet<(String, i32)> = Default::default();
     while let Some(e) = m.read_entry(state.seq + 1).await? {
         lineage.push(delta::EntryFiles::of(&e));
+        for r in &e.ranges {
+            if r.records.is_none() {
+                // Written before entries counted their records: no live count to check.
+                unrecorded.insert((r.topic.clone(), r.partition));
+            }
+            let spans = live_non_records
+                .entry((r.topic.clone(), r.partition))
+                .or_default();
+            if e.kind == crate::table::entry::EntryKind::Replace {
+                let mut kept = Vec::new();
+                for &(a, b) in spans.iter() {
+                    kept.extend([(a, b.min(r.from)), (a.max(r.to), b)]);
+                }
+                kept.retain(|&(a, b)| a < b);
+                *spans = kept;
+            }
+            spans.extend(r.not_records.iter().copied());
+        }
         // Each entry must have been publishable on top of the entries before it.
         for refusal in state.check(&e) {
             let (topic, partition, from, to) = match &refusal {
@@ -355,6 +387,25 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
     report.data_files = state.files.len() as u64;
     report.dead_letter_files = state.dead_letters.len() as u64;
     for p in &state.partitions {
+        // The live table, partition by partition: its committed offsets are its rows, dead
+        // letters and non-records, once each (a removal that lost rows shows here, whatever
+        // the history's entries say one by one).
+        let offsets: i64 = p.ranges.iter().map(|(a, b)| b - a).sum();
+        let non_records: i64 = live_non_records
+            .get(&(p.topic.clone(), p.partition))
+            .map(|v| v.iter().map(|(a, b)| b - a).sum())
+            .unwrap_or(0);
+        let counted = !unrecorded.contains(&(p.topic.clone(), p.partition));
+        if counted && offsets != p.rows as i64 + p.dead_letters as i64 + non_records {
+            report.violations.push(Violation::LiveMismatch {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                offsets,
+                rows: p.rows,
+                dead_letters: p.dead_letters,
+                non_records,
+            });
+        }
         for w in p.ranges.windows(2) {
             report.violations.push(Violation::Gap {
                 topic: p.topic.clone(),
@@ -511,5 +562,79 @@ mod tests {
         assert!(report
             .violations
             .contains(&Violation::CheckpointMismatch { seq: 2 }));
+    }
+
+    /// A replace that removes a compacted file holding rows outside its range, without
+    /// carrying them: each entry on its own adds up, the live table does not.
+    #[tokio::test]
+    async fn verify_sees_rows_a_removal_lost() {
+        use crate::table::entry::{test_file, EntryKind, Span};
+        let m = Manifest::new(
+            Arc::new(InMemory::new()),
+            object_store::path::Path::from("t"),
+            100,
+        );
+        let mut s = m.load().await.unwrap();
+        let put = |mut e: Entry, s: &mut TableState| {
+            e.seq = s.seq + 1;
+            s.apply(&e).unwrap();
+            e
+        };
+        let mut a = entry(&[(0, 10)]);
+        a.ranges[0].records = Some(10);
+        a.files = vec![test_file(&a.ranges[0], "w")];
+        let a = put(a, &mut s);
+        let mut b = entry(&[(10, 20)]);
+        b.ranges[0].records = Some(10);
+        b.files = vec![test_file(&b.ranges[0], "w")];
+        let b = put(b, &mut s);
+        let spans: Vec<Span> = a
+            .files
+            .iter()
+            .chain(&b.files)
+            .flat_map(|f| f.lineage().into_owned())
+            .collect();
+        let mut c = entry(&[]);
+        c.kind = EntryKind::Compact;
+        c.removed = vec![a.files[0].path.clone(), b.files[0].path.clone()];
+        c.files = vec![crate::ops::compact::merged_file(&[
+            a.files[0].clone(),
+            b.files[0].clone(),
+        ])];
+        assert_eq!(c.files[0].spans, spans);
+        let c = put(c, &mut s);
+        // Replace [0, 10) only, removing the compacted file and its rows of [10, 20).
+        let mut r = entry(&[(0, 10)]);
+        r.kind = EntryKind::Replace;
+        r.ranges[0].records = Some(10);
+        r.files = vec![test_file(&r.ranges[0], "w")];
+        r.removed = vec![c.files[0].path.clone()];
+        r.seq = s.seq + 1;
+        assert!(
+            matches!(s.check(&r)[..], [Refusal::Lineage { .. }]),
+            "the committer refuses it: {:?}",
+            s.check(&r)
+        );
+        let r = put(r, &mut s);
+        for e in [a, b, c, r] {
+            m.put_entry(&e).await.unwrap();
+        }
+        let report = verify(&m).await.unwrap();
+        assert!(
+            report.violations.iter().any(|v| matches!(
+                v,
+                Violation::LiveMismatch {
+                    offsets: 20,
+                    rows: 10,
+                    ..
+                }
+            )),
+            "{:?}",
+            report.violations
+        );
+        assert!(report
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::BadLineage { seq: 4, .. })));
     }
 }

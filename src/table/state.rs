@@ -302,9 +302,9 @@ impl TableState {
         (self.closed_through_ms.is_none_or(|c| through > c)).then_some(through)
     }
 
-    /// Outside its ranges an entry moves rows, never makes or loses them: for every partition
-    /// it has no range for, the spans of the files it adds are exactly the spans of the live
-    /// files it removes (compaction; the rows of other partitions a replace carries over).
+    /// Outside its ranges an entry moves rows, never makes or loses them: the spans of the
+    /// files it adds that are not inside its ranges are exactly the spans of the live files it
+    /// removes that are not inside its ranges (compaction; the rows a replace carries over).
     pub fn check_lineage(&self, e: &Entry) -> Option<Refusal> {
         use std::collections::{HashMap, HashSet};
         let ranged: HashSet<(&str, i32)> = e
@@ -312,6 +312,16 @@ impl TableState {
             .iter()
             .map(|r| (r.topic.as_str(), r.partition))
             .collect();
+        // A span is the entry's to account for when it lies inside one of its ranges; any
+        // other span must move whole from a removed file to an added one.
+        let inside = |s: &Span| {
+            e.ranges.iter().any(|r| {
+                r.topic == s.topic
+                    && r.partition == s.partition
+                    && r.from <= s.first
+                    && s.next <= r.to
+            })
+        };
         let mut balance: HashMap<Span, i64> = HashMap::new();
         let removed: HashSet<&str> = e.removed.iter().map(String::as_str).collect();
         let removing = self
@@ -320,7 +330,7 @@ impl TableState {
             .filter(|f| removed.contains(f.path.as_str()));
         for f in removing.take(if removed.is_empty() { 0 } else { usize::MAX }) {
             for s in f.lineage().iter() {
-                if !ranged.contains(&(s.topic.as_str(), s.partition)) {
+                if !inside(s) {
                     *balance.entry(s.clone()).or_default() += 1;
                 }
             }
@@ -331,7 +341,7 @@ impl TableState {
                 continue;
             }
             for s in f.lineage().iter() {
-                if !ranged.contains(&(s.topic.as_str(), s.partition)) {
+                if !inside(s) {
                     *balance.entry(s.clone()).or_default() -= 1;
                 }
             }

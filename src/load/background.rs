@@ -2,6 +2,7 @@
 //! of its own merges the small files of the closed windows (one `compact` entry per window),
 //! while loading goes on. One compaction at a time; a loader that stops waits for it.
 
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use crate::load::run::Loader;
@@ -23,6 +24,7 @@ impl Loader {
         let manifest = self.committer.manifest().clone();
         let rt = self.committer.runtime();
         let props = self.props.clone();
+        let metrics = self.metrics.clone();
         let spawned = std::thread::Builder::new()
             .name("sluice-compact".into())
             .spawn(move || {
@@ -37,6 +39,12 @@ impl Loader {
                 };
                 match run() {
                     Ok(done) => {
+                        for d in done.iter().filter(|d| d.seq.is_some()) {
+                            metrics.compactions.fetch_add(1, Ordering::Relaxed);
+                            metrics
+                                .compacted_files
+                                .fetch_add(d.files_removed as u64, Ordering::Relaxed);
+                        }
                         for d in done.iter().filter(|d| d.refused.is_some()) {
                             tracing::info!(window_start_ms = d.window_start_ms, refused = ?d.refused, "window not compacted (another writer took its files first); the next closing tries again");
                         }

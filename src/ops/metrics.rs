@@ -33,6 +33,9 @@ pub struct Metrics {
     pub buffered_bytes: AtomicU64,
     /// Windows are closed through here (ms since the epoch; 0: none yet).
     pub closed_through_ms: AtomicI64,
+    /// `compact` entries the background compaction published, and the files they removed.
+    pub compactions: AtomicU64,
+    pub compacted_files: AtomicU64,
     /// Rows this process loaded into closed windows (late additions).
     pub late_rows: AtomicU64,
     /// Each partition's watermark (ms since the epoch), as last published.
@@ -136,6 +139,18 @@ impl Metrics {
             "sluice_unaccounted_ranges_total",
             "Ranges refused before publishing because their offsets did not add up (re-read).",
             &self.unaccounted,
+        );
+        counter(
+            &mut out,
+            "sluice_compactions_total",
+            "Windows compacted in the background (compact entries published).",
+            &self.compactions,
+        );
+        counter(
+            &mut out,
+            "sluice_compacted_files_total",
+            "Small files the background compaction merged away.",
+            &self.compacted_files,
         );
         counter(
             &mut out,

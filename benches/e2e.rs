@@ -441,6 +441,91 @@ fn resume(ctx: &Ctx, entries: u64) -> (f64, f64, f64) {
     (median(walls), no_hint, catch_up)
 }
 
+/// One day of event time loaded by 96 scheduled runs (one every 15 minutes of event time, as
+/// a continuous loader or a cron job leaves it: a file per partition per window per run), then
+/// `sluice compact`: file counts, bytes and DuckDB query times before and after, and what the
+/// compaction took.
+fn compaction(ctx: &Ctx, events: u64, runs: usize) -> Value {
+    let partitions = 8;
+    let topic = ctx.topic("day", partitions);
+    let job = ctx.job("day", &topic, "[compaction]\nenabled = false\n");
+    let loads = 96u64;
+    let per = events / loads;
+    for i in 0..loads {
+        sluice::ops::generate::produce(
+            &ctx.brokers,
+            &topic,
+            &GenSpec {
+                first_id: i * per,
+                count: per,
+                partitions,
+                start_ms: 1_795_478_400_000 + (i * 15 * 60_000) as i64,
+                span_ms: 15 * 60_000,
+                seed: i,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        ctx.timed(&["run", "--once"], &job);
+    }
+    let python = std::env::var("SLUICE_TEST_PYTHON").unwrap();
+    let query = |job: &Path| -> Value {
+        let files = Command::new(&ctx.sluice)
+            .args(["files", "--job"])
+            .arg(job)
+            .output()
+            .unwrap();
+        let mut child = Command::new(&python)
+            .arg(repo().join("benches/query.py"))
+            .arg(runs.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&files.stdout)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let state = |job: &Path| {
+        let j = sluice::config::Job::load(job).unwrap();
+        rt().block_on(sluice::open_manifest(&j).unwrap().load())
+            .unwrap()
+    };
+    let bytes = |s: &sluice::table::state::TableState| s.files.iter().map(|f| f.bytes).sum::<u64>();
+    let before_state = state(&job);
+    let before = query(&job);
+    let (wall, cpu, rss, _) = ctx.timed(&["compact"], &job);
+    let after_state = state(&job);
+    let after = query(&job);
+    assert_eq!(before["rows"], after["rows"]);
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    json!({
+        "events": per * loads,
+        "loads": loads,
+        "windows": 24,
+        "files_before": before_state.files.len(),
+        "files_after": after_state.files.len(),
+        "bytes_before": bytes(&before_state),
+        "bytes_after": bytes(&after_state),
+        "query_rollup_s_before": before["rollup_s"],
+        "query_rollup_s_after": after["rollup_s"],
+        "query_one_hour_s_before": before["one_hour_s"],
+        "query_one_hour_s_after": after["one_hour_s"],
+        "speedup_rollup": f(&before["rollup_s"]) / f(&after["rollup_s"]),
+        "speedup_one_hour": f(&before["one_hour_s"]) / f(&after["one_hour_s"]),
+        "compact_wall_s": wall,
+        "compact_cpu_s": cpu,
+        "compact_peak_rss_mib": rss / 1024.0,
+    })
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else to parse.
     let brokers =
@@ -535,6 +620,9 @@ fn main() {
     let (resume_s, resume_no_hint_s, delta_catch_up_s) =
         resume(&ctx, env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000));
 
+    let day = compaction(&ctx, env_or("SLUICE_BENCH_DAY_EVENTS", 480_000u64), runs);
+    eprintln!("bench: compaction done");
+
     let e2e = median(rate.clone());
     let report = json!({
         "events": events,
@@ -568,6 +656,7 @@ fn main() {
             "cpu_s_per_million": median(base_cpu.clone()),
             "ratio_events_per_s": e2e / median(base_rate.clone()),
         })),
+        "compaction": day,
         "resume_s": { "entries": env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000u64), "with_checkpoint_hint": resume_s, "listing_checkpoints": resume_no_hint_s, "delta_log_from_nothing": delta_catch_up_s },
     });
     let out_dir = repo().join("target/bench");
@@ -660,6 +749,40 @@ fn main() {
         "{:<52} {:>14}",
         "  its Delta log written from nothing (s, once)",
         format!("{delta_catch_up_s:.1}")
+    );
+    let d = &r["compaction"];
+    println!(
+        "{:<52} {:>14}",
+        "a day, 96 loads: files before / after compact",
+        format!("{} / {}", d["files_before"], d["files_after"])
+    );
+    println!(
+        "{:<52} {:>14}",
+        "  DuckDB day rollup (s) before / after",
+        format!(
+            "{:.3} / {:.3}",
+            f(&d["query_rollup_s_before"]),
+            f(&d["query_rollup_s_after"])
+        )
+    );
+    println!(
+        "{:<52} {:>14}",
+        "  DuckDB one-hour query (s) before / after",
+        format!(
+            "{:.3} / {:.3}",
+            f(&d["query_one_hour_s_before"]),
+            f(&d["query_one_hour_s_after"])
+        )
+    );
+    println!(
+        "{:<52} {:>14}",
+        "  sluice compact: wall s, CPU s, peak RSS MiB",
+        format!(
+            "{:.1}, {:.1}, {:.0}",
+            f(&d["compact_wall_s"]),
+            f(&d["compact_cpu_s"]),
+            f(&d["compact_peak_rss_mib"])
+        )
     );
     if let Some(b) = &baseline {
         let (br, bc) = (median(base_rate), median(base_cpu));

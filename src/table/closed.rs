@@ -10,6 +10,7 @@
 //! in between leaves the markers to the next writer that opens the table or closes windows.
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ManifestError;
@@ -68,21 +69,30 @@ pub async fn sync(
         return Ok(0);
     };
     start = start.div_euclid(window_ms) * window_ms;
-    let mut written = 0u64;
-    while start + window_ms <= closed_ms && (written as i64) < MAX_MARKERS {
+    let mut starts = Vec::new();
+    while start + window_ms <= closed_ms && (starts.len() as i64) < MAX_MARKERS {
+        starts.push(start);
+        start += window_ms;
+    }
+    let written = starts.len() as u64;
+    let puts = starts.into_iter().map(|w| async move {
         let marker = Marker {
-            window_start: rfc3339(start),
-            window_end: rfc3339(start + window_ms),
+            window_start: rfc3339(w),
+            window_end: rfc3339(w + window_ms),
             closed_through: rfc3339(closed_ms),
         };
         let body = serde_json::to_vec(&marker).map_err(|source| ManifestError::Serialize {
-            path: marker_rel(start),
+            path: marker_rel(w),
             source,
         })?;
-        store.put(&marker_rel(start), Bytes::from(body)).await?;
-        written += 1;
-        start += window_ms;
-    }
+        store.put(&marker_rel(w), Bytes::from(body)).await?;
+        Ok::<(), ManifestError>(())
+    });
+    // Many windows can close at once (a first run over history): 16 puts in flight.
+    futures::stream::iter(puts)
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
     let hint = serde_json::to_vec(&Through { through_ms: start }).map_err(|source| {
         ManifestError::Serialize {
             path: THROUGH.into(),

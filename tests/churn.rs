@@ -159,16 +159,7 @@ impl Fleet<'_> {
 
 #[test]
 fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
-    let seed = std::env::var("SLUICE_CHURN_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = seed("SLUICE_CHURN_SEED") | 1;
     let kills = env_u64("SLUICE_CHURN_KILLS", 30);
     let rate = env_u64("SLUICE_CHURN_RATE", 3_000);
     let loaders = env_u64("SLUICE_CHURN_LOADERS", 3) as usize;

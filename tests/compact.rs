@@ -4,19 +4,7 @@
 
 mod common;
 
-use std::process::Output;
-
 use common::*;
-
-fn ok(out: Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// The last Delta commit's actions.
 fn last_delta_commit(f: &Fixture) -> Vec<serde_json::Value> {
@@ -64,11 +52,11 @@ fn compaction_merges_hundreds_of_small_files_into_target_sized_ones_with_the_sam
     assert!(files_before >= 200, "{before}");
 
     // A dry run changes nothing.
-    let plans = ok(f.cli(&["compact", "--dry-run"]));
+    let plans = f.cli_json(&["compact", "--dry-run"]);
     assert!(!plans.as_array().unwrap().is_empty(), "{plans}");
     assert_eq!(f.state().files.len() as i64, files_before);
 
-    let done = ok(f.cli(&["compact"]));
+    let done = f.cli_json(&["compact"]);
     let windows = done.as_array().unwrap();
     assert!(!windows.is_empty(), "{done}");
     assert!(windows.iter().all(|w| w["refused"].is_null()), "{done}");
@@ -113,12 +101,12 @@ fn compaction_merges_hundreds_of_small_files_into_target_sized_ones_with_the_sam
         .all(|a| a["dataChange"] == false));
     assert!(adds.iter().all(|a| a["tags"]["sluice.spans"].is_string()));
     // Nothing left to compact.
-    let again = ok(f.cli(&["compact"]));
+    let again = f.cli_json(&["compact"]);
     assert!(again.as_array().unwrap().is_empty(), "{again}");
 
     // A replace of one partition's offsets on compacted data: the compacted files it touches
     // are swapped out, the rows of the other partitions carried over.
-    let out = f.cli(&[
+    f.cli_json(&[
         "backfill",
         "--partition",
         "1",
@@ -128,7 +116,6 @@ fn compaction_merges_hundreds_of_small_files_into_target_sized_ones_with_the_sam
         "300",
         "--replace",
     ]);
-    ok(out);
     let replaced = f.read();
     assert_exactly_once(&replaced, count as i64, 0);
     assert_eq!(
@@ -138,7 +125,7 @@ fn compaction_merges_hundreds_of_small_files_into_target_sized_ones_with_the_sam
     let state = f.state();
     assert!(state.files.iter().any(|f| f.path.contains("part-carry-")));
     // And compaction again, over carried and re-derived files.
-    ok(f.cli(&["compact", "--target-size", "1MiB"]));
+    f.cli_json(&["compact", "--target-size", "1MiB"]);
     let last = f.read();
     assert_exactly_once(&last, count as i64, 0);
     assert_eq!(last["content_hash"], before["content_hash"], "{last}");
@@ -159,16 +146,7 @@ impl Lcg {
 
 #[test]
 fn compactions_racing_loaders_a_replace_and_each_other_under_sigkill_lose_and_double_nothing() {
-    let seed = std::env::var("SLUICE_RACE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("SLUICE_RACE_SEED={seed}");
+    let seed = seed("SLUICE_RACE_SEED");
     let mut rng = Lcg(seed);
     let mut f = Fixture::new("race", 4);
     // Windows close as event time moves on (some events are up to 20 minutes late: late
@@ -279,7 +257,7 @@ fn compactions_racing_loaders_a_replace_and_each_other_under_sigkill_lose_and_do
         let _ = l.wait_with_output();
     }
     f.run_once_ok();
-    ok(f.cli(&["compact"]));
+    f.cli_json(&["compact"]);
     eprintln!("outcomes: {outcomes:?}");
     let r = f.read();
     assert_exactly_once(&r, count as i64, 0);

@@ -18,9 +18,8 @@ use crate::record::encode;
 use crate::record::source::{self, LoaderContext};
 use crate::table::commit::lock;
 use crate::table::commit::{Encoded, Outcome, Proposal};
-use crate::table::delta::stats::file_stats;
 use crate::table::entry::{
-    DataFile, DeadLetterFile, Entry, OffsetRange, StatsJson, Watermark, DEAD_LETTER_DIR,
+    DataFile, DeadLetterFile, Entry, OffsetRange, Watermark, DEAD_LETTER_DIR,
 };
 use crate::table::state::Refusal;
 
@@ -140,15 +139,7 @@ impl Loader {
                 context: format!("gathering the rows of {}", paths[i]),
                 source,
             })?;
-            let body =
-                encode::encode(schema, &batches, props).map_err(|source| LoadError::Encode {
-                    path: paths[i].to_string(),
-                    source,
-                })?;
-            Ok(Encoded {
-                body,
-                stats: StatsJson::try_from(file_stats(&batches)).ok(),
-            })
+            compact::encode_file(schema, &batches, props, paths[i])
         })?;
         match written.publish(&self.committer)? {
             Outcome::Refused { refused, conflicts } => {

@@ -222,17 +222,8 @@ fn compact_window(
             context: format!("sorting the rows of {} files", inputs.len()),
             source,
         })?;
-        let batches = [batch];
-        let body = encode::encode(&batches[0].schema(), &batches, props).map_err(|source| {
-            LoadError::Encode {
-                path: format!("the compaction of window {}", plan.window_start_ms),
-                source,
-            }
-        })?;
-        Ok(Encoded {
-            body,
-            stats: StatsJson::try_from(file_stats(&batches)).ok(),
-        })
+        let path = format!("the compaction of window {}", plan.window_start_ms);
+        encode_file(&batch.schema(), &[batch], props, &path)
     })?;
     match written.publish(c)? {
         Outcome::Published { entry, .. } => {
@@ -342,9 +333,9 @@ pub fn encode_carried(
 ) -> Result<Encoded> {
     use arrow::array::{BooleanArray, Int32Array, StringArray};
     let keep: std::collections::HashSet<(String, i32)> = carried.partitions().into_iter().collect();
-    let arrow_error = |source| LoadError::Arrow {
-        context: format!("carrying the rows of {}", source_path(carried)),
-        source,
+    let arrow_error = |e| LoadError::Arrow {
+        context: format!("carrying the rows of {}", source.path),
+        source: e,
     };
     let mut out = Vec::new();
     for b in rt.block_on(read_files(store, std::slice::from_ref(source)))? {
@@ -377,18 +368,24 @@ pub fn encode_carried(
             message: format!("{}: no rows", source.path),
         });
     };
-    let body = encode::encode(&schema, &out, props).map_err(|e| LoadError::Encode {
-        path: carried.path.clone(),
-        source: e,
+    encode_file(&schema, &out, props, &carried.path)
+}
+
+/// A data file's body and statistics: `batches` (all of `schema`) encoded as one Parquet file.
+pub fn encode_file(
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+    props: &WriterProperties,
+    path: &str,
+) -> Result<Encoded> {
+    let body = encode::encode(schema, batches, props).map_err(|source| LoadError::Encode {
+        path: path.to_string(),
+        source,
     })?;
     Ok(Encoded {
         body,
-        stats: StatsJson::try_from(file_stats(&out)).ok(),
+        stats: StatsJson::try_from(file_stats(batches)).ok(),
     })
-}
-
-fn source_path(f: &DataFile) -> &str {
-    &f.path
 }
 
 /// Reads data files whole.

@@ -506,6 +506,13 @@ impl TableState {
             ps.late_rows += f.rows;
         }
         for f in &e.files {
+            if f.spans.is_empty() {
+                // A loader's file: one partition (no copy of its lineage).
+                let ps = self.partition_mut(&f.topic, f.partition);
+                ps.rows += f.rows;
+                ps.files += 1;
+                continue;
+            }
             for (t, p) in f.partitions() {
                 let rows = f.rows_of(&t, p);
                 let ps = self.partition_mut(&t, p);

@@ -15,6 +15,21 @@ pub fn brokers() -> String {
     )
 }
 
+/// A random seed, or the one in environment variable `var` to repeat a run; printed.
+pub fn seed(var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{var}={seed}");
+    seed
+}
+
 pub fn python() -> String {
     std::env::var("SLUICE_TEST_PYTHON")
         .expect("SLUICE_TEST_PYTHON is not set: run the tests with `make test`")

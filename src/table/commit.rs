@@ -155,15 +155,21 @@ impl Committer {
     /// closing entry and its markers); logs a failure (the next commit tries again).
     fn sync_markers(&self) {
         let Some(w) = self.window_ms else { return };
-        let (closed, first) = {
+        let (closed, windows) = {
             let s = lock(&self.state);
-            let first = s.files.iter().map(|f| f.window_start_ms).min();
-            (s.closed_through_ms, first)
+            let Some(closed) = s.closed_through_ms else {
+                return;
+            };
+            let windows: std::collections::BTreeSet<i64> =
+                s.files.iter().map(|f| f.window_start_ms).collect();
+            (closed, windows)
         };
-        let Some(closed) = closed else { return };
-        let r = self
-            .rt
-            .block_on(crate::table::closed::sync(&self.manifest, w, closed, first));
+        let r = self.rt.block_on(crate::table::closed::sync(
+            &self.manifest,
+            w,
+            closed,
+            &windows,
+        ));
         if let Err(e) = r {
             tracing::warn!(error = %e, "could not write the markers of closed windows; trying again at the next commit");
         }

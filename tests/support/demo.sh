@@ -67,3 +67,22 @@ dead = [f.removeprefix("file://") for f in out.stdout.split()]
 if dead:
     print(con.sql(f"SELECT partition, \"offset\", left(error, 60) AS error FROM read_parquet({dead!r}) ORDER BY 1, 2 LIMIT 5"))
 PY
+
+echo
+echo "== 8. closed windows: every partition's watermark (latest event time - 10m) is past them"
+"$sluice" wait --job "$job" --window-closed 2026-11-24T13:00:00Z --timeout 10s
+"$sluice" wait --job "$job" --window-closed 2026-11-24T14:30:00Z --timeout 1s || echo "  (window 14:00 is still open: exit $?)"
+echo "  markers for schedulers: $(ls "$table/_sluice/closed" | grep -c Z.json) in $table/_sluice/closed/, e.g. $(ls "$table/_sluice/closed" | head -1)"
+
+echo
+echo "== 9. small files: three more scheduled runs of a few minutes each, then sluice compact"
+for i in 1 2 3; do
+  "$sluice" generate --topic payments --count 3000 --first-id $((200000 + i * 3000)) \
+    --start 2026-11-24T14:$((i * 10)):00Z --span 10m --seed $((i + 7)) 2>/dev/null
+  "$sluice" run --once --job "$job" >/dev/null 2>&1
+done
+before=$("$sluice" files --job "$job" | wc -l)
+"$sluice" compact --job "$job" --target-size 8MiB >/dev/null
+after=$("$sluice" files --job "$job" | wc -l)
+echo "  data files: $before before, $after after (each compacted file lists the offset spans of its rows)"
+"$sluice" verify --job "$job" | tail -1

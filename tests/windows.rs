@@ -259,3 +259,47 @@ fn an_idle_partition_holds_no_window_open_and_closed_windows_are_compacted() {
     let r = f.read();
     assert_exactly_once(&r, 500, 0);
 }
+
+#[test]
+fn an_event_stamped_in_the_future_closes_no_window_past_the_clock() {
+    let mut f = Fixture::new("future", 2);
+    f.write_job(
+        "table",
+        "[window]\nallowed_lateness = \"0s\"\nidle_timeout = \"1h\"\n",
+    );
+    // Both partitions: an hour of events, one of them stamped in 2099.
+    let year_2099 = 4_070_908_800_000i64; // 2099-01-01T00:00:00Z
+    for p in 0..2 {
+        events(&f, p, p as u64 * 100, 99, 0, 60);
+        produce_to(
+            &f.topic,
+            p,
+            GenSpec {
+                first_id: 1_000 + p as u64,
+                count: 1,
+                start_ms: year_2099,
+                span_ms: 1,
+                disorder_permille: 0,
+                ..Default::default()
+            },
+        );
+    }
+    f.run_once_ok();
+    let now = chrono::Utc::now().timestamp_millis();
+    let closed = f.state().closed_through_ms.unwrap();
+    assert!(
+        closed <= now,
+        "closed through {closed}, after the clock {now}"
+    );
+    // The test day's windows are closed (by the clock), 2099's are not.
+    assert_eq!(wait(&f.job, 0, "5s"), 0);
+    let out = f.cli(&[
+        "wait",
+        "--window-closed",
+        "2099-01-01T00:00:00Z",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_exactly_once(&f.read(), 200, 0);
+}

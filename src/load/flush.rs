@@ -174,7 +174,7 @@ impl Loader {
     /// Each owned partition's watermark, where it moves past the one recorded (with
     /// `crossing`, only where it passes a window's end): the latest event time buffered
     /// minus the allowed lateness; for a partition caught up whose newest record is older
-    /// than the idle timeout, the clock minus the allowed lateness.
+    /// than the idle timeout, the clock minus the allowed lateness; never later than that.
     fn watermarks(&self, consumer: &BaseConsumer<LoaderContext>, crossing: bool) -> Vec<Watermark> {
         let closing = self.job.closing;
         let lateness = closing.allowed_lateness.as_millis() as i64;
@@ -206,7 +206,11 @@ impl Loader {
             if caught_up && newest.is_none_or(|n| now - n >= idle) {
                 mark = Some(mark.map_or(now - lateness, |m| m.max(now - lateness)));
             }
-            let Some(mark) = mark else { continue };
+            // Never past the clock: one event stamped in the future must not close every
+            // window up to its time (and make all that follows late).
+            let Some(mark) = mark.map(|m| m.min(now - lateness)) else {
+                continue;
+            };
             let moves = match recorded_mark {
                 None => true,
                 Some(r) if crossing => mark.div_euclid(window) > r.div_euclid(window),

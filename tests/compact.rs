@@ -67,8 +67,10 @@ fn compaction_merges_hundreds_of_small_files_into_target_sized_ones_with_the_sam
         "{before} {after}"
     );
     let files_after = n(&after, "files");
+    // About 2 MB of small files into 256 KiB ones: ~10 (how many small files there were depends on
+    // how the commits fell, at least 200).
     assert!(
-        files_after * 20 < files_before,
+        files_after * 10 <= files_before,
         "{files_before} files became {files_after}"
     );
     // Every compacted file records its lineage, and is near the target size: at least half of

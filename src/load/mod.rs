@@ -3,12 +3,13 @@
 //! ```text
 //! run       poll ──► PartState (per partition: range, accounting, raw chunk)
 //! decoding        full chunk ──► decode thread ──► rows by window in the partition's buffer
-//! flush     commit: drain decoding ──► table::commit (prepare → write → publish)
+//! flush     commit: drain decoding ──► watermarks ──► table::commit (prepare → write → publish)
 //!                   └► reset buffers, re-seek refused partitions, write group offsets
+//! background  a commit that closed windows ──► ops::compact on a thread of its own
 //! progress  bounded runs: done/total, events/s, ETA
 //! ```
 //!
-//! Modules here may import `record`, `table` and `ops::{metrics, backfill}` (the plan types);
+//! Modules here may import `record`, `table` and `ops::{metrics, backfill, compact}`;
 //! nothing imports `load` but the CLI.
 
 mod background;

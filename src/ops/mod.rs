@@ -1,9 +1,10 @@
 //! The operator's tools: [`verify`], [`gc`], [`status`], [`metrics`], the backfill planner
-//! ([`backfill`]) and the test-data generator ([`generate`]).
+//! ([`backfill`]), compaction ([`compact`]) and the test-data generator ([`generate`]).
 //!
-//! Modules here may import `record` and `table`; only [`metrics`] is imported by `load` (and
-//! the plan types of [`backfill`], which the executor in `load` runs): the planner never
-//! imports the executor.
+//! Modules here may import `record` and `table`; `load` imports [`metrics`], the plan types
+//! of [`backfill`] (which the executor in `load` runs) and [`compact`] (a loader compacts
+//! closed windows in the background; a replace carries rows out of compacted files): none of
+//! them imports the executor.
 
 pub mod backfill;
 pub mod compact;

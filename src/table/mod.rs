@@ -8,6 +8,7 @@
 //! - [`upload`]: encoding and uploading a commit's files on every core.
 //! - [`commit`]: prepare → write → publish, the exactly-once protocol on one screen.
 //! - [`delta`]: the Delta Lake log, the manifest's projection that every engine reads.
+//! - [`closed`]: the markers of closed windows, written after the entry that closes them.
 //!
 //! Nothing here touches Kafka: the loader, compaction and any table format publish entries
 //! through [`commit`]. Modules here may import `config`, `error` and `record::encode`'s

@@ -41,7 +41,7 @@ fn compaction_merges_hundreds_of_small_files_into_target_sized_ones_with_the_sam
             seed: i,
             ..spec(i * per, per)
         });
-        std::thread::sleep(std::time::Duration::from_millis(150));
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
     f.wait_for(60, "every event", |s| committed_rows(s) >= count);
     sigterm(&child);
@@ -258,12 +258,12 @@ fn compactions_racing_loaders_a_replace_and_each_other_under_sigkill_lose_and_do
     for l in loaders {
         let _ = l.wait_with_output();
     }
-    // The loaders compacted closed windows in the background as well.
+    // The loaders compact closed windows in the background too (unless a `compact` above took
+    // them first: counted, not required; tests/windows.rs requires it).
     let background = (0..started)
         .map(|i| f.log(&format!("run-{i}.log")).matches("compacted").count())
         .sum::<usize>();
     outcomes.insert("background compactions", background as u32);
-    assert!(background > 0, "no background compaction: {outcomes:?}");
     f.run_once_ok();
     f.cli_json(&["compact"]);
     eprintln!("outcomes: {outcomes:?}");

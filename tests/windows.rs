@@ -221,7 +221,7 @@ fn an_idle_partition_holds_no_window_open_and_closed_windows_are_compacted() {
     let mut f = Fixture::new("idle", 2);
     f.write_job(
         "table",
-        "[window]\nallowed_lateness = \"0s\"\nidle_timeout = \"3s\"\n[commit]\ninterval = \"1s\"\n",
+        "[window]\nallowed_lateness = \"0s\"\nidle_timeout = \"10s\"\n[commit]\ninterval = \"1s\"\n",
     );
     let child = f.spawn_run("run.log");
     // Partition 1 gets nothing. Partition 0 gets window 00:00 in several commits (small files).

@@ -104,7 +104,9 @@ impl WindowPlan {
 
 /// Pure: the windows worth compacting in `state`, each with its outputs. Files of one window
 /// and one schema are merged (across partitions); a file already near the target size stays
-/// as it is; an output of a single file is no output.
+/// as it is; an output of a single file is no output. Inputs are packed up to the target by
+/// their bytes, or, once the table has full compacted files of the schema, by their rows times
+/// those files' bytes per row (what they will weigh merged).
 pub fn plan(state: &TableState, o: &Options) -> Vec<WindowPlan> {
     let small = (o.target_bytes as f64 * SMALL_SHARE) as u64;
     let mut windows: BTreeMap<(i64, &str, &str), Vec<&DataFile>> = BTreeMap::new();
@@ -119,20 +121,43 @@ pub fn plan(state: &TableState, o: &Options) -> Vec<WindowPlan> {
                 .push(f);
         }
     }
+    // Merged rows compress better than small files: where the table has full compacted
+    // files of a schema, their bytes per row estimate what an output will weigh.
+    let mut full: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for f in state
+        .files
+        .iter()
+        .filter(|f| !f.spans.is_empty() && f.bytes >= small)
+    {
+        let e = full.entry(f.schema_fingerprint.as_str()).or_default();
+        e.0 += f.bytes;
+        e.1 += f.rows;
+    }
     let mut out = Vec::new();
     for ((start, fingerprint, _), mut files) in windows {
         if files.len() < o.min_files.max(2) {
             continue;
         }
+        let per_row = full
+            .get(fingerprint)
+            .filter(|(_, rows)| *rows > 0)
+            .map(|&(bytes, rows)| bytes as f64 / rows as f64);
+        // What a file will weigh in an output: by the compacted files' bytes per row when
+        // known (never more than the file itself), else its own bytes.
+        let weight = |f: &DataFile| match per_row {
+            Some(b) => ((f.rows as f64 * b) as u64).min(f.bytes),
+            None => f.bytes,
+        };
         files.sort_by(|a, b| (a.min_event_ms, &a.path).cmp(&(b.min_event_ms, &b.path)));
         let mut outputs: Vec<Vec<DataFile>> = vec![Vec::new()];
         let mut bytes = 0u64;
         for f in files {
-            if bytes > 0 && bytes + f.bytes > o.target_bytes {
+            let w = weight(f);
+            if bytes > 0 && bytes + w > o.target_bytes {
                 outputs.push(Vec::new());
                 bytes = 0;
             }
-            bytes += f.bytes;
+            bytes += w;
             if let Some(last) = outputs.last_mut() {
                 last.push(f.clone());
             }
@@ -532,5 +557,32 @@ mod tests {
             .len(),
             0
         );
+    }
+
+    #[test]
+    fn once_the_table_has_full_compacted_files_inputs_are_packed_by_what_they_will_weigh() {
+        // 10 files of 30 bytes and 100 rows each; the table's compacted files hold 100 rows in
+        // 20 bytes (merged rows compress better): 5 inputs make an output of ~100 bytes.
+        let mut files: Vec<DataFile> = (0..10)
+            .map(|i| {
+                let mut f = small(0, i * 100, i * 100 + 100, 30, 0);
+                f.rows = 100;
+                f
+            })
+            .collect();
+        let mut full = merged_file(&[small(1, 0, 500, 60, 500), small(1, 500, 1000, 60, 500)]);
+        (full.bytes, full.rows, full.window_start_ms) = (100, 500, 500);
+        let o = Options {
+            target_bytes: 100,
+            window: Some(0),
+            ended_before: None,
+            min_files: 2,
+        };
+        let sizes = |s: &TableState| -> Vec<usize> {
+            plan(s, &o)[0].outputs.iter().map(Vec::len).collect()
+        };
+        assert_eq!(sizes(&state_with(files.clone())), vec![3, 3, 3]);
+        files.push(full);
+        assert_eq!(sizes(&state_with(files)), vec![5, 5]);
     }
 }

@@ -113,7 +113,7 @@ impl Loader {
             let replaced =
                 |t: &str, p: i32| plan.ranges.iter().any(|r| r.topic == t && r.partition == p);
             let state = self.committer.state();
-            let state = crate::table::commit::lock(&state);
+            let state = lock(&state);
             for f in state
                 .files
                 .iter()
@@ -191,26 +191,22 @@ impl Loader {
                 (Some(a), Some(r)) => Some(a.max(r)),
                 (a, r) => a.or(r),
             };
-            let mut mark = b
-                .buffer
-                .windows()
-                .map(|(_, w)| w.max_event_ms)
-                .max()
-                .map(|m| m - lateness);
             let high = source::cached_watermarks(consumer, t, p);
             let caught_up = match (high, b.from()) {
                 (Some((_, h)), Some(_)) => h <= b.next,
                 (Some((l, h)), None) => h <= l,
                 (None, _) => false,
             };
-            if caught_up && newest.is_none_or(|n| now - n >= idle) {
-                mark = Some(mark.map_or(now - lateness, |m| m.max(now - lateness)));
-            }
-            // Never past the clock: one event stamped in the future must not close every
-            // window up to its time (and make all that follows late).
-            let Some(mark) = mark.map(|m| m.min(now - lateness)) else {
-                continue;
+            let clock = now - lateness;
+            let mark = if caught_up && newest.is_none_or(|n| now - n >= idle) {
+                Some(clock)
+            } else {
+                // Never past the clock: one event stamped in the future must not close every
+                // window up to its time (and make all that follows late).
+                let latest = b.buffer.windows().map(|(_, w)| w.max_event_ms).max();
+                latest.map(|m| (m - lateness).min(clock))
             };
+            let Some(mark) = mark else { continue };
             let moves = match recorded_mark {
                 None => true,
                 Some(r) if crossing => mark.div_euclid(window) > r.div_euclid(window),

@@ -356,15 +356,11 @@ impl Loader {
             }
         }
         buf.keep(offset);
-        if let Some(ts) = msg.timestamp().to_millis() {
+        let ts = msg.timestamp().to_millis();
+        if let Some(ts) = ts {
             buf.newest_ts = Some(buf.newest_ts.map_or(ts, |n| n.max(ts)));
         }
-        buf.raw.push(
-            offset,
-            msg.timestamp().to_millis(),
-            msg.key(),
-            msg.payload(),
-        );
+        buf.raw.push(offset, ts, msg.key(), msg.payload());
         if matches!(buf.stop.target(), Some(t) if buf.next >= t) {
             buf.finish();
         }

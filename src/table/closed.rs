@@ -87,8 +87,8 @@ pub async fn sync(
         starts.push(start);
         start += window_ms;
     }
-    // Where the next call goes on from (all written: the closed boundary).
-    let through = if start + window_ms <= closed_ms || starts.len() as i64 >= MAX_MARKERS {
+    // Where the next call goes on from: the closed boundary, unless the cap stopped short.
+    let through = if start + window_ms <= closed_ms {
         starts.last().map_or(from, |&s| s + window_ms)
     } else {
         closed_ms

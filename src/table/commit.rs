@@ -146,11 +146,6 @@ impl Committer {
         self
     }
 
-    /// The table's window size, when known.
-    pub fn window_ms(&self) -> Option<i64> {
-        self.window_ms
-    }
-
     /// Writes the markers of closed windows that have none yet (after a crash between the
     /// closing entry and its markers); logs a failure (the next commit tries again).
     fn sync_markers(&self) {
@@ -392,9 +387,11 @@ impl Written {
             entry.seq = s.seq + 1;
             entry.closed_through_ms = c.window_ms.and_then(|w| s.closing(&entry, w));
             if matches!(entry.kind, EntryKind::Backfill | EntryKind::Replace) {
-                // Rows a backfill adds to closed windows are late additions.
+                // Rows a backfill adds to closed windows are late additions (rows a replace
+                // carries over from a compacted file are not added: they moved).
                 let closed = s.closed_through_ms.unwrap_or(i64::MIN);
-                for f in entry.files.iter_mut().filter(|f| f.window_end_ms <= closed) {
+                let added = entry.files.iter_mut().filter(|f| f.spans.is_empty());
+                for f in added.filter(|f| f.window_end_ms <= closed) {
                     f.late = true;
                 }
             }

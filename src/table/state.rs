@@ -274,7 +274,6 @@ impl TableState {
             return None;
         }
         let mut low: Option<i64> = None;
-        let mut any = false;
         let entry_mark = |t: &str, p: i32| {
             e.watermarks
                 .iter()
@@ -290,7 +289,6 @@ impl TableState {
             .chain(ranged)
             .chain(e.watermarks.iter().map(|w| (w.topic.as_str(), w.partition)));
         for (t, p) in known {
-            any = true;
             let recorded = self.partition(t, p).and_then(|s| s.watermark_ms);
             let mark = match (recorded, entry_mark(t, p)) {
                 (Some(a), Some(b)) => a.max(b),
@@ -298,7 +296,7 @@ impl TableState {
             };
             low = Some(low.map_or(mark, |l: i64| l.min(mark)));
         }
-        let through = low.filter(|_| any)?.div_euclid(window_ms) * window_ms;
+        let through = low?.div_euclid(window_ms) * window_ms;
         (self.closed_through_ms.is_none_or(|c| through > c)).then_some(through)
     }
 
@@ -307,41 +305,35 @@ impl TableState {
     /// removes that are not inside its ranges (compaction; the rows a replace carries over).
     pub fn check_lineage(&self, e: &Entry) -> Option<Refusal> {
         use std::collections::{HashMap, HashSet};
-        let ranged: HashSet<(&str, i32)> = e
-            .ranges
-            .iter()
-            .map(|r| (r.topic.as_str(), r.partition))
-            .collect();
         // A span is the entry's to account for when it lies inside one of its ranges; any
         // other span must move whole from a removed file to an added one.
-        let inside = |s: &Span| {
+        let inside = |topic: &str, partition: i32, first: i64, next: i64| {
             e.ranges.iter().any(|r| {
-                r.topic == s.topic
-                    && r.partition == s.partition
-                    && r.from <= s.first
-                    && s.next <= r.to
+                r.topic == topic && r.partition == partition && r.from <= first && next <= r.to
             })
         };
         let mut balance: HashMap<Span, i64> = HashMap::new();
-        let removed: HashSet<&str> = e.removed.iter().map(String::as_str).collect();
-        let removing = self
-            .files
-            .iter()
-            .filter(|f| removed.contains(f.path.as_str()));
-        for f in removing.take(if removed.is_empty() { 0 } else { usize::MAX }) {
-            for s in f.lineage().iter() {
-                if !inside(s) {
-                    *balance.entry(s.clone()).or_default() += 1;
+        if !e.removed.is_empty() {
+            let removed: HashSet<&str> = e.removed.iter().map(String::as_str).collect();
+            for f in self
+                .files
+                .iter()
+                .filter(|f| removed.contains(f.path.as_str()))
+            {
+                for s in f.lineage().iter() {
+                    if !inside(&s.topic, s.partition, s.first, s.next) {
+                        *balance.entry(s.clone()).or_default() += 1;
+                    }
                 }
             }
         }
         for f in &e.files {
-            // A loader's file of a ranged partition: the common case, checked without a copy.
-            if f.spans.is_empty() && ranged.contains(&(f.topic.as_str(), f.partition)) {
+            // A loader's file inside a range: the common case, checked without a copy.
+            if f.spans.is_empty() && inside(&f.topic, f.partition, f.first_offset, f.next_offset) {
                 continue;
             }
             for s in f.lineage().iter() {
-                if !inside(s) {
+                if !inside(&s.topic, s.partition, s.first, s.next) {
                     *balance.entry(s.clone()).or_default() -= 1;
                 }
             }
@@ -501,16 +493,16 @@ impl TableState {
         if let Some(c) = e.closed_through_ms {
             self.closed_through_ms = Some(self.closed_through_ms.map_or(c, |m| m.max(c)));
         }
-        for f in e.files.iter().filter(|f| f.late) {
-            let ps = self.partition_mut(&f.topic, f.partition);
-            ps.late_rows += f.rows;
-        }
         for f in &e.files {
             if f.spans.is_empty() {
-                // A loader's file: one partition (no copy of its lineage).
+                // A loader's file: one partition (no copy of its lineage). Only such files
+                // add rows, so only they can be late additions.
                 let ps = self.partition_mut(&f.topic, f.partition);
                 ps.rows += f.rows;
                 ps.files += 1;
+                if f.late {
+                    ps.late_rows += f.rows;
+                }
                 continue;
             }
             for (t, p) in f.partitions() {
@@ -621,9 +613,15 @@ mod tests {
             s.check(&compact(extra))[..],
             [Refusal::Lineage { .. }]
         ));
-        // Applied: the partitions keep their rows and offsets; one file holds both.
+        // Applied: the partitions keep their rows and offsets; one file holds both. Its rows
+        // moved, so even marked late they are no late addition (and its summary fields, here
+        // partition 0, name no partition of their own).
         let (rows, ranges) = (s.partitions[0].rows, s.partitions[0].ranges.clone());
+        let mut good = good;
+        good.files[0].late = true;
         s.apply(&good).unwrap();
+        assert_eq!(s.partitions.len(), 2);
+        assert!(s.partitions.iter().all(|p| p.late_rows == 0));
         assert_eq!(s.files.len(), 1);
         assert_eq!(
             (s.partitions[0].rows, &s.partitions[0].ranges),

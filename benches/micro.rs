@@ -77,6 +77,7 @@ fn benches(c: &mut Criterion) {
                     batch: Some(batch.clone()),
                     event_ms: event_ms.to_vec(),
                     dead: Vec::new(),
+                    interrupted: None,
                 },
                 window,
             )

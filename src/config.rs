@@ -74,6 +74,19 @@ struct RawSource {
 struct RawSchema {
     file: String,
     format: Option<PayloadFormat>,
+    registry: Option<RawRegistry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    url: Option<String>,
+    directory: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+    ca_file: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +172,58 @@ struct RawBadRecords {
 #[serde(rename_all = "snake_case")]
 pub enum PayloadFormat {
     Json,
+    /// Raw Avro binary datums written with the job's schema.
+    Avro,
+    /// The Confluent wire format: magic byte 0, a 4-byte big-endian schema id, an Avro datum.
+    #[serde(rename = "confluent-avro", alias = "confluent_avro")]
+    ConfluentAvro,
+}
+
+/// Where the writer schemas of `confluent-avro` payloads come from, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriterSchemas {
+    /// A Confluent-compatible schema registry (`GET {url}/schemas/ids/{id}`).
+    Registry(RegistryConfig),
+    /// A folder of `<id>.avsc` files (offline, or a registry exported to files).
+    Directory(PathBuf),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    pub url: String,
+    pub auth: RegistryAuth,
+    /// Extra CA certificates (PEM) to trust, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Per request.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &redact_url(&self.url))
+            .field("auth", &self.auth)
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    None,
+    Basic { username: String, password: String },
+    Bearer(String),
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RegistryAuth::None => "None",
+            RegistryAuth::Basic { .. } => "Basic(..)",
+            RegistryAuth::Bearer(_) => "Bearer(..)",
+        })
+    }
 }
 
 /// Where a partition starts when the manifest has nothing for it yet.
@@ -206,6 +271,10 @@ pub struct Job {
     pub start_offset: StartOffset,
     pub kafka_properties: BTreeMap<String, String>,
     pub schema: TableSchema,
+    /// How payloads are encoded (`schema.format`).
+    pub format: PayloadFormat,
+    /// `confluent-avro`: where writer schemas are looked up by id.
+    pub writers: Option<WriterSchemas>,
     pub event_time: EventTime,
     pub window: WindowSize,
     pub layout: Layout,
@@ -220,6 +289,9 @@ pub struct Job {
     /// The Delta Lake log kept beside the manifest (`None`: `[delta] enabled = false`).
     pub delta: Option<DeltaConfig>,
     pub compaction: CompactionConfig,
+    /// Record a schema that changes the table's incompatibly (`--allow-incompatible-schema`;
+    /// never set by the job file).
+    pub allow_incompatible_schema: bool,
 }
 
 /// `[compaction]`: how windows' small files are merged.
@@ -359,13 +431,31 @@ impl Job {
             kafka_properties.insert(k.clone(), subst(&key, v)?);
         }
 
-        let PayloadFormat::Json = raw.schema.format.unwrap_or(PayloadFormat::Json);
+        let format = raw.schema.format.unwrap_or(PayloadFormat::Json);
         let schema_path = base.join(&raw.schema.file);
         let schema = TableSchema::load(&schema_path).map_err(|m| ConfigError::Invalid {
             path: path.to_path_buf(),
             key: "schema.file".into(),
             message: format!("{}: {m}", schema_path.display()),
         })?;
+        let writers = match (format, &raw.schema.registry) {
+            (PayloadFormat::ConfluentAvro, Some(r)) => {
+                Some(writer_schemas(r, &base, &subst, &invalid)?)
+            }
+            (PayloadFormat::ConfluentAvro, None) => {
+                return Err(invalid(
+                    "schema.registry",
+                    "`confluent-avro` needs [schema.registry] with `url` or `directory`".into(),
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(invalid(
+                    "schema.registry",
+                    "only `confluent-avro` payloads name their writer schemas by id".into(),
+                ))
+            }
+            (_, None) => None,
+        };
 
         use EventTimeSource as S;
         let event_time = match (raw.event_time.source, raw.event_time.field.as_ref()) {
@@ -587,6 +677,8 @@ impl Job {
             start_offset,
             kafka_properties,
             schema,
+            format,
+            writers,
             event_time,
             window,
             layout,
@@ -604,7 +696,67 @@ impl Job {
             bad_records,
             delta,
             compaction,
+            allow_incompatible_schema: false,
         })
+    }
+}
+
+/// `[schema.registry]`: a registry URL (with its credentials, CA and timeout) or a directory.
+fn writer_schemas(
+    r: &RawRegistry,
+    base: &Path,
+    subst: &dyn Fn(&str, &str) -> Result<String, ConfigError>,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<WriterSchemas, ConfigError> {
+    let key = |k: &str| format!("schema.registry.{k}");
+    let opt = |k: &str, v: &Option<String>| -> Result<Option<String>, ConfigError> {
+        v.as_deref()
+            .map(|v| subst(&key(k), v))
+            .transpose()
+            .map(|v| v.filter(|v| !v.is_empty()))
+    };
+    let err = |k: &str, m: &str| Err(invalid(&key(k), m.to_string()));
+    let url = opt("url", &r.url)?;
+    let directory = opt("directory", &r.directory)?;
+    match (url, directory) {
+        (Some(_), Some(_)) | (None, None) => err("url", "set exactly one of `url` and `directory`"),
+        (None, Some(d)) => {
+            if r.username.is_some() || r.token.is_some() || r.ca_file.is_some() {
+                return err("directory", "credentials and `ca_file` go with `url`");
+            }
+            Ok(WriterSchemas::Directory(base.join(d)))
+        }
+        (Some(url), None) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return err("url", "expected an http:// or https:// URL");
+            }
+            let auth = match (
+                opt("username", &r.username)?,
+                opt("password", &r.password)?,
+                opt("token", &r.token)?,
+            ) {
+                (None, None, None) => RegistryAuth::None,
+                (Some(username), password, None) => RegistryAuth::Basic {
+                    username,
+                    password: password.unwrap_or_default(),
+                },
+                (None, None, Some(t)) => RegistryAuth::Bearer(t),
+                _ => return err("token", "set `username`/`password` or `token`, not both"),
+            };
+            let timeout = match &r.timeout {
+                Some(t) => {
+                    let ms = parse_duration_ms(t).map_err(|m| invalid(&key("timeout"), m.0))?;
+                    Duration::from_millis(ms.unsigned_abs().max(1))
+                }
+                None => Duration::from_secs(10),
+            };
+            Ok(WriterSchemas::Registry(RegistryConfig {
+                url: url.trim_end_matches('/').to_string(),
+                auth,
+                ca_file: opt("ca_file", &r.ca_file)?.map(|f| base.join(f)),
+                timeout,
+            }))
+        }
     }
 }
 

@@ -165,6 +165,21 @@ pub enum LoadError {
         offset: i64,
         reason: String,
     },
+    /// Decoding waited for an unavailable schema registry until the loader was told to stop:
+    /// nothing past the record that needs the schema was committed.
+    #[error("stopped while waiting for the schema registry (nothing past topic {topic} partition {partition} offset {offset} was committed): {reason}")]
+    SchemaRegistry {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    /// The job's payload settings do not fit its schema (`schema.format`, `schema.registry`).
+    #[error("{0}")]
+    Payload(String),
+    /// The job's schema changes the table's incompatibly (and the operator did not allow it).
+    #[error("the job's schema changes the table's incompatibly; nothing was loaded. Field by field:\n{diff}Keep the old schema, load into a new table (another storage.url), or pass --allow-incompatible-schema to record it anyway (see README: schema evolution)")]
+    SchemaChange { diff: String },
     /// A backfill or replace that the table's state does not allow.
     #[error("refused: {message}")]
     Refused { message: String },

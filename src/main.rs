@@ -53,6 +53,9 @@ enum Command {
     /// The table's Delta Lake log (`_delta_log/`), kept in step with the manifest.
     #[command(subcommand)]
     Delta(DeltaCommand),
+    /// The job's schema against the table's.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Produce realistic payment events (about 250 bytes of JSON) to a topic, for demos and
     /// benchmarks.
     Generate(GenerateArgs),
@@ -69,6 +72,10 @@ struct RunArgs {
     /// Serve Prometheus metrics (`/metrics`) and `/healthz` on this address.
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// Record a job schema that changes the table's incompatibly (a removed column, a type
+    /// change): readers then see the new schema, and older files keep their own columns.
+    #[arg(long)]
+    allow_incompatible_schema: bool,
 }
 
 #[derive(Args)]
@@ -105,6 +112,9 @@ struct BackfillArgs {
     /// Print what would be loaded or replaced, and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// As for `run`.
+    #[arg(long)]
+    allow_incompatible_schema: bool,
 }
 
 #[derive(Args)]
@@ -176,6 +186,19 @@ enum DeltaCommand {
     Sync(DeltaSyncArgs),
 }
 
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Print the job's schema changes against the table's, field by field, without loading
+    /// anything: exits 0 when there are none or all are compatible, 1 when one is not.
+    Check(SchemaCheckArgs),
+}
+
+#[derive(Args)]
+struct SchemaCheckArgs {
+    #[arg(long)]
+    job: PathBuf,
+}
+
 #[derive(Args)]
 struct DeltaSyncArgs {
     #[arg(long)]
@@ -238,6 +261,7 @@ fn main() -> ExitCode {
         },
         Command::Delta(DeltaCommand::Sync(a)) => delta_sync(a),
         Command::Generate(a) => generate(a),
+        Command::Schema(SchemaCommand::Check(a)) => schema_check(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -304,7 +328,8 @@ fn shutdown_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
 }
 
 fn run(a: RunArgs) -> anyhow::Result<()> {
-    let job = Job::load(&a.job)?;
+    let mut job = Job::load(&a.job)?;
+    job.allow_incompatible_schema = a.allow_incompatible_schema;
     let rt = runtime()?;
     let shutdown = shutdown_on_signal(&rt);
     tracing::info!(
@@ -363,6 +388,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
 
 fn backfill(a: BackfillArgs) -> anyhow::Result<()> {
     let mut job = Job::load(&a.job)?;
+    job.allow_incompatible_schema = a.allow_incompatible_schema;
     if let Some(url) = a.to_table {
         job.storage_url = sluice::config::resolve_storage_url(&url, std::path::Path::new("."))
             .map_err(|e| anyhow::anyhow!("--to-table: {e}"))?;
@@ -415,6 +441,30 @@ fn backfill(a: BackfillArgs) -> anyhow::Result<()> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let stats = Loader::with_manifest(job, manifest, rt, shutdown)?.run(Run::Backfill(plan))?;
     println!("{}", serde_json::to_string(&stats)?);
+    Ok(())
+}
+
+fn schema_check(a: SchemaCheckArgs) -> anyhow::Result<()> {
+    use sluice::table::evolve::{compare, Verdict};
+    let job = Job::load(&a.job)?;
+    let (rt, manifest) = open_table(&job)?;
+    let state = rt.block_on(manifest.load())?;
+    let verdict = compare(state.schema.as_ref(), &sluice::schema_def(&job)?);
+    match (&verdict, &state.schema) {
+        (Verdict::Same, None) => println!("the table records no schema yet: the job's is recorded at its first commit"),
+        (Verdict::Same, Some(_)) => println!("the job's schema is the table's"),
+        (Verdict::Compatible(_), _) => print!(
+            "compatible: recorded at the next commit (older rows read as null where a column is new)\n{}",
+            verdict.report()
+        ),
+        (Verdict::Incompatible(_), _) => {
+            print!(
+                "incompatible: `run` refuses to start without --allow-incompatible-schema\n{}",
+                verdict.report()
+            );
+            std::process::exit(1);
+        }
+    }
     Ok(())
 }
 

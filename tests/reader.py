@@ -48,10 +48,14 @@ def main():
         # An order-free digest of the multiset of rows (every column): equal before and after
         # a compaction, which only moves rows between files.
         r["content_hash"] = str(con.execute("SELECT sum(hash(t)::HUGEINT) FROM t").fetchall()[0][0])
+        # The same over what the payloads said and where they were (not the topic's name or
+        # the broker's timestamps): equal for one stream loaded from JSON or from Avro.
+        r["payload_hash"] = str(con.execute(
+            'SELECT sum(hash(s)::HUGEINT) FROM (SELECT * EXCLUDE (_topic, "_kafka_timestamp") FROM t) s').fetchall()[0][0])
         r["rows_pyarrow"] = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     else:
         con.execute("CREATE TABLE t (_topic VARCHAR, _partition INTEGER, \"_offset\" BIGINT)")
-        r.update(rows=0, content_hash="0", distinct_ids=0, distinct_offsets=0, windows=0, window_mismatches=0, rows_pyarrow=0,
+        r.update(rows=0, content_hash="0", payload_hash="0", distinct_ids=0, distinct_offsets=0, windows=0, window_mismatches=0, rows_pyarrow=0,
                  id_min=None, id_max=None)
     if dead:
         con.read_parquet(dead).create_view("d")

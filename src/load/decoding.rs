@@ -29,7 +29,7 @@ pub(crate) struct DecodeJob {
     /// The raw chunk's size when sent (it comes back cleared).
     bytes: usize,
     rows: usize,
-    decoded: Option<Result<DecodedChunk, arrow::error::ArrowError>>,
+    decoded: Option<Result<DecodedChunk, LoadError>>,
     /// Rows of closed windows taken out (see [`LateRule`]).
     late: Vec<DeadRecord>,
 }
@@ -47,19 +47,39 @@ impl DecodeJob {
     /// `fail`, rows of closed windows are taken out as late records.
     pub(crate) fn decode(&mut self, decoder: &ChunkDecoder, window: WindowSize, late: &LateRule) {
         let mut decoded = decoder.decode(&self.raw, &self.topic, self.partition);
+        if let Some(reason) = decoded.interrupted.take() {
+            self.decoded = Some(Err(LoadError::SchemaRegistry {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset: self.raw.first_offset().unwrap_or_default(),
+                reason,
+            }));
+            self.raw.clear();
+            return;
+        }
         let closed = late.closed_through.load(Ordering::Relaxed);
         if late.policy != LateRecords::Load && closed != i64::MIN {
             match decoded.take_late(&self.raw, closed) {
                 Ok(l) => self.late = l,
-                Err(e) => {
-                    self.decoded = Some(Err(e));
+                Err(source) => {
+                    self.decoded = Some(Err(self.arrow_error(source)));
                     self.raw.clear();
                     return;
                 }
             }
         }
-        self.decoded = Some(DecodedChunk::new(decoded, window));
+        self.decoded = Some(DecodedChunk::new(decoded, window).map_err(|e| self.arrow_error(e)));
         self.raw.clear();
+    }
+
+    fn arrow_error(&self, source: arrow::error::ArrowError) -> LoadError {
+        LoadError::Arrow {
+            context: format!(
+                "grouping decoded rows of {}/{} by window",
+                self.topic, self.partition
+            ),
+            source,
+        }
     }
 }
 
@@ -174,10 +194,7 @@ impl Decoding {
             self.in_flight_rows -= rows;
             self.spare.push(raw);
             let Some(chunk) = decoded else { continue };
-            let mut chunk = chunk.map_err(|source| LoadError::Arrow {
-                context: format!("grouping decoded rows of {topic}/{partition} by window"),
-                source,
-            })?;
+            let mut chunk = chunk?;
             let Some(part) = parts.get_mut(&topic, partition) else {
                 continue; // revoked meanwhile
             };

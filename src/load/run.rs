@@ -23,6 +23,7 @@ use crate::record::decode::ChunkDecoder;
 use crate::record::encode;
 use crate::record::source::{self, Assignment, LoaderContext, TopicPartition};
 use crate::table::commit::{lock, Committer};
+use crate::table::evolve::Verdict;
 use crate::table::manifest::Manifest;
 
 /// Messages between two looks at the clock.
@@ -70,7 +71,25 @@ impl Loader {
         );
         let schema = crate::schema_def(&job)?;
         let delta = crate::open_delta(&job, &manifest)?;
-        let committer = Committer::open(manifest, rt, writer)?
+        let committer = Committer::open(manifest, rt, writer)?;
+        let verdict = {
+            let state = committer.state();
+            let s = lock(&state);
+            crate::table::evolve::compare(s.schema.as_ref(), &schema)
+        };
+        match &verdict {
+            Verdict::Same => {}
+            Verdict::Incompatible(_) if !job.allow_incompatible_schema => {
+                return Err(LoadError::SchemaChange {
+                    diff: verdict.report(),
+                })
+            }
+            v => tracing::warn!(
+                changes = %v.report(),
+                "the job's schema changes the table's: recorded at the next commit (and in the Delta log's metaData)"
+            ),
+        }
+        let committer = committer
             .with_table(schema, delta)
             .with_windows(job.window.millis());
         Ok(Loader {
@@ -135,7 +154,8 @@ impl Loader {
             Run::Once => self.assign_all(&consumer)?,
             Run::Backfill(_) => self.assign_plan(&consumer)?,
         }
-        let decoder = ChunkDecoder::new(self.job.schema.clone(), self.job.event_time.clone());
+        let decoder = ChunkDecoder::for_job(&self.job, self.shutdown.clone())
+            .map_err(|e| LoadError::Payload(e.0))?;
         let window = self.job.window;
         self.note_closed();
         let late = LateRule {

@@ -45,6 +45,7 @@ impl DecodedChunk {
             batch,
             event_ms,
             dead,
+            ..
         } = decoded;
         let mut groups = Vec::new();
         if let Some(b) = &batch {
@@ -241,6 +242,7 @@ mod tests {
             batch: Some(batch),
             event_ms: event_ms.to_vec(),
             dead: Vec::new(),
+            interrupted: None,
         }
     }
 

@@ -68,6 +68,10 @@ impl RawChunk {
         self.data.len()
     }
 
+    pub fn first_offset(&self) -> Option<i64> {
+        self.offsets.first().copied()
+    }
+
     pub fn clear(&mut self) {
         self.data.clear();
         self.spans.clear();
@@ -79,7 +83,7 @@ impl RawChunk {
         (s != u32::MAX).then(|| &self.data[s as usize..e as usize])
     }
 
-    fn payload(&self, i: usize) -> Option<&[u8]> {
+    pub(crate) fn payload(&self, i: usize) -> Option<&[u8]> {
         let [s, e, _, _] = self.spans[i];
         self.slice(s, e)
     }
@@ -178,6 +182,9 @@ pub struct Decoded {
     /// Event time (ms since epoch, UTC) of each row of `batch`.
     pub event_ms: Vec<i64>,
     pub dead: Vec<DeadRecord>,
+    /// Decoding stopped before the chunk was read (the schema registry stayed unavailable
+    /// until the loader stopped): nothing of the chunk may be committed.
+    pub interrupted: Option<String>,
 }
 
 /// Decodes chunks of one table's payloads.
@@ -191,6 +198,8 @@ pub struct ChunkDecoder {
     spare: std::cell::RefCell<Option<Decoder>>,
     /// The fast path for chunks of flat records, when the schema allows it.
     pub(crate) flat: Option<crate::record::flat::FlatDecoder>,
+    /// Avro payloads (`avro`, `confluent-avro`) instead of JSON.
+    avro: Option<crate::record::avro::AvroDecoder>,
 }
 
 /// Rows a reusable decoder holds per flush (chunks are at most this long).
@@ -208,7 +217,39 @@ impl ChunkDecoder {
             event_time,
             event_col,
             spare: std::cell::RefCell::new(None),
+            avro: None,
         }
+    }
+
+    /// The decoder of a job's payloads: JSON, raw Avro or the Confluent wire format.
+    /// `stop` ends waiting for an unavailable schema registry.
+    pub fn for_job(
+        job: &crate::config::Job,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Self, crate::error::Invalid> {
+        let d = Self::new(job.schema.clone(), job.event_time.clone());
+        match job.format {
+            crate::config::PayloadFormat::Json => Ok(d),
+            format => d.with_avro(format, job.writers.as_ref(), stop),
+        }
+    }
+
+    /// Decodes Avro payloads (`format` is `avro` or `confluent-avro`) instead of JSON.
+    pub fn with_avro(
+        mut self,
+        format: crate::config::PayloadFormat,
+        writers: Option<&crate::config::WriterSchemas>,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<Self, crate::error::Invalid> {
+        let avro = crate::record::avro::AvroDecoder::new(
+            format,
+            &self.schema.avsc,
+            self.schema.payload.clone(),
+            writers,
+        )?;
+        self.avro = Some(avro.with_stop(stop));
+        self.flat = None;
+        Ok(self)
     }
 
     /// The same decoder without the flat-record fast path (to compare the two).
@@ -221,9 +262,20 @@ impl ChunkDecoder {
     pub fn decode(&self, chunk: &RawChunk, topic: &str, partition: i32) -> Decoded {
         let mut parts: Vec<(RecordBatch, Vec<u32>)> = Vec::new();
         let mut bad: Vec<(u32, String)> = Vec::new();
-        match &self.flat {
-            Some(flat) => self.decode_mixed(flat, chunk, &mut parts, &mut bad),
-            None => {
+        match (&self.avro, &self.flat) {
+            (Some(avro), _) => {
+                let all: Vec<u32> = (0..chunk.len() as u32).collect();
+                if let Err(e) = avro.decode_rows(chunk, &all, &mut parts, &mut bad) {
+                    return Decoded {
+                        batch: None,
+                        event_ms: Vec::new(),
+                        dead: Vec::new(),
+                        interrupted: Some(e.to_string()),
+                    };
+                }
+            }
+            (None, Some(flat)) => self.decode_mixed(flat, chunk, &mut parts, &mut bad),
+            (None, None) => {
                 let all: Vec<u32> = (0..chunk.len() as u32).collect();
                 self.decode_rows(chunk, &all, &mut parts, &mut bad);
             }
@@ -311,6 +363,7 @@ impl ChunkDecoder {
             batch,
             event_ms,
             dead,
+            interrupted: None,
         }
     }
 

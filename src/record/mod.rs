@@ -1,7 +1,7 @@
 //! The path of a record, from Kafka to an encoded Parquet body.
 //!
 //! ```text
-//! source ──► decode (flat fast path, else arrow-json) ──► window ──► buffer ──► encode
+//! source ──► decode (flat fast path, else arrow-json; arrow-avro) ──► window ──► buffer ──► encode
 //!  Kafka       payload bytes → Arrow rows                 event time   per window   Parquet bytes
 //! ```
 //!
@@ -9,11 +9,13 @@
 //! (unit tests borrow `ops::generate` for sample events): a record's path knows nothing of
 //! commits.
 
+pub mod avro;
 pub mod buffer;
 pub mod decode;
 pub mod encode;
 pub(crate) mod event_time;
 pub(crate) mod flat;
+pub mod registry;
 pub mod schema;
 pub mod source;
 pub mod window;

@@ -48,6 +48,8 @@ pub struct TableSchema {
     pub fingerprint: String,
     /// Top-level enum fields, checked after decoding.
     pub enums: Vec<EnumCheck>,
+    /// The schema file's text: the reader schema of Avro payloads.
+    pub avsc: Arc<str>,
 }
 
 impl TableSchema {
@@ -87,7 +89,26 @@ impl TableSchema {
             }
         }
         let payload = Arc::new(Schema::new(fields.clone()));
-        let mut all: Vec<Arc<Field>> = fields.iter().map(storage_field).collect();
+        // A top-level field with a default is nullable in the files: a table that gains it
+        // later has older rows without it (read as null).
+        let defaults: Vec<bool> = value
+            .get("fields")
+            .and_then(Value::as_array)
+            .map(|fs| fs.iter().map(|f| f.get("default").is_some()).collect())
+            .unwrap_or_default();
+        let mut all: Vec<Arc<Field>> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let stored = storage_field(f);
+                match defaults.get(i) {
+                    Some(true) if !stored.is_nullable() => {
+                        Arc::new(stored.as_ref().clone().with_nullable(true))
+                    }
+                    _ => stored,
+                }
+            })
+            .collect();
         all.push(Arc::new(Field::new(TOPIC_COL, DataType::Utf8, false)));
         all.push(Arc::new(Field::new(PARTITION_COL, DataType::Int32, false)));
         all.push(Arc::new(Field::new(OFFSET_COL, DataType::Int64, false)));
@@ -101,6 +122,7 @@ impl TableSchema {
             table: Arc::new(Schema::new(all)),
             fingerprint,
             enums,
+            avsc: Arc::from(text),
         })
     }
 

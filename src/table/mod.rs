@@ -18,6 +18,7 @@ pub mod closed;
 pub mod commit;
 pub mod delta;
 pub mod entry;
+pub mod evolve;
 pub mod manifest;
 pub mod state;
 pub mod store;

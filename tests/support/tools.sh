@@ -4,6 +4,7 @@
 #  - a Python venv with the independent readers: DuckDB (pinned to the release the delta
 #    extension wheel ships for), its delta extension, pyarrow, the Delta Lake `deltalake` package
 #    and polars; moto (an S3 server) and azure-storage-blob (to create Azurite containers);
+#    fastavro (an independent Avro encoder/decoder for the schema-registry tests);
 #  - Azurite (an Azure Blob emulator) from npm.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,13 +30,13 @@ fi
 
 DUCKDB=1.5.5
 if ! "$tools/venv/bin/python" -c "
-import duckdb, pyarrow, moto, azure.storage.blob, deltalake, polars, duckdb_extension_delta
+import duckdb, pyarrow, moto, azure.storage.blob, deltalake, polars, duckdb_extension_delta, fastavro
 assert duckdb.__version__ == '$DUCKDB', duckdb.__version__" >/dev/null 2>&1; then
-  echo "tools: installing duckdb $DUCKDB (+ delta), pyarrow, deltalake, polars, moto and azure-storage-blob into .tools/venv" >&2
+  echo "tools: installing duckdb $DUCKDB (+ delta), pyarrow, deltalake, polars, moto, azure-storage-blob and fastavro into .tools/venv" >&2
   [ -x "$tools/venv/bin/python" ] || python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
     "duckdb==$DUCKDB" "duckdb-extension-delta==$DUCKDB" "deltalake==1.6.6" "polars>=1.30" \
-    "pyarrow>=16" "moto[server]==5.2.5" "azure-storage-blob>=12"
+    "pyarrow>=16" "moto[server]==5.2.5" "azure-storage-blob>=12" "fastavro==1.13.*"
 fi
 
 # Azurite, the Azure Blob emulator, for the storage conformance tests.
@@ -43,3 +44,8 @@ if [ ! -x "$tools/node_modules/.bin/azurite-blob" ]; then
   echo "tools: installing azurite into .tools/node_modules" >&2
   npm install --prefix "$tools" --no-audit --no-fund --silent azurite@3
 fi
+
+# Schema registry: nothing to install. tests/support/registry.sh runs registry.py, a stdlib-only
+# in-memory test stand-in for the Confluent REST API. A real registry (Apicurio Registry,
+# io.apicurio:apicurio-registry-app) would come from Maven Central, which is not reachable from
+# this project's machines (only crates.io, PyPI, Debian and npm are), so it cannot be installed here.

@@ -1,0 +1,176 @@
+//! Writer schemas by id: a Confluent-compatible schema registry, or a folder of `<id>.avsc`.
+//!
+//! An id names one schema for ever, so a schema found is cached by the caller and never asked
+//! again. A lookup has three outcomes: the schema, [`Lookup::Missing`] (the registry answered
+//! that it has no such id: the records naming it are dead letters), or [`Unavailable`] (no
+//! answer: network, timeout, HTTP 5xx, refused credentials). Nothing is decided on an
+//! unavailable registry: the caller waits and asks again.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use crate::config::{RegistryAuth, RegistryConfig, WriterSchemas};
+use crate::error::{invalid, Invalid};
+
+/// What a registry said about an id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The writer schema's JSON text.
+    Found(String),
+    /// The registry has no usable schema by that id (why).
+    Missing(String),
+}
+
+/// The registry could not be asked (why); ask again later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("schema registry unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// Looks up writer schemas by id.
+pub struct SchemaSource {
+    kind: Kind,
+}
+
+enum Kind {
+    Http {
+        config: RegistryConfig,
+        client: reqwest::Client,
+        /// Built on the first lookup, in the thread that decodes (never inside a runtime).
+        rt: OnceLock<Result<tokio::runtime::Runtime, String>>,
+    },
+    Directory(PathBuf),
+}
+
+impl SchemaSource {
+    pub fn new(writers: &WriterSchemas) -> Result<Self, Invalid> {
+        let kind = match writers {
+            WriterSchemas::Directory(d) => Kind::Directory(d.clone()),
+            WriterSchemas::Registry(config) => {
+                let mut b = reqwest::Client::builder()
+                    .timeout(config.timeout)
+                    .connect_timeout(config.timeout);
+                if let Some(ca) = &config.ca_file {
+                    let pem = std::fs::read(ca)
+                        .map_err(|e| invalid!("schema.registry.ca_file {}: {e}", ca.display()))?;
+                    for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                        .map_err(|e| invalid!("schema.registry.ca_file {}: {e}", ca.display()))?
+                    {
+                        b = b.add_root_certificate(cert);
+                    }
+                }
+                let client = b
+                    .build()
+                    .map_err(|e| invalid!("schema registry client: {e}"))?;
+                Kind::Http {
+                    config: config.clone(),
+                    client,
+                    rt: OnceLock::new(),
+                }
+            }
+        };
+        Ok(SchemaSource { kind })
+    }
+
+    /// Where schemas come from, for messages (credentials left out).
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            Kind::Http { config, .. } => crate::config::redact_url(&config.url),
+            Kind::Directory(d) => d.display().to_string(),
+        }
+    }
+
+    /// The writer schema with id `id`.
+    pub fn lookup(&self, id: u32) -> Result<Lookup, Unavailable> {
+        match &self.kind {
+            Kind::Directory(dir) => {
+                let path = dir.join(format!("{id}.avsc"));
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => Ok(Lookup::Found(text)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Lookup::Missing(
+                        format!("no schema with id {id} ({} does not exist)", path.display()),
+                    )),
+                    Err(e) => Err(Unavailable(format!("{}: {e}", path.display()))),
+                }
+            }
+            Kind::Http { config, client, rt } => {
+                let rt = rt
+                    .get_or_init(|| {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(|e| e.to_string())
+                    })
+                    .as_ref()
+                    .map_err(|e| Unavailable(format!("no runtime for registry calls: {e}")))?;
+                rt.block_on(fetch(client, config, id))
+            }
+        }
+    }
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    config: &RegistryConfig,
+    id: u32,
+) -> Result<Lookup, Unavailable> {
+    let url = format!("{}/schemas/ids/{id}", config.url);
+    let mut req = client.get(&url).header(
+        "Accept",
+        "application/vnd.schemaregistry.v1+json, application/json",
+    );
+    req = match &config.auth {
+        RegistryAuth::None => req,
+        RegistryAuth::Basic { username, password } => req.basic_auth(username, Some(password)),
+        RegistryAuth::Bearer(token) => req.bearer_auth(token),
+    };
+    let at = crate::config::redact_url(&url);
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Unavailable(format!("GET {at}: {}", error_chain(&e))))?;
+    let status = resp.status();
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| Unavailable(format!("GET {at}: reading the answer: {e}")))?;
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(Lookup::Missing(format!(
+            "the registry has no schema with id {id}"
+        )));
+    }
+    if !status.is_success() {
+        let hint = match status.as_u16() {
+            401 | 403 => " (check schema.registry credentials)",
+            _ => "",
+        };
+        return Err(Unavailable(format!(
+            "GET {at}: HTTP {status}{hint}: {}",
+            body.chars().take(200).collect::<String>()
+        )));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        schema: String,
+        #[serde(default, rename = "schemaType")]
+        schema_type: Option<String>,
+    }
+    let answer: Answer = serde_json::from_str(&body)
+        .map_err(|e| Unavailable(format!("GET {at}: not a registry answer: {e}")))?;
+    match answer.schema_type.as_deref() {
+        None | Some("AVRO") => Ok(Lookup::Found(answer.schema)),
+        Some(other) => Ok(Lookup::Missing(format!(
+            "schema id {id} is a {other} schema, not Avro"
+        ))),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

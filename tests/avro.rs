@@ -1,0 +1,601 @@
+//! Avro payloads against the real broker: raw datums and the Confluent wire format with a
+//! schema registry (the test stand-in `tests/support/registry.py`: Confluent's and Apicurio's
+//! registries come from Maven Central, which these machines cannot reach), encoded by fastavro
+//! (`tests/avro_encode.py`), not by sluice. Also table schema changes: compatible ones widen
+//! the table, incompatible ones are refused with a field-by-field diff.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use sluice::ops::generate::{generate, GenSpec};
+
+/// A schema registry for one test: stopped when dropped.
+struct Registry {
+    dir: tempfile::TempDir,
+    url: String,
+    auth: Option<String>,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        Self::start_with_auth(None)
+    }
+
+    /// With `user:password`, every request must carry them (basic auth).
+    fn start_with_auth(auth: Option<&str>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Command::new(repo().join("tests/support/registry.sh"));
+        c.arg("start")
+            .arg(dir.path())
+            // Ids unlike version numbers, as a shared registry's are.
+            .env("REGISTRY_FIRST_ID", "1000");
+        if let Some(a) = auth {
+            c.env("REGISTRY_BASIC_AUTH", a);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        Registry {
+            dir,
+            url,
+            auth: auth.map(String::from),
+        }
+    }
+
+    fn pid(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pid"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.signal_quiet("-CONT");
+        let _ = Command::new(repo().join("tests/support/registry.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+impl Registry {
+    fn signal_quiet(&self, sig: &str) {
+        let _ = Command::new("kill").args([sig, &self.pid()]).status();
+    }
+}
+
+/// A test schema; `payment` is the repository's own.
+fn schema(name: &str) -> PathBuf {
+    match name {
+        "payment" => repo().join("schemas/payment.avsc"),
+        _ => repo().join(format!("tests/schemas/{name}.avsc")),
+    }
+}
+
+/// One message to encode: a generated event under a writer schema, or raw bytes.
+enum Msg {
+    Event {
+        partition: i32,
+        schema: &'static str,
+        record: serde_json::Value,
+    },
+    Raw {
+        partition: i32,
+        bytes: Vec<u8>,
+    },
+}
+
+/// The events of `spec` as (partition, JSON record).
+fn events(spec: &GenSpec) -> Vec<(i32, serde_json::Value)> {
+    let mut out = Vec::new();
+    generate(spec, |r| {
+        out.push((r.partition, serde_json::from_slice(&r.payload).unwrap()));
+    });
+    out
+}
+
+/// Encodes `msgs` with fastavro: `format` raw or confluent (registering `schemas` first).
+fn encode(
+    msgs: &[Msg],
+    format: &str,
+    schemas: &[&str],
+    registry: Option<&Registry>,
+) -> Vec<(i32, Vec<u8>)> {
+    let mut c = Command::new(python());
+    c.arg(repo().join("tests/avro_encode.py"))
+        .args(["--format", format]);
+    for s in schemas {
+        c.arg("--schema")
+            .arg(format!("{s}={}", schema(s).display()));
+    }
+    if let Some(r) = registry {
+        c.args(["--registry", &r.url]);
+        if let Some(a) = &r.auth {
+            c.args(["--auth", a]);
+        }
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for m in msgs {
+        let line = match m {
+            Msg::Event {
+                partition,
+                schema,
+                record,
+            } => serde_json::json!({"partition": partition, "schema": schema, "record": record}),
+            Msg::Raw { partition, bytes } => {
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                serde_json::json!({"partition": partition, "raw_hex": hex})
+            }
+        };
+        input.push_str(&line.to_string());
+        input.push('\n');
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(input.as_bytes()).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "avro_encode.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (p, hex) = l.split_once(' ').unwrap();
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            (p.parse().unwrap(), bytes)
+        })
+        .collect()
+}
+
+/// Produces `payloads` in order, each to its partition, every one acknowledged.
+fn produce_bytes(topic: &str, payloads: &[(i32, Vec<u8>)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for (partition, body) in payloads {
+        loop {
+            match p.send(
+                BaseRecord::<(), _>::to(topic)
+                    .partition(*partition)
+                    .payload(body),
+            ) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+fn avro_job(f: &mut Fixture, table: &str, reader: &str, extra: &str) -> PathBuf {
+    let job = f
+        .job_file(table)
+        .set("schema", "file", schema(reader).display().to_string())
+        .merge(extra);
+    f.write(table, &job)
+}
+
+fn reader_report(job: &Path) -> serde_json::Value {
+    read_table(job)
+}
+
+#[test]
+fn avro_and_confluent_avro_load_exactly_like_json() {
+    let registry = Registry::start_with_auth(Some("loader:s3cret"));
+    let spec = GenSpec {
+        count: 3000,
+        partitions: 3,
+        ..spec(0, 3000)
+    };
+    let evs = events(&spec);
+    let msgs: Vec<Msg> = evs
+        .iter()
+        .map(|(p, r)| Msg::Event {
+            partition: *p,
+            schema: "payment",
+            record: r.clone(),
+        })
+        .collect();
+    let sch = ["payment"];
+
+    // The same events three ways, one topic each.
+    let mut json = Fixture::new("avro-json", 3);
+    json.produce(spec.clone());
+    json.write_job("json", "");
+    json.run_once_ok();
+    let json_report = reader_report(&json.job);
+    assert_exactly_once(&json_report, 3000, 0);
+
+    let raw = Fixture::new("avro-raw", 3);
+    produce_bytes(&raw.topic, &encode(&msgs, "raw", &sch, None));
+    let confluent = Fixture::new("avro-confluent", 3);
+    produce_bytes(
+        &confluent.topic,
+        &encode(&msgs, "confluent", &sch, Some(&registry)),
+    );
+
+    for (mut f, format, extra) in [
+        (raw, "avro", String::new()),
+        (
+            confluent,
+            "confluent-avro",
+            // The password from the environment (here its default), as secrets are given.
+            format!(
+                "[schema.registry]\nurl = \"{}\"\nusername = \"loader\"\npassword = \"${{SLUICE_TEST_REGISTRY_PASSWORD:-s3cret}}\"\n",
+                registry.url
+            ),
+        ),
+    ] {
+        avro_job(
+            &mut f,
+            "t",
+            "payment",
+            &format!("[schema]\nformat = \"{format}\"\n{extra}"),
+        );
+        let stats = f.run_once_ok();
+        assert_eq!(n(&stats, "rows"), 3000, "{format}: {stats}");
+        let r = reader_report(&f.job);
+        assert_exactly_once(&r, 3000, 0);
+        assert_eq!(
+            r["payload_hash"], json_report["payload_hash"],
+            "{format}: the same rows as from JSON"
+        );
+        assert_eq!(r["files"], json_report["files"], "{format}");
+        f.assert_clean();
+        f.assert_delta_readers_agree();
+    }
+}
+
+#[test]
+fn interleaved_writer_versions_make_one_file_per_window_and_bad_records_dead_letters() {
+    let registry = Registry::start();
+    // Every event in one hour, on one partition; writers v1/v2/v3 record by record.
+    let spec = GenSpec {
+        count: 600,
+        partitions: 1,
+        span_ms: 3_000_000,
+        disorder_permille: 0,
+        ..spec(0, 600)
+    };
+    let mut msgs = Vec::new();
+    for (i, (_, mut r)) in events(&spec).into_iter().enumerate() {
+        let schema = ["payment_v1", "payment_v2", "payment_v3"][i % 3];
+        if i % 3 == 1 {
+            r["attempt"] = serde_json::json!(2 + i as i64 % 5);
+        }
+        if i % 3 == 2 {
+            r["attempt"] = serde_json::json!(7);
+            r["channel"] = serde_json::json!("web");
+        }
+        msgs.push(Msg::Event {
+            partition: 0,
+            schema,
+            record: r,
+        });
+        // Bad records between them: an unknown id, a corrupt datum under a known id.
+        if i == 100 {
+            let mut b = vec![0u8];
+            b.extend_from_slice(&999_999u32.to_be_bytes());
+            b.extend_from_slice(b"\x02x");
+            msgs.push(Msg::Raw {
+                partition: 0,
+                bytes: b,
+            });
+        }
+        if i == 400 {
+            // Id 1000 is v1 (registered first); the datum ends inside its first string.
+            let mut b = vec![0u8];
+            b.extend_from_slice(&1000u32.to_be_bytes());
+            b.extend_from_slice(b"\x40abc");
+            msgs.push(Msg::Raw {
+                partition: 0,
+                bytes: b,
+            });
+        }
+    }
+    let mut f = Fixture::new("avro-versions", 1);
+    let payloads = encode(
+        &msgs,
+        "confluent",
+        &["payment_v1", "payment_v2", "payment_v3"],
+        Some(&registry),
+    );
+    produce_bytes(&f.topic, &payloads);
+    avro_job(
+        &mut f,
+        "t",
+        "payment_v3",
+        &format!(
+            "[schema]\nformat = \"confluent-avro\"\n[schema.registry]\nurl = \"{}\"\n",
+            registry.url
+        ),
+    );
+    let stats = f.run_once_ok();
+    assert_eq!(n(&stats, "rows"), 600, "{stats}");
+    let r = reader_report(&f.job);
+    assert_exactly_once(&r, 602, 2);
+    assert_eq!(n(&r, "windows"), 1, "{r}");
+    assert_eq!(n(&r, "files"), 1, "one window, one file: {r}");
+    // Nulls and defaults where a version lacks a field; the promotion of v2's int.
+    let q = read_sql(
+        &f,
+        "SELECT count(*) FILTER (WHERE country IS NULL AND customer_id IS NULL AND attempt = 1),
+                count(*) FILTER (WHERE attempt = 7 AND channel = 'web'),
+                count(*) FILTER (WHERE channel IS NULL),
+                typeof(any_value(attempt))
+         FROM t",
+    );
+    assert_eq!(q[0], serde_json::json!(200), "v1 rows: {q:?}");
+    assert_eq!(q[1], serde_json::json!(200), "v3 rows: {q:?}");
+    assert_eq!(q[2], serde_json::json!(400), "v1 and v2 rows: {q:?}");
+    assert_eq!(q[3], serde_json::json!("BIGINT"));
+    // The dead letters: offsets and reasons.
+    let dead = dead_letters(&f);
+    let offsets: Vec<i64> = dead.iter().map(|d| d.0).collect();
+    assert_eq!(offsets, vec![101, 402], "{dead:?}");
+    assert!(dead[0].1.contains("unknown schema id 999999"), "{dead:?}");
+    assert!(dead[1].1.contains("does not decode"), "{dead:?}");
+    f.assert_clean();
+    f.assert_delta_readers_agree();
+}
+
+#[test]
+fn a_registry_down_mid_run_loses_and_duplicates_nothing() {
+    let registry = Registry::start();
+    let spec1 = GenSpec {
+        count: 300,
+        partitions: 2,
+        ..spec(0, 300)
+    };
+    let spec2 = GenSpec {
+        first_id: 300,
+        ..spec1.clone()
+    };
+    let as_msgs = |spec: &GenSpec, schema: &'static str| -> Vec<Msg> {
+        events(spec)
+            .into_iter()
+            .map(|(partition, mut record)| {
+                if schema == "payment_v2" {
+                    record["attempt"] = serde_json::json!(2);
+                }
+                Msg::Event {
+                    partition,
+                    schema,
+                    record,
+                }
+            })
+            .collect()
+    };
+    // Both versions registered now; the loader meets v2 only while the registry is down.
+    let first = encode(
+        &as_msgs(&spec1, "payment_v1"),
+        "confluent",
+        &["payment_v1"],
+        Some(&registry),
+    );
+    let second = encode(
+        &as_msgs(&spec2, "payment_v2"),
+        "confluent",
+        &["payment_v2"],
+        Some(&registry),
+    );
+    let mut f = Fixture::new("avro-outage", 2);
+    avro_job(
+        &mut f,
+        "t",
+        "payment_v3",
+        &format!(
+            "[schema]\nformat = \"confluent-avro\"\n[schema.registry]\nurl = \"{}\"\ntimeout = \"500ms\"\n[commit]\ninterval = \"1s\"\n",
+            registry.url
+        ),
+    );
+    produce_bytes(&f.topic, &first);
+    let mut run = f.spawn_run("run.log");
+    f.wait_for(60, "the first 300 rows", |s| committed_rows(s) == 300);
+    registry.signal("-STOP");
+    produce_bytes(&f.topic, &second);
+    f.wait_for_log(60, "run.log", "schema registry unavailable");
+    // Several commit intervals pass: nothing past the records needing v2 is committed.
+    std::thread::sleep(Duration::from_secs(4));
+    let s = f.state();
+    assert_eq!(committed_rows(&s), 300);
+    let ends: i64 = s
+        .partitions
+        .iter()
+        .map(|p| p.end().unwrap_or_default())
+        .sum();
+    assert_eq!(ends, 300, "no offset past the undecodable records");
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the loader waits, it does not exit"
+    );
+    registry.signal("-CONT");
+    f.wait_for(60, "every row", |s| committed_rows(s) == 600);
+    sigterm(&run);
+    let status = run.wait().unwrap();
+    assert!(status.success(), "{}", f.log("run2.log"));
+    let r = reader_report(&f.job);
+    assert_exactly_once(&r, 600, 0);
+    f.assert_clean();
+}
+
+#[test]
+fn a_compatible_job_schema_change_widens_the_table_and_an_incompatible_one_is_refused() {
+    let mut f = Fixture::new("schema-change", 2);
+    f.produce(GenSpec {
+        partitions: 2,
+        ..spec(0, 500)
+    });
+    f.write_job("t", "");
+    f.run_once_ok();
+
+    // JSON payloads: a missing optional field is null, an unknown one is ignored.
+    let more: Vec<String> = (500..520)
+        .map(|i| {
+            format!(
+                r#"{{"event_id":"evt_{i}","payment_id":"p","merchant_id":"m","amount":"1.00","currency":"EUR","status":"CAPTURED","method":"card","created_at":"2026-11-24T01:00:00Z","note":"n{i}","unknown_field":1}}"#
+            )
+        })
+        .collect();
+    produce_payloads(&f.topic, 0, &more);
+
+    // A new nullable column: compatible.
+    let job = f.job_file("t").set(
+        "schema",
+        "file",
+        schema("payment_note").display().to_string(),
+    );
+    f.write("t", &job);
+    let check = f
+        .sluice()
+        .args(["schema", "check", "--job"])
+        .arg(&f.job)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{text}");
+    assert!(
+        text.contains("compatible") && text.contains("note: added"),
+        "{text}"
+    );
+    let stats = f.run_once_ok();
+    assert_eq!(n(&stats, "rows"), 20, "{stats}");
+    let q = read_sql(
+        &f,
+        "SELECT count(*) FILTER (WHERE note IS NULL), count(*) FILTER (WHERE note LIKE 'n%'), count(*) FROM t",
+    );
+    assert_eq!(
+        q,
+        vec![
+            serde_json::json!(500),
+            serde_json::json!(20),
+            serde_json::json!(520)
+        ]
+    );
+    f.assert_clean();
+    f.assert_delta_readers_agree();
+    // Every Delta reader sees both shapes: the new column, null in the older files.
+    let table = f.job_table_dir().display().to_string();
+    for engine in ["deltalake", "duckdb", "polars"] {
+        let r = read_delta(&table, engine, &["--rows"]);
+        let rows = r["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 520, "{engine}");
+        let noted = rows.iter().filter(|r| r["note"].is_string()).count();
+        assert_eq!(noted, 20, "{engine}");
+    }
+    assert_eq!(f.cli(&["schema", "check"]).status.code(), Some(0));
+
+    // A type change: refused at start with the diff, nothing loaded.
+    let job = f.job_file("t").set(
+        "schema",
+        "file",
+        schema("payment_bad").display().to_string(),
+    );
+    f.write("t", &job);
+    let check = f
+        .sluice()
+        .args(["schema", "check", "--job"])
+        .arg(&f.job)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("merchant_id: type changed from string to long"),
+        "{text}"
+    );
+    assert!(text.contains("note: removed"), "{text}");
+    let seq = f.state().seq;
+    f.produce(spec(1000, 10));
+    let out = f.run_once(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("merchant_id: type changed from string to long"),
+        "{err}"
+    );
+    assert_eq!(f.state().seq, seq, "nothing committed");
+}
+
+/// Runs one SQL query over the table's committed files (`t`), returning the first row.
+fn read_sql(f: &Fixture, sql: &str) -> Vec<serde_json::Value> {
+    let out = f.cli(&["files"]);
+    let files: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|u| u.trim_start_matches("file://").to_string())
+        .collect();
+    let script = format!(
+        "import duckdb, json, sys\ncon = duckdb.connect()\ncon.read_parquet({files:?}, hive_partitioning=True, union_by_name=True).create_view('t')\nprint(json.dumps([str(v) if not isinstance(v, (int, float, str, type(None))) else v for v in con.execute(sys.argv[1]).fetchall()[0]]))"
+    );
+    let out = Command::new(python())
+        .args(["-c", &script, sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The table's dead letters: (offset, error), by offset.
+fn dead_letters(f: &Fixture) -> Vec<(i64, String)> {
+    let out = f.cli(&["files", "--dead-letters"]);
+    let files: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|u| u.trim_start_matches("file://").to_string())
+        .collect();
+    let script = "import duckdb, json, sys\nfiles = json.loads(sys.argv[1])\nprint(json.dumps(duckdb.connect().execute('SELECT \"offset\", error FROM read_parquet(?) ORDER BY 1', [files]).fetchall()))";
+    let out = Command::new(python())
+        .args(["-c", script, &serde_json::to_string(&files).unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -148,6 +148,116 @@ fn payloads(spec: &GenSpec) -> (Vec<Vec<u8>>, u64) {
     (v, bytes)
 }
 
+/// The payment events of `json` as the Confluent wire format (schema id 1), encoded here by
+/// hand from the Avro spec (zig-zag varints, length-prefixed strings, big-endian two's
+/// complement decimals), not by sluice's or arrow-avro's code.
+fn confluent_avro(json: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    fn long(o: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            o.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        o.push(z as u8);
+    }
+    fn bytes(o: &mut Vec<u8>, b: &[u8]) {
+        long(o, b.len() as i64);
+        o.extend_from_slice(b);
+    }
+    let symbol = |list: &[&str], v: &Value| list.iter().position(|s| v == s).unwrap() as i64;
+    json.iter()
+        .map(|p| {
+            let v: Value = serde_json::from_slice(p).unwrap();
+            let mut o = vec![0, 0, 0, 0, 1];
+            let s = |k: &str| v[k].as_str().unwrap().as_bytes();
+            bytes(&mut o, s("event_id"));
+            bytes(&mut o, s("payment_id"));
+            bytes(&mut o, s("merchant_id"));
+            let opt = |o: &mut Vec<u8>, k: &str| match v[k].as_str() {
+                Some(x) => {
+                    long(o, 1);
+                    bytes(o, x.as_bytes());
+                }
+                None => long(o, 0),
+            };
+            opt(&mut o, "customer_id");
+            let cents: i64 = v["amount"]
+                .as_str()
+                .unwrap()
+                .replace('.', "")
+                .parse()
+                .unwrap();
+            let be = cents.to_be_bytes();
+            let skip = be
+                .windows(2)
+                .take_while(|w| (w[0] == 0 && w[1] < 0x80) || (w[0] == 0xff && w[1] >= 0x80))
+                .count();
+            bytes(&mut o, &be[skip..]);
+            bytes(&mut o, s("currency"));
+            long(
+                &mut o,
+                symbol(
+                    &["AUTHORIZED", "CAPTURED", "REFUNDED", "DECLINED"],
+                    &v["status"],
+                ),
+            );
+            long(
+                &mut o,
+                symbol(
+                    &["card", "sepa_debit", "wallet", "bank_transfer"],
+                    &v["method"],
+                ),
+            );
+            opt(&mut o, "country");
+            bytes(&mut o, s("created_at"));
+            o
+        })
+        .collect()
+}
+
+/// Produces `payloads` to `topic`, payload `i` to partition `i % partitions` (as `generate`
+/// spreads the JSON events), every one acknowledged.
+fn produce_payloads(brokers: &str, topic: &str, partitions: i32, payloads: &[Vec<u8>]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .create()
+        .unwrap();
+    for (i, body) in payloads.iter().enumerate() {
+        let mut rec = BaseRecord::<(), _>::to(topic)
+            .partition(i as i32 % partitions)
+            .payload(body);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    p.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+}
+
+/// sluice's payload decoding alone (chunks of 8,192, one core): events/s.
+fn decode_only(dec: &ChunkDecoder, data: &[Vec<u8>]) -> f64 {
+    let t = Instant::now();
+    let mut rows = 0;
+    let mut chunk = RawChunk::default();
+    for (i, part) in data.chunks(CHUNK_RECORDS).enumerate() {
+        chunk.clear();
+        for (k, p) in part.iter().enumerate() {
+            chunk.push((i * CHUNK_RECORDS + k) as i64, None, None, Some(p));
+        }
+        let d = dec.decode(&chunk, "t", 0);
+        assert!(d.dead.is_empty(), "{:?}", d.dead.first());
+        rows += d.batch.map_or(0, |b| b.num_rows());
+    }
+    assert_eq!(rows, data.len());
+    data.len() as f64 / t.elapsed().as_secs_f64()
+}
+
 /// Ceiling (a): a bare consumer that reads every payload and does nothing else.
 fn bare_consumer(brokers: &str, topic: &str, partitions: i32, count: u64) -> f64 {
     let c: BaseConsumer = ClientConfig::new()
@@ -558,6 +668,46 @@ fn main() {
         .collect();
     eprintln!("bench: in-memory pipelines done");
 
+    // The same events as Confluent-framed Avro, on a topic of their own; writer schema id 1 from
+    // a schema directory (a registry is asked once per id: not a throughput factor).
+    let avro = confluent_avro(&data);
+    let avro_bytes: usize = avro.iter().map(Vec::len).sum();
+    let avro_topic = ctx.topic("e2e-avro", partitions);
+    produce_payloads(&ctx.brokers, &avro_topic, partitions, &avro);
+    let ids = ctx.work.path().join("schema-ids");
+    std::fs::create_dir_all(&ids).unwrap();
+    std::fs::copy(repo().join("schemas/payment.avsc"), ids.join("1.avsc")).unwrap();
+    let event_time = EventTime::Field {
+        name: "created_at".into(),
+        format: TimeFormat::Rfc3339,
+    };
+    let json_dec = ChunkDecoder::new(schema.clone(), event_time.clone());
+    let avro_dec = ChunkDecoder::new(schema.clone(), event_time)
+        .with_avro(
+            sluice::config::PayloadFormat::ConfluentAvro,
+            Some(&sluice::config::WriterSchemas::Directory(ids.clone())),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+    let (mut json_decode, mut avro_decode) = (vec![], vec![]);
+    for _ in 0..runs {
+        json_decode.push(decode_only(&json_dec, &data));
+        avro_decode.push(decode_only(&avro_dec, &avro));
+    }
+    let avro_job = ctx.job(
+        "e2e-avro",
+        &avro_topic,
+        &format!("[schema.registry]\ndirectory = \"{}\"\n", ids.display()),
+    );
+    // The format joins the job's `[schema]` table (the section before `[event_time]`).
+    let text = std::fs::read_to_string(&avro_job).unwrap().replacen(
+        "\n[event_time]",
+        "\nformat = \"confluent-avro\"\n[event_time]",
+        1,
+    );
+    std::fs::write(&avro_job, text).unwrap();
+    let (mut avro_rate, mut avro_cpu) = (vec![], vec![]);
+
     let job = ctx.job("e2e", &topic, "");
     let (mut rate, mut cpu, mut rss, mut files, mut commits) = (vec![], vec![], vec![], 0.0, 0.0);
     // The bare consumer and sluice take turns, so a drift of the machine or the broker over
@@ -585,6 +735,12 @@ fn main() {
         rss.push(r / 1024.0);
         files = stats["files"].as_f64().unwrap_or(0.0);
         commits = stats["commits"].as_f64().unwrap_or(0.0);
+        let _ = std::fs::remove_dir_all(ctx.work.path().join("e2e-avro"));
+        let (wall, c, _, out) = ctx.timed(&["run", "--once"], &avro_job);
+        let stats: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(stats["rows"], events, "avro: {stats}");
+        avro_rate.push(events as f64 / wall);
+        avro_cpu.push(c / (events as f64 / 1e6));
     }
     eprintln!("bench: end to end and bare consumer done");
     let mb = payload_bytes as f64 / events as f64 / 1e6;
@@ -640,7 +796,7 @@ fn main() {
         "ceiling_bare_consumer_events_per_s": median(bare.clone()),
         "ceiling_libraries_decode_encode_events_per_s": median(libs.clone()),
         "sluice_decode_window_encode_events_per_s": median(ours.clone()),
-        "ratio_e2e_to_bare_consumer": e2e / median(bare),
+        "ratio_e2e_to_bare_consumer": e2e / median(bare.clone()),
         "ratio_sluice_to_libraries": median(ours) / median(libs),
         "freshness_s": { "commit_interval": 1.0, "p50": fresh_p50, "p99": fresh_p99 },
         "memory": {
@@ -657,6 +813,16 @@ fn main() {
             "ratio_events_per_s": e2e / median(base_rate.clone()),
         })),
         "compaction": day,
+        "avro": {
+            "format": "confluent-avro",
+            "payload_bytes_per_event": avro_bytes as f64 / events as f64,
+            "decode_events_per_s_per_core": median(avro_decode.clone()),
+            "json_decode_events_per_s_per_core": median(json_decode.clone()),
+            "ratio_decode_avro_to_json": median(avro_decode.clone()) / median(json_decode.clone()),
+            "e2e_events_per_s": median(avro_rate.clone()),
+            "e2e_cpu_s_per_million": median(avro_cpu.clone()),
+            "ratio_e2e_to_bare_consumer": median(avro_rate.clone()) / median(bare.clone()),
+        },
         "resume_s": { "entries": env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000u64), "with_checkpoint_hint": resume_s, "listing_checkpoints": resume_no_hint_s, "delta_log_from_nothing": delta_catch_up_s },
     });
     let out_dir = repo().join("target/bench");
@@ -782,6 +948,34 @@ fn main() {
             f(&d["compact_wall_s"]),
             f(&d["compact_cpu_s"]),
             f(&d["compact_peak_rss_mib"])
+        )
+    );
+    let a = &r["avro"];
+    println!(
+        "{:<52} {:>14}",
+        "decode only, 1 core (ev/s): JSON / confluent-avro",
+        format!(
+            "{:.0} / {:.0}",
+            f(&a["json_decode_events_per_s_per_core"]),
+            f(&a["decode_events_per_s_per_core"])
+        )
+    );
+    println!(
+        "{:<52} {:>14}",
+        "  payload bytes per event: JSON / Avro",
+        format!(
+            "{:.0} / {:.0}",
+            f(&r["payload_bytes_per_event"]),
+            f(&a["payload_bytes_per_event"])
+        )
+    );
+    println!(
+        "{:<52} {:>14}",
+        "end to end confluent-avro (ev/s, CPU s/M)",
+        format!(
+            "{:.0}, {:.2}",
+            f(&a["e2e_events_per_s"]),
+            f(&a["e2e_cpu_s_per_million"])
         )
     );
     if let Some(b) = &baseline {

@@ -72,8 +72,9 @@ struct RunArgs {
     /// Serve Prometheus metrics (`/metrics`) and `/healthz` on this address.
     #[arg(long)]
     metrics_addr: Option<String>,
-    /// Record a job schema that changes the table's incompatibly (a removed column, a type
-    /// change): readers then see the new schema, and older files keep their own columns.
+    /// Record a job schema that removes columns from the table's: readers then see the new
+    /// schema; older files keep the removed columns. (Changes that would leave older files
+    /// unreadable, such as a type change, are refused even so: they make a new table.)
     #[arg(long)]
     allow_incompatible_schema: bool,
 }
@@ -189,7 +190,8 @@ enum DeltaCommand {
 #[derive(Subcommand)]
 enum SchemaCommand {
     /// Print the job's schema changes against the table's, field by field, without loading
-    /// anything: exits 0 when there are none or all are compatible, 1 when one is not.
+    /// anything: exits 0 when there are none or all are compatible, 1 when one is not
+    /// (incompatible: `run` needs --allow-incompatible-schema; unreadable: a new table).
     Check(SchemaCheckArgs),
 }
 
@@ -460,6 +462,13 @@ fn schema_check(a: SchemaCheckArgs) -> anyhow::Result<()> {
         (Verdict::Incompatible(_), _) => {
             print!(
                 "incompatible: `run` refuses to start without --allow-incompatible-schema\n{}",
+                verdict.report()
+            );
+            std::process::exit(1);
+        }
+        (Verdict::Unreadable(_), _) => {
+            print!(
+                "unreadable: older files would not read under this schema; `run` refuses it (a new table)\n{}",
                 verdict.report()
             );
             std::process::exit(1);

@@ -458,102 +458,138 @@ fn a_registry_down_mid_run_loses_and_duplicates_nothing() {
     f.assert_clean();
 }
 
+/// A JSON payment event `i` in the first hour, with `extra` fields (`,"k":v...`).
+fn payment_json(i: u32, extra: &str) -> String {
+    format!(
+        r#"{{"event_id":"evt_{i}","payment_id":"p{i}","merchant_id":"m","amount":"1.00","currency":"EUR","status":"CAPTURED","method":"card","created_at":"2026-11-24T00:{:02}:00Z"{extra}}}"#,
+        i % 60
+    )
+}
+
+/// `sluice schema check` with the fixture's job: (exit code, stdout).
+fn schema_check(f: &Fixture) -> (Option<i32>, String) {
+    let out = f.cli(&["schema", "check"]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn use_schema(f: &mut Fixture, name: &str) {
+    let job = f
+        .job_file("t")
+        .set("schema", "file", schema(name).display().to_string());
+    f.write("t", &job);
+}
+
 #[test]
-fn a_compatible_job_schema_change_widens_the_table_and_an_incompatible_one_is_refused() {
-    let mut f = Fixture::new("schema-change", 2);
-    f.produce(GenSpec {
-        partitions: 2,
-        ..spec(0, 500)
-    });
-    f.write_job("t", "");
+fn job_schema_changes_widen_the_table_or_are_refused_with_a_diff() {
+    let mut f = Fixture::new("schema-change", 1);
+    // v2: `attempt` an int.
+    use_schema(&mut f, "payment_v2");
+    let first: Vec<String> = (0..50)
+        .map(|i| payment_json(i, r#","attempt":3"#))
+        .collect();
+    produce_payloads(&f.topic, 0, &first);
     f.run_once_ok();
 
-    // JSON payloads: a missing optional field is null, an unknown one is ignored.
-    let more: Vec<String> = (500..520)
-        .map(|i| {
-            format!(
-                r#"{{"event_id":"evt_{i}","payment_id":"p","merchant_id":"m","amount":"1.00","currency":"EUR","status":"CAPTURED","method":"card","created_at":"2026-11-24T01:00:00Z","note":"n{i}","unknown_field":1}}"#
-            )
-        })
-        .collect();
-    produce_payloads(&f.topic, 0, &more);
-
-    // A new nullable column: compatible.
-    let job = f.job_file("t").set(
-        "schema",
-        "file",
-        schema("payment_note").display().to_string(),
-    );
-    f.write("t", &job);
-    let check = f
-        .sluice()
-        .args(["schema", "check", "--job"])
-        .arg(&f.job)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{text}");
+    // v3: `attempt` widened to a long (with a default), `channel` added (nullable).
+    use_schema(&mut f, "payment_v3");
+    let (code, text) = schema_check(&f);
+    assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("compatible") && text.contains("note: added"),
+        text.contains("attempt: widened from integer to long"),
         "{text}"
     );
+    assert!(text.contains("channel: added"), "{text}");
+    // JSON payloads: a missing optional field is null, an unknown one is ignored; a missing
+    // required one is a dead letter (JSON payloads get no defaults).
+    let second: Vec<String> = (50..70)
+        .map(|i| match i {
+            50..=59 => payment_json(i, r#","attempt":5000000000,"channel":"web","unknown":1"#),
+            60..=68 => payment_json(i, r#","attempt":6"#),
+            _ => payment_json(i, ""),
+        })
+        .collect();
+    produce_payloads(&f.topic, 0, &second);
     let stats = f.run_once_ok();
-    assert_eq!(n(&stats, "rows"), 20, "{stats}");
-    let q = read_sql(
-        &f,
-        "SELECT count(*) FILTER (WHERE note IS NULL), count(*) FILTER (WHERE note LIKE 'n%'), count(*) FROM t",
-    );
-    assert_eq!(
-        q,
-        vec![
-            serde_json::json!(500),
-            serde_json::json!(20),
-            serde_json::json!(520)
-        ]
-    );
+    assert_eq!(n(&stats, "rows"), 19, "{stats}");
+    assert_eq!(n(&stats, "dead_letters"), 1, "{stats}");
     f.assert_clean();
     f.assert_delta_readers_agree();
-    // Every Delta reader sees both shapes: the new column, null in the older files.
     let table = f.job_table_dir().display().to_string();
     for engine in ["deltalake", "duckdb", "polars"] {
         let r = read_delta(&table, engine, &["--rows"]);
         let rows = r["rows"].as_array().unwrap();
-        assert_eq!(rows.len(), 520, "{engine}");
-        let noted = rows.iter().filter(|r| r["note"].is_string()).count();
-        assert_eq!(noted, 20, "{engine}");
+        assert_eq!(rows.len(), 69, "{engine}");
+        let big = rows
+            .iter()
+            .filter(|r| r["attempt"] == 5_000_000_000i64)
+            .count();
+        let small = rows.iter().filter(|r| r["attempt"] == 3).count();
+        let web = rows.iter().filter(|r| r["channel"] == "web").count();
+        assert_eq!((big, small, web), (10, 50, 10), "{engine}: both shapes");
     }
-    assert_eq!(f.cli(&["schema", "check"]).status.code(), Some(0));
 
-    // A type change: refused at start with the diff, nothing loaded.
-    let job = f.job_file("t").set(
-        "schema",
-        "file",
-        schema("payment_bad").display().to_string(),
-    );
-    f.write("t", &job);
-    let check = f
-        .sluice()
-        .args(["schema", "check", "--job"])
-        .arg(&f.job)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&check.stdout);
-    assert_eq!(check.status.code(), Some(1), "{text}");
+    // A type change: older files would not read. Refused, even with the flag.
+    use_schema(&mut f, "payment_bad");
+    let (code, text) = schema_check(&f);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("merchant_id: type changed from string to long"),
         "{text}"
     );
-    assert!(text.contains("note: removed"), "{text}");
     let seq = f.state().seq;
-    f.produce(spec(1000, 10));
-    let out = f.run_once(None);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("merchant_id: type changed from string to long"),
-        "{err}"
-    );
+    produce_payloads(&f.topic, 0, &[payment_json(70, r#","note":"n""#)]);
+    for flag in [None, Some("--allow-incompatible-schema")] {
+        let mut c = f.sluice();
+        c.args(["run", "--once", "--job"]).arg(&f.job).args(flag);
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("merchant_id: type changed from string to long"),
+            "{err}"
+        );
+        assert!(err.contains("unreadable"), "{err}");
+    }
     assert_eq!(f.state().seq, seq, "nothing committed");
+
+    // Columns removed (and one added): refused without the flag, recorded with it.
+    use_schema(&mut f, "payment_note");
+    let (code, text) = schema_check(&f);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("attempt: removed") && text.contains("note: added"),
+        "{text}"
+    );
+    let out = f.run_once(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-incompatible-schema"));
+    assert_eq!(f.state().seq, seq, "nothing committed");
+    let mut c = f.sluice();
+    c.args(["run", "--once", "--allow-incompatible-schema", "--job"])
+        .arg(&f.job);
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(schema_check(&f).0, Some(0));
+    f.assert_clean();
+    f.assert_delta_readers_agree();
+    for engine in ["deltalake", "duckdb", "polars"] {
+        let r = read_delta(&table, engine, &["--rows"]);
+        let rows = r["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 70, "{engine}");
+        assert!(rows.iter().all(|r| r.get("attempt").is_none()), "{engine}");
+        assert_eq!(
+            rows.iter().filter(|r| r["note"] == "n").count(),
+            1,
+            "{engine}"
+        );
+    }
 }
 
 /// Runs one SQL query over the table's committed files (`t`), returning the first row.

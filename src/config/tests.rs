@@ -124,3 +124,85 @@ fn parsing_touches_no_filesystem_and_the_commit_policy_is_pure() {
     };
     assert!(p.due(Duration::ZERO, full));
 }
+
+fn avro_job(dir: &Path, schema_section: &str) -> Result<Job, ConfigError> {
+    let text = format!(
+        r#"
+[source]
+brokers = "b:9092"
+topics = ["payments"]
+[schema]
+file = "s.avsc"
+{schema_section}
+[event_time]
+field = "ts"
+[storage]
+url = "memory://"
+"#
+    );
+    Job::parse(&dir.join("j.toml"), &text, &|k| match k {
+        "REG_PASSWORD" => Some("pw".into()),
+        "REG_URL" => Some("https://reg.example:8081/".into()),
+        _ => None,
+    })
+}
+
+#[test]
+fn payload_formats_and_the_registry() {
+    let d = schema_dir();
+    assert_eq!(avro_job(&d, "").unwrap().format, PayloadFormat::Json);
+    let raw = avro_job(&d, r#"format = "avro""#).unwrap();
+    assert_eq!((raw.format, raw.writers), (PayloadFormat::Avro, None));
+
+    let reg = avro_job(
+        &d,
+        r#"format = "confluent-avro"
+[schema.registry]
+url = "${REG_URL}"
+username = "loader"
+password = "${REG_PASSWORD}"
+timeout = "3s""#,
+    )
+    .unwrap();
+    assert_eq!(reg.format, PayloadFormat::ConfluentAvro);
+    let Some(WriterSchemas::Registry(r)) = &reg.writers else {
+        panic!("{:?}", reg.writers)
+    };
+    assert_eq!(r.url, "https://reg.example:8081");
+    assert_eq!(
+        r.auth,
+        RegistryAuth::Basic {
+            username: "loader".into(),
+            password: "pw".into()
+        }
+    );
+    assert_eq!(r.timeout, Duration::from_secs(3));
+    assert!(
+        !format!("{r:?}").contains("pw"),
+        "credentials never printed"
+    );
+
+    let dir = avro_job(
+        &d,
+        "format = \"confluent-avro\"\n[schema.registry]\ndirectory = \"ids\"",
+    )
+    .unwrap();
+    assert_eq!(dir.writers, Some(WriterSchemas::Directory(d.join("ids"))));
+
+    let err = |section: &str| avro_job(&d, section).unwrap_err().to_string();
+    assert!(err(r#"format = "confluent-avro""#).contains("schema.registry"));
+    assert!(
+        err("format = \"avro\"\n[schema.registry]\ndirectory = \"x\"")
+            .contains("only `confluent-avro`")
+    );
+    assert!(err(
+        "format = \"confluent-avro\"\n[schema.registry]\nurl = \"http://a\"\ndirectory = \"x\""
+    )
+    .contains("exactly one"));
+    assert!(
+        err("format = \"confluent-avro\"\n[schema.registry]\nurl = \"ftp://a\"")
+            .contains("http://")
+    );
+    assert!(err("format = \"confluent-avro\"\n[schema.registry]\nurl = \"http://a\"\ntoken = \"t\"\nusername = \"u\"").contains("not both"));
+    assert!(err(r#"format = "protobuf""#).contains("protobuf"));
+}

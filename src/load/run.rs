@@ -79,6 +79,11 @@ impl Loader {
         };
         match &verdict {
             Verdict::Same => {}
+            Verdict::Unreadable(_) => {
+                return Err(LoadError::SchemaUnreadable {
+                    diff: verdict.report(),
+                })
+            }
             Verdict::Incompatible(_) if !job.allow_incompatible_schema => {
                 return Err(LoadError::SchemaChange {
                     diff: verdict.report(),

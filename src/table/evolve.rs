@@ -3,9 +3,12 @@
 //! A change is *compatible* when every file written before reads under the new schema with no
 //! value lost or misread: an added nullable column (older rows read as null), a column made
 //! nullable, a widening (integer → long, integer → double, float → double, a decimal with
-//! more integer digits at the same scale). Anything else (a removed column, a narrowing or
-//! other type change, a column made required, an added required column) is *incompatible*:
-//! the loader refuses to start unless the operator allows it explicitly.
+//! more integer digits at the same scale). A removed column is *incompatible*: readers still
+//! read every file (older ones keep the column, readers no longer see it), but values stop
+//! being loaded, so the loader refuses to start unless the operator allows it explicitly.
+//! Any other change (a narrowing or other type change, a column made required, an added
+//! required column) leaves older files *unreadable* under the new schema: refused always; such
+//! a schema is a new table (another `storage.url`, history reloaded with `backfill`).
 //!
 //! Columns are compared as Delta types (what readers see); partition columns (the layout) are
 //! left out.
@@ -20,15 +23,25 @@ pub struct Change {
     /// The column, dotted for nested fields (`address.city`, `tags[]`, `attrs{}`).
     pub path: String,
     pub what: String,
-    pub compatible: bool,
+    pub kind: Kind,
+}
+
+/// How bad a change is, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Compatible,
+    /// Readers read every file; allowed with `--allow-incompatible-schema`.
+    Incompatible,
+    /// Older files do not read under the new schema: never recorded.
+    Unreadable,
 }
 
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let tag = if self.compatible {
-            "compatible"
-        } else {
-            "INCOMPATIBLE"
+        let tag = match self.kind {
+            Kind::Compatible => "compatible",
+            Kind::Incompatible => "INCOMPATIBLE",
+            Kind::Unreadable => "UNREADABLE",
         };
         write!(f, "{:<12}  {}: {}", tag, self.path, self.what)
     }
@@ -41,14 +54,17 @@ pub enum Verdict {
     Same,
     /// Recorded at the next commit.
     Compatible(Vec<Change>),
+    /// Refused unless the operator allows it.
     Incompatible(Vec<Change>),
+    /// Refused: a new table.
+    Unreadable(Vec<Change>),
 }
 
 impl Verdict {
     pub fn changes(&self) -> &[Change] {
         match self {
             Verdict::Same => &[],
-            Verdict::Compatible(c) | Verdict::Incompatible(c) => c,
+            Verdict::Compatible(c) | Verdict::Incompatible(c) | Verdict::Unreadable(c) => c,
         }
     }
 
@@ -80,10 +96,10 @@ pub fn compare(old: Option<&SchemaDef>, new: &SchemaDef) -> Verdict {
         // Only metadata differs (say, field docs): nothing a reader sees.
         return Verdict::Same;
     }
-    if changes.iter().all(|c| c.compatible) {
-        Verdict::Compatible(changes)
-    } else {
-        Verdict::Incompatible(changes)
+    match changes.iter().map(|c| c.kind).max() {
+        Some(Kind::Unreadable) => Verdict::Unreadable(changes),
+        Some(Kind::Incompatible) => Verdict::Incompatible(changes),
+        _ => Verdict::Compatible(changes),
     }
 }
 
@@ -125,7 +141,7 @@ fn fields(old: &Value, new: &Value, at: &str, skip: &[&str], out: &mut Vec<Chang
                     "removed (was {}); older files keep the column, newer ones would not have it",
                     show(&fa["type"])
                 ),
-                compatible: false,
+                kind: Kind::Incompatible,
             }),
             Some(fb) => {
                 types(&fa["type"], &fb["type"], &path, out);
@@ -133,12 +149,12 @@ fn fields(old: &Value, new: &Value, at: &str, skip: &[&str], out: &mut Vec<Chang
                     (true, false) => out.push(Change {
                         path,
                         what: "made required (not nullable); older rows may hold nulls".into(),
-                        compatible: false,
+                        kind: Kind::Unreadable,
                     }),
                     (false, true) => out.push(Change {
                         path,
                         what: "made nullable".into(),
-                        compatible: true,
+                        kind: Kind::Compatible,
                     }),
                     _ => {}
                 }
@@ -157,7 +173,7 @@ fn fields(old: &Value, new: &Value, at: &str, skip: &[&str], out: &mut Vec<Chang
                     "added, {} (nullable): older rows read as null",
                     show(&fb["type"])
                 ),
-                compatible: true,
+                kind: Kind::Compatible,
             });
         } else {
             out.push(Change {
@@ -166,7 +182,7 @@ fn fields(old: &Value, new: &Value, at: &str, skip: &[&str], out: &mut Vec<Chang
                     "added, {} and required: older rows have no value (make it [\"null\", T] or give it a default)",
                     show(&fb["type"])
                 ),
-                compatible: false,
+                kind: Kind::Unreadable,
             });
         }
     }
@@ -179,15 +195,19 @@ fn types(a: &Value, b: &Value, path: &str, out: &mut Vec<Change>) {
     let kind = |v: &Value| v.get("type").and_then(Value::as_str).map(String::from);
     match (a, b) {
         (Value::String(x), Value::String(y)) => {
-            let compatible = widens(x, y);
+            let widened = widens(x, y);
             out.push(Change {
                 path: path.to_string(),
-                what: if compatible {
+                what: if widened {
                     format!("widened from {x} to {y}")
                 } else {
                     format!("type changed from {x} to {y}")
                 },
-                compatible,
+                kind: if widened {
+                    Kind::Compatible
+                } else {
+                    Kind::Unreadable
+                },
             });
         }
         (Value::Object(_), Value::Object(_)) if kind(a) == kind(b) => match kind(a).as_deref() {
@@ -204,7 +224,11 @@ fn types(a: &Value, b: &Value, path: &str, out: &mut Vec<Change>) {
                         } else {
                             "elements made required; older rows may hold nulls".into()
                         },
-                        compatible: to_null,
+                        kind: if to_null {
+                            Kind::Compatible
+                        } else {
+                            Kind::Unreadable
+                        },
                     });
                 }
             }
@@ -216,13 +240,13 @@ fn types(a: &Value, b: &Value, path: &str, out: &mut Vec<Change>) {
             _ => out.push(Change {
                 path: path.to_string(),
                 what: format!("type changed from {} to {}", show(a), show(b)),
-                compatible: false,
+                kind: Kind::Unreadable,
             }),
         },
         _ => out.push(Change {
             path: path.to_string(),
             what: format!("type changed from {} to {}", show(a), show(b)),
-            compatible: false,
+            kind: Kind::Unreadable,
         }),
     }
 }
@@ -306,22 +330,34 @@ mod tests {
             {"name":"a","type":{"type":"record","name":"addr","fields":[{"name":"city","type":"int"}]}},
             {"name":"req","type":"string"}"#);
         let v = compare(Some(&def(BASE)), &new);
-        let Verdict::Incompatible(c) = &v else {
+        let Verdict::Unreadable(c) = &v else {
             panic!("{v:?}")
         };
         let r = v.report();
-        for (path, text) in [
-            ("id", "type changed from string to long"),
-            ("f", "removed"),
-            ("opt", "made required"),
-            ("a.city", "type changed from string to integer"),
-            ("req", "added, string and required"),
+        for (path, text, kind) in [
+            ("id", "type changed from string to long", Kind::Unreadable),
+            ("f", "removed", Kind::Incompatible),
+            ("opt", "made required", Kind::Unreadable),
+            (
+                "a.city",
+                "type changed from string to integer",
+                Kind::Unreadable,
+            ),
+            ("req", "added, string and required", Kind::Unreadable),
         ] {
             assert!(
                 c.iter()
-                    .any(|c| c.path == path && c.what.contains(text) && !c.compatible),
+                    .any(|c| c.path == path && c.what.contains(text) && c.kind == kind),
                 "{path}: {r}"
             );
         }
+        // A removed column alone: readers still read everything.
+        let dropped = def(r#"{"name":"id","type":"string"},{"name":"n","type":"int"},
+            {"name":"opt","type":["null","string"]},
+            {"name":"a","type":{"type":"record","name":"addr","fields":[{"name":"city","type":"string"}]}}"#);
+        assert!(matches!(
+            compare(Some(&def(BASE)), &dropped),
+            Verdict::Incompatible(_)
+        ));
     }
 }

@@ -18,15 +18,99 @@ struct Registry {
     dir: tempfile::TempDir,
     url: String,
     auth: Option<String>,
+    /// The CA of an https:// registry.
+    ca: Option<PathBuf>,
+}
+
+/// A test CA and a server certificate for 127.0.0.1 it signed (openssl).
+struct Tls {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Tls {
+    fn new() -> Tls {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(
+            p("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sluice test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        Tls {
+            ca: p("ca.pem"),
+            cert: p("cert.pem"),
+            key: p("key.pem"),
+            _dir: dir,
+        }
+    }
 }
 
 impl Registry {
     fn start() -> Registry {
-        Self::start_with_auth(None)
+        Self::start_with(None, None)
     }
 
-    /// With `user:password`, every request must carry them (basic auth).
-    fn start_with_auth(auth: Option<&str>) -> Registry {
+    /// With `user:password`, every request must carry them (basic auth); with `tls`, HTTPS.
+    fn start_with(auth: Option<&str>, tls: Option<&Tls>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Command::new(repo().join("tests/support/registry.sh"));
         c.arg("start")
@@ -35,6 +119,10 @@ impl Registry {
             .env("REGISTRY_FIRST_ID", "1000");
         if let Some(a) = auth {
             c.env("REGISTRY_BASIC_AUTH", a);
+        }
+        if let Some(t) = tls {
+            c.env("REGISTRY_TLS_CERT", &t.cert)
+                .env("REGISTRY_TLS_KEY", &t.key);
         }
         let out = c.output().unwrap();
         assert!(
@@ -47,6 +135,7 @@ impl Registry {
             dir,
             url,
             auth: auth.map(String::from),
+            ca: tls.map(|t| t.ca.clone()),
         }
     }
 
@@ -130,6 +219,9 @@ fn encode(
         c.args(["--registry", &r.url]);
         if let Some(a) = &r.auth {
             c.args(["--auth", a]);
+        }
+        if let Some(ca) = &r.ca {
+            c.arg("--cafile").arg(ca);
         }
     }
     let mut child = c
@@ -220,7 +312,7 @@ fn reader_report(job: &Path) -> serde_json::Value {
 
 #[test]
 fn avro_and_confluent_avro_load_exactly_like_json() {
-    let registry = Registry::start_with_auth(Some("loader:s3cret"));
+    let registry = Registry::start_with(Some("loader:s3cret"), None);
     let spec = GenSpec {
         count: 3000,
         partitions: 3,
@@ -455,6 +547,62 @@ fn a_registry_down_mid_run_loses_and_duplicates_nothing() {
     assert!(status.success(), "{}", f.log("run2.log"));
     let r = reader_report(&f.job);
     assert_exactly_once(&r, 600, 0);
+    f.assert_clean();
+}
+
+#[test]
+fn an_https_registry_is_trusted_through_ca_file_and_only_so() {
+    let tls = Tls::new();
+    let registry = Registry::start_with(None, Some(&tls));
+    assert!(registry.url.starts_with("https://"), "{}", registry.url);
+    let spec = GenSpec {
+        partitions: 2,
+        ..spec(0, 200)
+    };
+    let msgs: Vec<Msg> = events(&spec)
+        .into_iter()
+        .map(|(partition, record)| Msg::Event {
+            partition,
+            schema: "payment",
+            record,
+        })
+        .collect();
+    let mut f = Fixture::new("avro-tls", 2);
+    produce_bytes(
+        &f.topic,
+        &encode(&msgs, "confluent", &["payment"], Some(&registry)),
+    );
+
+    // Without the CA the registry's certificate is not trusted: decoding waits, loads nothing.
+    let section = |ca: &str| {
+        format!(
+            "[schema]\nformat = \"confluent-avro\"\n[schema.registry]\nurl = \"{}\"\ntimeout = \"1s\"\n{ca}",
+            registry.url
+        )
+    };
+    avro_job(&mut f, "untrusted", "payment", &section(""));
+    let mut run = f.spawn_once("untrusted.log");
+    f.wait_for_log(60, "untrusted.log", "schema registry unavailable");
+    assert!(
+        f.log("untrusted.log")
+            .to_lowercase()
+            .contains("certificate"),
+        "{}",
+        f.log("untrusted.log")
+    );
+    assert_eq!(committed_rows(&f.state()), 0);
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    avro_job(
+        &mut f,
+        "trusted",
+        "payment",
+        &section(&format!("ca_file = \"{}\"\n", tls.ca.display())),
+    );
+    let stats = f.run_once_ok();
+    assert_eq!(n(&stats, "rows"), 200, "{stats}");
+    assert_exactly_once(&reader_report(&f.job), 200, 0);
     f.assert_clean();
 }
 

@@ -17,10 +17,14 @@ import io
 import json
 import struct
 import sys
+import ssl
 import urllib.request
 from decimal import Decimal
 
 import fastavro
+
+
+CONTEXT = None
 
 
 def register(registry, subject, text, auth):
@@ -32,7 +36,7 @@ def register(registry, subject, text, auth):
         data=json.dumps({"schema": text}).encode(),
         headers=headers,
         method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
+    with urllib.request.urlopen(req, timeout=10, context=CONTEXT) as r:
         return json.load(r)["id"]
 
 
@@ -60,7 +64,11 @@ def main():
     ap.add_argument("--registry")
     ap.add_argument("--subject", default="events-value")
     ap.add_argument("--auth", help="user:password for the registry (basic auth)")
+    ap.add_argument("--cafile", help="CA certificate (PEM) of an https:// registry")
     a = ap.parse_args()
+    global CONTEXT
+    if a.cafile:
+        CONTEXT = ssl.create_default_context(cafile=a.cafile)
     schemas = {}
     for spec in a.schema:
         name, path = spec.split("=", 1)

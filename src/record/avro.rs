@@ -45,6 +45,8 @@ const MISSING_TTL: Duration = Duration::from_secs(60);
 pub struct AvroDecoder {
     confluent: bool,
     reader: AvroSchema,
+    /// The reader's top-level record name and namespace, which writer schemas take.
+    reader_name: (serde_json::Value, Option<serde_json::Value>),
     payload: SchemaRef,
     source: Option<SchemaSource>,
     stop: Arc<AtomicBool>,
@@ -85,6 +87,9 @@ impl AvroDecoder {
         payload: SchemaRef,
         writers: Option<&WriterSchemas>,
     ) -> Result<Self, Invalid> {
+        let parsed: serde_json::Value =
+            serde_json::from_str(reader).map_err(|e| invalid!("not JSON: {e}"))?;
+        let reader_name = (parsed["name"].clone(), parsed.get("namespace").cloned());
         let reader = AvroSchema::new(reader.to_string());
         let (confluent, source) = match (format, writers) {
             (PayloadFormat::Avro, _) => (false, None),
@@ -97,6 +102,7 @@ impl AvroDecoder {
         let d = AvroDecoder {
             confluent,
             reader: reader.clone(),
+            reader_name,
             payload,
             source,
             stop: Arc::new(AtomicBool::new(false)),
@@ -301,8 +307,18 @@ impl AvroDecoder {
         }
         let writer = match found {
             Lookup::Found(text) => {
-                let schema = AvroSchema::new(text);
-                match self.build(id, &schema) {
+                // Named as the reader first; as written if that does not resolve (a nested
+                // type referred to by its full name, say).
+                let renamed = AvroSchema::new(self.named_as_reader(text.clone()));
+                let (schema, built) = match self.build(id, &renamed) {
+                    Ok(d) => (renamed, Ok(d)),
+                    Err(e) => {
+                        let own = AvroSchema::new(text);
+                        let built = self.build(id, &own).map_err(|_| e);
+                        (own, built)
+                    }
+                };
+                match built {
                     Ok(d) => Writer::Ready {
                         schema,
                         decoder: Some(Box::new(d)),
@@ -325,6 +341,35 @@ impl AvroDecoder {
         }
         self.writers.borrow_mut().insert(id, writer);
         Ok(())
+    }
+}
+
+impl AvroDecoder {
+    /// The writer schema `text` with its top-level record named as the reader's: the job's
+    /// record name names the table, and producers name theirs as they like (Avro resolution
+    /// requires the names to match; nested named types still must).
+    fn named_as_reader(&self, text: String) -> String {
+        let Ok(mut w) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return text; // arrow-avro says what is wrong with it
+        };
+        let Some(o) = w
+            .as_object_mut()
+            .filter(|o| o.get("type") == Some(&"record".into()))
+        else {
+            return text;
+        };
+        let (name, namespace) = &self.reader_name;
+        if o.get("name") == Some(name) && o.get("namespace") == namespace.as_ref() {
+            return text;
+        }
+        // Nested named types without a namespace of their own now inherit the reader's, as
+        // the reader's do: unqualified names that agree still match.
+        o.insert("name".into(), name.clone());
+        match namespace {
+            Some(ns) => o.insert("namespace".into(), ns.clone()),
+            None => o.remove("namespace"),
+        };
+        w.to_string()
     }
 }
 

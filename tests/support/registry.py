@@ -262,19 +262,28 @@ def main():
     p.add_argument("--port-file")
     p.add_argument("--first-id", type=int, default=1)
     p.add_argument("--basic-auth", metavar="USER:PASS")
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    p.add_argument("--tls-key", help="... and this private key (PEM)")
     a = p.parse_args()
     auth = None
     if a.basic_auth:
         auth = "Basic " + base64.b64encode(a.basic_auth.encode()).decode()
     server = ThreadingHTTPServer((a.host, a.port), handler_for(Registry(a.first_id), auth))
     server.daemon_threads = True
+    scheme = "http"
+    if a.tls_cert:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     port = server.server_address[1]
     if a.port_file:
         tmp = a.port_file + ".tmp"
         with open(tmp, "w") as f:
             f.write(f"{port}\n")
         os.replace(tmp, a.port_file)
-    sys.stderr.write(f"registry: test stand-in listening on http://{a.host}:{port}\n")
+    sys.stderr.write(f"registry: test stand-in listening on {scheme}://{a.host}:{port}\n")
     sys.stderr.flush()
     server.serve_forever()
 

@@ -8,7 +8,8 @@
 # Registry (stdlib Python, nothing to install): a real one (Apicurio Registry, Confluent's) comes
 # from Maven Central, which this project's machines cannot reach. registry.py's docstring lists
 # what it serves. Optional: REGISTRY_BASIC_AUTH=user:pass makes it demand basic auth;
-# REGISTRY_FIRST_ID=N makes the first schema id N (ids then differ from version numbers).
+# REGISTRY_FIRST_ID=N makes the first schema id N (ids then differ from version numbers);
+# REGISTRY_TLS_CERT=chain.pem REGISTRY_TLS_KEY=key.pem serves HTTPS (the URL printed is https://).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cmd=${1:?start|stop}
@@ -19,16 +20,21 @@ case "$cmd" in
     rm -f "$dir/port"
     args=(--port 0 --port-file "$dir/port" --first-id "${REGISTRY_FIRST_ID:-1}")
     [ -z "${REGISTRY_BASIC_AUTH:-}" ] || args+=(--basic-auth "$REGISTRY_BASIC_AUTH")
+    scheme=http
+    if [ -n "${REGISTRY_TLS_CERT:-}" ]; then
+      args+=(--tls-cert "$REGISTRY_TLS_CERT" --tls-key "${REGISTRY_TLS_KEY:?REGISTRY_TLS_KEY}")
+      scheme=https
+    fi
     python3 "$here/registry.py" "${args[@]}" >"$dir/registry.log" 2>&1 &
     echo $! >"$dir/pid"
     for _ in $(seq 1 150); do
       if [ -s "$dir/port" ]; then
-        url="http://127.0.0.1:$(cat "$dir/port")"
+        url="$scheme://127.0.0.1:$(cat "$dir/port")"
         # Any HTTP answer (a 401 too, with basic auth on) means it is serving.
         if python3 - "$url/subjects" 2>/dev/null <<'PY'
-import sys, urllib.request, urllib.error
+import ssl, sys, urllib.request, urllib.error
 try:
-    urllib.request.urlopen(sys.argv[1], timeout=1).read()
+    urllib.request.urlopen(sys.argv[1], timeout=1, context=ssl._create_unverified_context()).read()
 except urllib.error.HTTPError:
     pass
 PY

@@ -123,6 +123,15 @@ fn registry_dir() -> (tempfile::TempDir, WriterSchemas) {
         r#"{"type":"record","name":"ev","fields":[{"name":"id","type":"long"}]}"#,
     )
     .unwrap();
+    // v1 as another team names it: its own record name and namespace.
+    std::fs::write(
+        dir.path().join("15.avsc"),
+        V1.replace(
+            r#""name":"ev""#,
+            r#""name":"PaymentEvent","namespace":"com.acme""#,
+        ),
+    )
+    .unwrap();
     let w = WriterSchemas::Directory(dir.path().to_path_buf());
     (dir, w)
 }
@@ -191,7 +200,8 @@ fn interleaved_writer_versions_resolve_into_one_batch_in_record_order() {
     let mut payloads = Vec::new();
     for i in 0..30i64 {
         payloads.push(Some(match i % 3 {
-            0 => framed(11, &v1(i)),
+            0 if i % 2 == 0 => framed(11, &v1(i)),
+            0 => framed(15, &v1(i)),
             1 => framed(12, &v2(i, (i % 2 == 0).then_some("x"))),
             _ => framed(13, &v3(i)),
         }));
@@ -205,7 +215,12 @@ fn interleaved_writer_versions_resolve_into_one_batch_in_record_order() {
     payloads.insert(25, Some(framed(14, &[2])));
     let c = chunk(&payloads);
     let out = d.decode(&c, "t", 3);
-    assert_eq!(dead_offsets(&out), vec![105, 109, 112, 120, 125]);
+    assert_eq!(
+        dead_offsets(&out),
+        vec![105, 109, 112, 120, 125],
+        "{:?}",
+        out.dead
+    );
     assert!(
         out.dead[0].error.contains("unknown schema id 99"),
         "{}",

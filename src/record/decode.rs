@@ -288,7 +288,12 @@ impl ChunkDecoder {
         for (batch, idx) in parts {
             let times = self.event_times(&batch, chunk, &idx);
             let mut keep = vec![true; batch.num_rows()];
-            for (col, symbols) in &self.schema.enums {
+            // Avro enums are symbol indexes resolved against the reader's symbols: always valid.
+            let enums = match self.avro {
+                Some(_) => &[][..],
+                None => &self.schema.enums[..],
+            };
+            for (col, symbols) in enums {
                 if let Some(values) = batch.column(*col).as_any().downcast_ref::<StringArray>() {
                     for (r, v) in values.iter().enumerate() {
                         if let Some(v) = v {

@@ -49,3 +49,9 @@ fi
 # in-memory test stand-in for the Confluent REST API. A real registry (Apicurio Registry,
 # io.apicurio:apicurio-registry-app) would come from Maven Central, which is not reachable from
 # this project's machines (only crates.io, PyPI, Debian and npm are), so it cannot be installed here.
+
+# openssl makes the test CA and certificate of the https:// registry test.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "tools: installing openssl (Debian)" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq openssl >/dev/null; else sudo apt-get install -y -qq openssl >/dev/null; fi
+fi

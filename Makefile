@@ -29,7 +29,7 @@ chaos: tools
 # SLUICE_BENCH_EVENTS, SLUICE_BENCH_RUNS tune the size. Figures: target/bench/latest.json.
 # BASELINE=path/to/an/older/sluice also times that binary, in turns with this one.
 bench: tools
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --bins --examples
 	$(if $(BASELINE),SLUICE_BENCH_BASELINE=$(abspath $(BASELINE))) tests/support/with-broker.sh $(CARGO) bench --bench e2e
 	$(CARGO) bench --bench micro -- --warm-up-time 1 --measurement-time 3
 

@@ -68,6 +68,8 @@ pub struct RunStats {
     pub bytes: u64,
     pub commits: u64,
     pub fenced: u64,
+    /// Lost races for a manifest entry (re-read and retried, or refused).
+    pub conflicts: u64,
 }
 
 #[cfg(test)]

@@ -203,6 +203,7 @@ impl Loader {
         }
         drop(consumer);
         self.join_compactor();
+        self.stats.conflicts = self.metrics.conflicts.load(Ordering::Relaxed);
         result.map(|_| self.stats)
     }
 

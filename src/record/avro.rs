@@ -109,17 +109,19 @@ impl AvroDecoder {
             writers: RefCell::new(HashMap::new()),
         };
         // The reader schema decodes itself: this checks arrow-avro takes it, and raw payloads
-        // use it as their writer.
+        // use it as their writer. (Confluent payloads name theirs by id, 0 included.)
         let own = d
             .build(RAW_ID, &reader)
             .map_err(|e| invalid!("arrow-avro cannot read the schema: {e}"))?;
-        d.writers.borrow_mut().insert(
-            RAW_ID,
-            Writer::Ready {
-                schema: reader,
-                decoder: Some(Box::new(own)),
-            },
-        );
+        if !d.confluent {
+            d.writers.borrow_mut().insert(
+                RAW_ID,
+                Writer::Ready {
+                    schema: reader,
+                    decoder: Some(Box::new(own)),
+                },
+            );
+        }
         Ok(d)
     }
 

@@ -272,3 +272,20 @@ fn interleaved_writer_versions_resolve_into_one_batch_in_record_order() {
     let again = d.decode(&chunk(&[Some(framed(11, &v1(7)))]), "t", 3);
     assert_eq!(again.batch.unwrap().num_rows(), 1);
 }
+
+#[test]
+fn a_confluent_id_0_is_looked_up_like_any_other() {
+    let (_dir, w) = registry_dir();
+    let d = decoder(PayloadFormat::ConfluentAvro, Some(&w));
+    let out = d.decode(
+        &chunk(&[Some(framed(0, &v3(1))), Some(framed(13, &v3(2)))]),
+        "t",
+        0,
+    );
+    assert_eq!(dead_offsets(&out), vec![100]);
+    assert!(
+        out.dead[0].error.contains("unknown schema id 0"),
+        "{}",
+        out.dead[0].error
+    );
+}

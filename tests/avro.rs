@@ -540,11 +540,29 @@ fn a_registry_down_mid_run_loses_and_duplicates_nothing() {
         run.try_wait().unwrap().is_none(),
         "the loader waits, it does not exit"
     );
+    // SIGKILLed while it waits; a replacement waits too and, told to stop (SIGTERM), exits
+    // with an error naming the wait, committing nothing of what waited.
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let mut stopped = f.spawn_run("run2.log");
+    f.wait_for_log(60, "run2.log", "schema registry unavailable");
+    sigterm(&stopped);
+    let status = stopped.wait().unwrap();
+    let log = f.log("run2.log");
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("stopped while waiting for the schema registry"),
+        "{log}"
+    );
+    assert_eq!(committed_rows(&f.state()), 300);
+    // A third loader, and the registry back.
+    let mut run = f.spawn_run("run3.log");
+    f.wait_for_log(60, "run3.log", "schema registry unavailable");
     registry.signal("-CONT");
     f.wait_for(60, "every row", |s| committed_rows(s) == 600);
     sigterm(&run);
     let status = run.wait().unwrap();
-    assert!(status.success(), "{}", f.log("run2.log"));
+    assert!(status.success(), "{}", f.log("run3.log"));
     let r = reader_report(&f.job);
     assert_exactly_once(&r, 600, 0);
     f.assert_clean();

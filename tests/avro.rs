@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -306,10 +306,6 @@ fn avro_job(f: &mut Fixture, table: &str, reader: &str, extra: &str) -> PathBuf 
     f.write(table, &job)
 }
 
-fn reader_report(job: &Path) -> serde_json::Value {
-    read_table(job)
-}
-
 #[test]
 fn avro_and_confluent_avro_load_exactly_like_json() {
     let registry = Registry::start_with(Some("loader:s3cret"), None);
@@ -334,7 +330,7 @@ fn avro_and_confluent_avro_load_exactly_like_json() {
     json.produce(spec.clone());
     json.write_job("json", "");
     json.run_once_ok();
-    let json_report = reader_report(&json.job);
+    let json_report = read_table(&json.job);
     assert_exactly_once(&json_report, 3000, 0);
 
     let raw = Fixture::new("avro-raw", 3);
@@ -365,7 +361,7 @@ fn avro_and_confluent_avro_load_exactly_like_json() {
         );
         let stats = f.run_once_ok();
         assert_eq!(n(&stats, "rows"), 3000, "{format}: {stats}");
-        let r = reader_report(&f.job);
+        let r = read_table(&f.job);
         assert_exactly_once(&r, 3000, 0);
         assert_eq!(
             r["payload_hash"], json_report["payload_hash"],
@@ -443,7 +439,7 @@ fn interleaved_writer_versions_make_one_file_per_window_and_bad_records_dead_let
     );
     let stats = f.run_once_ok();
     assert_eq!(n(&stats, "rows"), 600, "{stats}");
-    let r = reader_report(&f.job);
+    let r = read_table(&f.job);
     assert_exactly_once(&r, 602, 2);
     assert_eq!(n(&r, "windows"), 1, "{r}");
     assert_eq!(n(&r, "files"), 1, "one window, one file: {r}");
@@ -563,9 +559,53 @@ fn a_registry_down_mid_run_loses_and_duplicates_nothing() {
     sigterm(&run);
     let status = run.wait().unwrap();
     assert!(status.success(), "{}", f.log("run3.log"));
-    let r = reader_report(&f.job);
+    let r = read_table(&f.job);
     assert_exactly_once(&r, 600, 0);
     f.assert_clean();
+}
+
+#[test]
+fn a_wrong_registry_url_waits_instead_of_dead_lettering_everything() {
+    let registry = Registry::start();
+    let spec = GenSpec {
+        partitions: 1,
+        ..spec(0, 50)
+    };
+    let msgs: Vec<Msg> = events(&spec)
+        .into_iter()
+        .map(|(partition, record)| Msg::Event {
+            partition,
+            schema: "payment",
+            record,
+        })
+        .collect();
+    let mut f = Fixture::new("avro-wrong-url", 1);
+    produce_bytes(
+        &f.topic,
+        &encode(&msgs, "confluent", &["payment"], Some(&registry)),
+    );
+    // A path the registry does not serve: its 404s are not "schema not found".
+    avro_job(
+        &mut f,
+        "t",
+        "payment",
+        &format!(
+            "[schema]\nformat = \"confluent-avro\"\n[schema.registry]\nurl = \"{}/no/such/prefix\"\n",
+            registry.url
+        ),
+    );
+    let mut run = f.spawn_once("run.log");
+    f.wait_for_log(60, "run.log", "check schema.registry.url");
+    assert!(run.try_wait().unwrap().is_none(), "it waits");
+    sigterm(&run);
+    assert!(!run.wait().unwrap().success());
+    let s = f.state();
+    assert_eq!(
+        s.seq,
+        0,
+        "nothing committed, no dead letters: {}",
+        f.log("run.log")
+    );
 }
 
 #[test]
@@ -620,7 +660,7 @@ fn an_https_registry_is_trusted_through_ca_file_and_only_so() {
     );
     let stats = f.run_once_ok();
     assert_eq!(n(&stats, "rows"), 200, "{stats}");
-    assert_exactly_once(&reader_report(&f.job), 200, 0);
+    assert_exactly_once(&read_table(&f.job), 200, 0);
     f.assert_clean();
 }
 

@@ -54,10 +54,10 @@ pub struct AvroDecoder {
 }
 
 enum Writer {
-    /// A writer schema that resolves into the reader schema, and its decoder (`None`: to build).
+    /// A writer schema that resolves into the reader schema, and its decoder.
     Ready {
         schema: AvroSchema,
-        decoder: Option<Box<Decoder>>,
+        decoder: Box<Decoder>,
     },
     /// Records naming this id are dead letters, for this reason (asked again after `until`).
     Unusable { reason: String, until: Instant },
@@ -118,7 +118,7 @@ impl AvroDecoder {
                 RAW_ID,
                 Writer::Ready {
                     schema: reader,
-                    decoder: Some(Box::new(own)),
+                    decoder: Box::new(own),
                 },
             );
         }
@@ -143,19 +143,18 @@ impl AvroDecoder {
             .build_decoder()
     }
 
-    /// Decodes the records `idx` of `chunk`: rows (in record order) into `parts`, records that
+    /// Decodes the records of `chunk`: rows (in record order) into `parts`, records that
     /// cannot be loaded into `bad`. Fails only when the registry stays unavailable until the
     /// loader stops (then nothing of the chunk may be committed).
     pub(crate) fn decode_rows(
         &self,
         chunk: &RawChunk,
-        idx: &[u32],
         parts: &mut Vec<(RecordBatch, Vec<u32>)>,
         bad: &mut Vec<(u32, String)>,
     ) -> Result<(), Unavailable> {
         // Frame: each record's writer id (the body follows the 5-byte prefix).
-        let mut framed: Vec<(u32, u32)> = Vec::with_capacity(idx.len());
-        for &i in idx {
+        let mut framed: Vec<(u32, u32)> = Vec::with_capacity(chunk.len());
+        for i in 0..chunk.len() as u32 {
             let Some(p) = chunk.payload(i as usize) else {
                 bad.push((i, "null payload (tombstone)".into()));
                 continue;
@@ -197,67 +196,55 @@ impl AvroDecoder {
         };
         let mut writers = self.writers.borrow_mut();
         for (i, id) in framed {
-            let Some(Writer::Ready { schema, decoder }) = writers.get_mut(&id) else {
-                let reason = match writers.get(&id) {
-                    Some(Writer::Unusable { reason, .. }) => reason.clone(),
-                    _ => format!("schema id {id} was not looked up"),
-                };
-                bad.push((i, reason));
+            let Some(writer) = writers.get_mut(&id) else {
+                bad.push((i, format!("schema id {id} was not looked up")));
                 continue;
             };
-            if decoder.is_none() {
-                match self.build(id, schema) {
-                    Ok(d) => *decoder = Some(Box::new(d)),
-                    Err(e) => {
-                        bad.push((i, format!("writer schema {id}: {e}")));
-                        continue;
-                    }
+            let Writer::Ready { schema, decoder } = writer else {
+                if let Writer::Unusable { reason, .. } = writer {
+                    bad.push((i, reason.clone()));
                 }
-            }
-            let Some(dec) = decoder.as_mut() else {
                 continue;
             };
-            if dec.batch_is_full() {
-                rows.flush(id, dec, &self.payload);
+            if decoder.batch_is_full() {
+                rows.flush(id, decoder, &self.payload);
             }
             let body = rows.body(i);
-            match dec.decode(body) {
+            let reason = match decoder.decode(body) {
                 Ok(n) if n == body.len() => {
                     let pos = rows.records.len();
                     rows.records.push(i);
                     rows.at.push(None);
                     rows.pending.entry(id).or_default().push(pos);
+                    continue;
                 }
-                outcome => {
-                    let reason = match outcome {
-                        Ok(n) => format!(
-                            "{} bytes past the end of the Avro datum (writer schema {id})",
-                            body.len() - n
-                        ),
-                        Err(e) => format!("Avro datum does not decode (writer schema {id}): {e}"),
+                Ok(n) => format!(
+                    "{} bytes past the end of the Avro datum (writer schema {id})",
+                    body.len() - n
+                ),
+                Err(e) => format!("Avro datum does not decode (writer schema {id}): {e}"),
+            };
+            bad.push((i, reason));
+            // The decoder may hold part of the bad datum: rebuild it and feed it again the
+            // rows it held.
+            match self.build(id, schema) {
+                Ok(fresh) => {
+                    **decoder = fresh;
+                    rows.refeed(id, decoder);
+                }
+                Err(e) => {
+                    let reason = format!("writer schema {id}: {e}");
+                    rows.lose(id, &reason);
+                    *writer = Writer::Unusable {
+                        reason,
+                        until: Instant::now() + MISSING_TTL,
                     };
-                    bad.push((i, reason));
-                    // The decoder may hold part of the bad datum: rebuild it and feed it
-                    // again the rows it held.
-                    match self.build(id, schema) {
-                        Ok(fresh) => {
-                            **dec = fresh;
-                            rows.refeed(id, dec);
-                        }
-                        Err(e) => {
-                            rows.lose(id, &format!("writer schema {id}: {e}"));
-                            *decoder = None;
-                        }
-                    }
                 }
             }
         }
         for (id, w) in writers.iter_mut() {
-            if let Writer::Ready {
-                decoder: Some(dec), ..
-            } = w
-            {
-                rows.flush(*id, dec, &self.payload);
+            if let Writer::Ready { decoder, .. } = w {
+                rows.flush(*id, decoder, &self.payload);
             }
         }
         drop(writers);
@@ -323,7 +310,7 @@ impl AvroDecoder {
                 match built {
                     Ok(d) => Writer::Ready {
                         schema,
-                        decoder: Some(Box::new(d)),
+                        decoder: Box::new(d),
                     },
                     Err(e) => Writer::Unusable {
                         reason: format!(

@@ -249,6 +249,9 @@ impl ChunkDecoder {
         )?;
         self.avro = Some(avro.with_stop(stop));
         self.flat = None;
+        // Avro enums are symbol indexes resolved against the reader's symbols: always valid,
+        // so the strings need no check after decoding.
+        self.schema.enums.clear();
         Ok(self)
     }
 
@@ -264,8 +267,7 @@ impl ChunkDecoder {
         let mut bad: Vec<(u32, String)> = Vec::new();
         match (&self.avro, &self.flat) {
             (Some(avro), _) => {
-                let all: Vec<u32> = (0..chunk.len() as u32).collect();
-                if let Err(e) = avro.decode_rows(chunk, &all, &mut parts, &mut bad) {
+                if let Err(e) = avro.decode_rows(chunk, &mut parts, &mut bad) {
                     return Decoded {
                         batch: None,
                         event_ms: Vec::new(),
@@ -288,12 +290,7 @@ impl ChunkDecoder {
         for (batch, idx) in parts {
             let times = self.event_times(&batch, chunk, &idx);
             let mut keep = vec![true; batch.num_rows()];
-            // Avro enums are symbol indexes resolved against the reader's symbols: always valid.
-            let enums = match self.avro {
-                Some(_) => &[][..],
-                None => &self.schema.enums[..],
-            };
-            for (col, symbols) in enums {
+            for (col, symbols) in &self.schema.enums {
                 if let Some(values) = batch.column(*col).as_any().downcast_ref::<StringArray>() {
                     for (r, v) in values.iter().enumerate() {
                         if let Some(v) = v {

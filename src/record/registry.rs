@@ -2,8 +2,9 @@
 //!
 //! An id names one schema for ever, so a schema found is cached by the caller and never asked
 //! again. A lookup has three outcomes: the schema, [`Lookup::Missing`] (the registry answered
-//! that it has no such id: the records naming it are dead letters), or [`Unavailable`] (no
-//! answer: network, timeout, HTTP 5xx, refused credentials). Nothing is decided on an
+//! that it has no such id, error code 40403: the records naming it are dead letters), or
+//! [`Unavailable`] (no answer: network, timeout, HTTP 5xx, refused credentials, a 404 that is
+//! not the registry's, as from a wrong URL). Nothing is decided on an
 //! unavailable registry: the caller waits and asks again.
 
 use std::path::PathBuf;
@@ -134,8 +135,20 @@ async fn fetch(
         .await
         .map_err(|e| Unavailable(format!("GET {at}: reading the answer: {e}")))?;
     if status == reqwest::StatusCode::NOT_FOUND {
-        return Ok(Lookup::Missing(format!(
-            "the registry has no schema with id {id}"
+        // Only the registry's own answer (error code 40403, "schema not found") says the id
+        // does not exist; any other 404 is a wrong URL, and deciding on it would dead-letter
+        // every record.
+        let code = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error_code").and_then(serde_json::Value::as_i64));
+        if code == Some(40403) {
+            return Ok(Lookup::Missing(format!(
+                "the registry has no schema with id {id}"
+            )));
+        }
+        return Err(Unavailable(format!(
+            "GET {at}: HTTP 404 without the registry's \"schema not found\" (error code 40403): check schema.registry.url: {}",
+            body.chars().take(200).collect::<String>()
         )));
     }
     if !status.is_success() {

@@ -403,13 +403,16 @@ pub fn encode_file(
     props: &WriterProperties,
     path: &str,
 ) -> Result<Encoded> {
-    let body = encode::encode(schema, batches, props).map_err(|source| LoadError::Encode {
-        path: path.to_string(),
-        source,
-    })?;
+    let (body, metadata) =
+        encode::encode_with_metadata(schema, batches, props).map_err(|source| {
+            LoadError::Encode {
+                path: path.to_string(),
+                source,
+            }
+        })?;
     Ok(Encoded {
         body,
-        stats: StatsJson::try_from(file_stats(batches)).ok(),
+        stats: StatsJson::try_from(file_stats(batches, &metadata)).ok(),
     })
 }
 

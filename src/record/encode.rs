@@ -11,6 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, ZstdLevel};
 use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
 
 use crate::config::Compression;
@@ -52,6 +53,15 @@ pub fn encode(
     batches: &[RecordBatch],
     props: &WriterProperties,
 ) -> Result<Vec<u8>, ParquetError> {
+    encode_with_metadata(schema, batches, props).map(|(body, _)| body)
+}
+
+/// [`encode`], with the file's Parquet metadata (its column statistics among it).
+pub fn encode_with_metadata(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    props: &WriterProperties,
+) -> Result<(Vec<u8>, ParquetMetaData), ParquetError> {
     let capacity: usize = batches.iter().map(|b| b.get_array_memory_size() / 4).sum();
     let props = file_properties(schema, batches, props);
     let mut w = ArrowWriter::try_new(Vec::with_capacity(capacity), schema.clone(), Some(props))?;
@@ -59,7 +69,9 @@ pub fn encode(
         w.write(b)?;
         crate::failpoint::hit("mid-encode");
     }
-    w.into_inner()
+    // `finish` writes the footer and flushes into the Vec (`into_inner` would finish again).
+    let metadata = w.finish()?;
+    Ok((std::mem::take(w.inner_mut()), metadata))
 }
 
 /// Rows under which a file is written uncompressed: setting up zstd costs about 30 µs per

@@ -1,23 +1,55 @@
-//! A fast path for the common case: every payload of a chunk is a flat JSON object whose
-//! fields are strings or decimals of the schema.
+//! A fast path for the common case: every payload of a chunk is a JSON object whose values are
+//! plain strings, numbers, booleans, nulls, nested objects and arrays of the schema.
 //!
 //! It reads each object once, straight into the column builders, and refuses a record at the
-//! first thing it does not fully understand: an escape sequence, a control character, a nested
-//! value, an unknown, duplicate or missing required field, a number where a string belongs, a
-//! value that does not parse, anything after the object. Refused records take the general path
-//! (arrow-json, with per-record isolation), so this path changes nothing but speed: what it accepts, it decodes exactly as arrow-json does (decimals go
-//! through the same `parse_decimal`), which a differential property test checks.
+//! first thing it does not fully understand: an escape sequence, a control character, an
+//! unknown, duplicate or missing required field, a string where a number belongs (or the
+//! reverse), an integer written with a fraction or an exponent, a number out of its type's
+//! range, anything after the object. Refused records take the general path (arrow-json, with
+//! per-record isolation), so this path changes nothing but speed: what it accepts, it decodes
+//! exactly as arrow-json does (decimals through the same `parse_decimal`, floats correctly
+//! rounded as arrow-json's parser rounds them), which differential property tests check on two
+//! shapes (flat strings and decimals; numbers, booleans, a nullable nested record, an array).
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Decimal128Builder, RecordBatch, StringBuilder};
+use arrow::array::builder::NullBufferBuilder;
+use arrow::array::ArrayBuilder;
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Decimal128Builder, Float32Builder, Float64Builder, Int16Builder,
+    Int32Builder, Int64Builder, Int8Builder, ListArray, RecordBatch, StringBuilder, StructArray,
+};
+use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use arrow::compute::kernels::cast_utils::parse_decimal;
-use arrow::datatypes::{DataType, Decimal128Type, SchemaRef};
+use arrow::datatypes::{DataType, Decimal128Type, FieldRef, Fields, SchemaRef};
 
-#[derive(Debug, Clone, Copy)]
-enum Kind {
+/// Fields per object this path handles (a bit each in a mask).
+const MAX_FIELDS: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scalar {
     Utf8,
     Decimal128 { precision: u8, scale: i8 },
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Boolean,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Scalar(Scalar),
+    Struct {
+        columns: Vec<Column>,
+        fields: Fields,
+    },
+    List {
+        item: Box<Column>,
+        field: FieldRef,
+    },
 }
 
 #[derive(Debug)]
@@ -27,43 +59,226 @@ struct Column {
     nullable: bool,
 }
 
-/// Decodes chunks of flat records; see the module documentation.
+impl Column {
+    /// `None` for a type this path does not handle.
+    fn new(name: &str, dt: &DataType, nullable: bool) -> Option<Self> {
+        let kind = match dt {
+            DataType::Utf8 => Kind::Scalar(Scalar::Utf8),
+            DataType::Decimal128(precision, scale) => Kind::Scalar(Scalar::Decimal128 {
+                precision: *precision,
+                scale: *scale,
+            }),
+            DataType::Int8 => Kind::Scalar(Scalar::Int8),
+            DataType::Int16 => Kind::Scalar(Scalar::Int16),
+            DataType::Int32 => Kind::Scalar(Scalar::Int32),
+            DataType::Int64 => Kind::Scalar(Scalar::Int64),
+            DataType::Float32 => Kind::Scalar(Scalar::Float32),
+            DataType::Float64 => Kind::Scalar(Scalar::Float64),
+            DataType::Boolean => Kind::Scalar(Scalar::Boolean),
+            DataType::Struct(fields) => Kind::Struct {
+                columns: object_columns(fields)?,
+                fields: fields.clone(),
+            },
+            DataType::List(item) => Kind::List {
+                item: Box::new(Column::new(
+                    item.name(),
+                    item.data_type(),
+                    item.is_nullable(),
+                )?),
+                field: item.clone(),
+            },
+            _ => return None,
+        };
+        Some(Column {
+            name: name.as_bytes().to_vec(),
+            kind,
+            nullable,
+        })
+    }
+
+    fn builder(&self, rows: usize, string_bytes: usize) -> Builder {
+        match &self.kind {
+            Kind::Scalar(s) => match s {
+                Scalar::Utf8 => Builder::Utf8(StringBuilder::with_capacity(rows, string_bytes)),
+                Scalar::Decimal128 { .. } => {
+                    Builder::Decimal(Decimal128Builder::with_capacity(rows))
+                }
+                Scalar::Int8 => Builder::I8(Int8Builder::with_capacity(rows)),
+                Scalar::Int16 => Builder::I16(Int16Builder::with_capacity(rows)),
+                Scalar::Int32 => Builder::I32(Int32Builder::with_capacity(rows)),
+                Scalar::Int64 => Builder::I64(Int64Builder::with_capacity(rows)),
+                Scalar::Float32 => Builder::F32(Float32Builder::with_capacity(rows)),
+                Scalar::Float64 => Builder::F64(Float64Builder::with_capacity(rows)),
+                Scalar::Boolean => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+            },
+            Kind::Struct { columns, .. } => Builder::Struct {
+                children: columns.iter().map(|c| c.builder(rows, 16 * rows)).collect(),
+                nulls: NullBufferBuilder::new(rows),
+            },
+            Kind::List { item, .. } => {
+                let mut offsets = Vec::with_capacity(rows + 1);
+                offsets.push(0);
+                Builder::List {
+                    offsets,
+                    nulls: NullBufferBuilder::new(rows),
+                    item: Box::new(item.builder(2 * rows, 32 * rows)),
+                }
+            }
+        }
+    }
+}
+
+/// The columns of an object's fields; `None` if any is of a type this path does not handle.
+fn object_columns(fields: &Fields) -> Option<Vec<Column>> {
+    if fields.is_empty() || fields.len() > MAX_FIELDS {
+        return None;
+    }
+    fields
+        .iter()
+        .map(|f| Column::new(f.name(), f.data_type(), f.is_nullable()))
+        .collect()
+}
+
+/// Decodes chunks of plain records; see the module documentation.
 #[derive(Debug)]
 pub struct FlatDecoder {
     schema: SchemaRef,
     columns: Vec<Column>,
-    /// Per column, the string bytes per 64 rows of the last chunk: builders are sized from it,
-    /// so buffers are neither regrown nor left half empty (the buffer budget counts capacity).
+    /// Per top-level column, the string bytes per 64 rows of the last chunk: builders are sized
+    /// from it, so buffers are neither regrown nor left half empty (the buffer budget counts
+    /// capacity).
     sizes: Vec<std::cell::Cell<usize>>,
 }
 
 enum Builder {
     Utf8(StringBuilder),
     Decimal(Decimal128Builder),
+    I8(Int8Builder),
+    I16(Int16Builder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    F32(Float32Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Struct {
+        children: Vec<Builder>,
+        nulls: NullBufferBuilder,
+    },
+    List {
+        /// One more than the lists appended: the item builder's length after each.
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+        item: Box<Builder>,
+    },
+}
+
+impl Builder {
+    /// Appends a null (to every child of an object, as arrow-json does).
+    fn append_null(&mut self) {
+        match self {
+            Builder::Utf8(b) => b.append_null(),
+            Builder::Decimal(b) => b.append_null(),
+            Builder::I8(b) => b.append_null(),
+            Builder::I16(b) => b.append_null(),
+            Builder::I32(b) => b.append_null(),
+            Builder::I64(b) => b.append_null(),
+            Builder::F32(b) => b.append_null(),
+            Builder::F64(b) => b.append_null(),
+            Builder::Bool(b) => b.append_null(),
+            Builder::Struct { children, nulls } => {
+                children.iter_mut().for_each(Builder::append_null);
+                nulls.append_null();
+            }
+            Builder::List { offsets, nulls, .. } => {
+                offsets.push(offsets.last().copied().unwrap_or(0));
+                nulls.append_null();
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Builder::Utf8(b) => b.len(),
+            Builder::Decimal(b) => b.len(),
+            Builder::I8(b) => b.len(),
+            Builder::I16(b) => b.len(),
+            Builder::I32(b) => b.len(),
+            Builder::I64(b) => b.len(),
+            Builder::F32(b) => b.len(),
+            Builder::F64(b) => b.len(),
+            Builder::Bool(b) => b.len(),
+            Builder::Struct { nulls, .. } | Builder::List { nulls, .. } => nulls.len(),
+        }
+    }
+
+    /// The array of the first `len` values appended (a refused record may have appended more
+    /// to some builders: they are cut back here). `None` if the builder holds fewer.
+    fn finish(self, column: &Column, len: usize) -> Option<ArrayRef> {
+        let cut = |a: ArrayRef| match a.len() {
+            n if n == len => Some(a),
+            n if n > len => Some(a.slice(0, len)),
+            _ => None,
+        };
+        let nulls_of = |mut nulls: NullBufferBuilder| {
+            if nulls.len() < len {
+                return None;
+            }
+            Some(nulls.finish().map(|n| n.slice(0, len)))
+        };
+        match (self, &column.kind) {
+            (Builder::Utf8(mut b), _) => cut(Arc::new(b.finish())),
+            (Builder::Decimal(mut b), Kind::Scalar(Scalar::Decimal128 { precision, scale })) => {
+                cut(Arc::new(
+                    b.finish()
+                        .with_precision_and_scale(*precision, *scale)
+                        .ok()?,
+                ))
+            }
+            (Builder::Decimal(_), _) => None,
+            (Builder::I8(mut b), _) => cut(Arc::new(b.finish())),
+            (Builder::I16(mut b), _) => cut(Arc::new(b.finish())),
+            (Builder::I32(mut b), _) => cut(Arc::new(b.finish())),
+            (Builder::I64(mut b), _) => cut(Arc::new(b.finish())),
+            (Builder::F32(mut b), _) => cut(Arc::new(b.finish())),
+            (Builder::F64(mut b), _) => cut(Arc::new(b.finish())),
+            (Builder::Bool(mut b), _) => cut(Arc::new(b.finish())),
+            (Builder::Struct { children, nulls }, Kind::Struct { columns, fields }) => {
+                let arrays = children
+                    .into_iter()
+                    .zip(columns)
+                    .map(|(b, c)| b.finish(c, len))
+                    .collect::<Option<Vec<_>>>()?;
+                let nulls = nulls_of(nulls)?;
+                Some(Arc::new(
+                    StructArray::try_new(fields.clone(), arrays, nulls).ok()?,
+                ))
+            }
+            (
+                Builder::List {
+                    offsets,
+                    nulls,
+                    item,
+                },
+                Kind::List { item: c, field },
+            ) => {
+                let offsets = offsets.get(..=len)?;
+                let items = usize::try_from(*offsets.last()?).ok()?;
+                let values = item.finish(c, items)?;
+                let nulls = nulls_of(nulls)?;
+                let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets.to_vec()));
+                Some(Arc::new(
+                    ListArray::try_new(field.clone(), offsets, values, nulls).ok()?,
+                ))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl FlatDecoder {
     /// `None` when the schema has a field this path does not handle (it then never runs).
     pub fn new(schema: &SchemaRef) -> Option<Self> {
-        if schema.fields().is_empty() || schema.fields().len() > 64 {
-            return None;
-        }
-        let mut columns = Vec::with_capacity(schema.fields().len());
-        for f in schema.fields() {
-            let kind = match f.data_type() {
-                DataType::Utf8 => Kind::Utf8,
-                DataType::Decimal128(precision, scale) => Kind::Decimal128 {
-                    precision: *precision,
-                    scale: *scale,
-                },
-                _ => return None,
-            };
-            columns.push(Column {
-                name: f.name().as_bytes().to_vec(),
-                kind,
-                nullable: f.is_nullable(),
-            });
-        }
+        let columns = object_columns(schema.fields())?;
         Some(FlatDecoder {
             schema: schema.clone(),
             sizes: columns.iter().map(|_| std::cell::Cell::new(0)).collect(),
@@ -90,15 +305,16 @@ impl FlatDecoder {
             .columns
             .iter()
             .zip(&self.sizes)
-            .map(|(c, size)| match c.kind {
-                Kind::Utf8 => {
-                    let per_64 = match size.get() {
-                        0 => unknown,
-                        n => n + n / 8,
-                    };
-                    Builder::Utf8(StringBuilder::with_capacity(rows, rows * per_64 / 64 + 64))
-                }
-                Kind::Decimal128 { .. } => Builder::Decimal(Decimal128Builder::with_capacity(rows)),
+            .map(|(c, size)| {
+                let per_64 = match size.get() {
+                    0 => unknown,
+                    n => n + n / 8,
+                };
+                let string_bytes = match c.kind {
+                    Kind::Scalar(Scalar::Utf8) => rows * per_64 / 64 + 64,
+                    _ => 0,
+                };
+                c.builder(rows, string_bytes)
             })
             .collect();
         let total = payloads.len();
@@ -109,8 +325,6 @@ impl FlatDecoder {
             let Some(text) = payload.and_then(|p| std::str::from_utf8(p).ok()) else {
                 break;
             };
-            // A refused record may have appended to some columns: they are cut back to the
-            // records decoded when the arrays are made.
             if self.record(text, &mut builders).is_none() {
                 break;
             }
@@ -137,16 +351,7 @@ impl FlatDecoder {
         let arrays: Vec<ArrayRef> = builders
             .into_iter()
             .zip(&self.columns)
-            .map(|(b, c)| -> Option<ArrayRef> {
-                let a: ArrayRef = match (b, c.kind) {
-                    (Builder::Utf8(mut b), _) => Arc::new(b.finish()),
-                    (Builder::Decimal(mut b), Kind::Decimal128 { precision, scale }) => {
-                        Arc::new(b.finish().with_precision_and_scale(precision, scale).ok()?)
-                    }
-                    (Builder::Decimal(_), Kind::Utf8) => return None,
-                };
-                Some(if a.len() == rows { a } else { a.slice(0, rows) })
-            })
+            .map(|(b, c)| b.finish(c, rows))
             .collect::<Option<_>>()?;
         RecordBatch::try_new(self.schema.clone(), arrays).ok()
     }
@@ -154,109 +359,203 @@ impl FlatDecoder {
     /// Appends one record to every column, or `None` if this path refuses it.
     fn record(&self, text: &str, builders: &mut [Builder]) -> Option<()> {
         let p = text.as_bytes();
-        let mut seen = 0u64;
-        let mut i = ws(p, 0);
-        if p.get(i) != Some(&b'{') {
-            return None;
-        }
-        i = ws(p, i + 1);
-        let mut guess = 0usize;
-        if p.get(i) == Some(&b'}') {
-            i += 1;
-        } else {
-            loop {
-                let (key, after) = string(p, i)?;
-                let f = self.field(&p[key], guess)?;
-                if seen & (1 << f) != 0 {
-                    return None;
+        let i = object(text, ws(p, 0), &self.columns, builders)?;
+        (ws(p, i) == p.len()).then_some(())
+    }
+}
+
+/// Reads the object at `i` into `builders` (one per column of `columns`): every field of it,
+/// nulls for the absent nullable ones. Returns the position after it.
+fn object(text: &str, mut i: usize, columns: &[Column], builders: &mut [Builder]) -> Option<usize> {
+    let p = text.as_bytes();
+    if p.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(p, i + 1);
+    let mut seen = 0u64;
+    let mut guess = 0usize;
+    if p.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let (key, after) = string(p, i)?;
+            let f = field(columns, &p[key], guess)?;
+            if seen & (1 << f) != 0 {
+                return None;
+            }
+            seen |= 1 << f;
+            guess = f + 1;
+            i = ws(p, after);
+            if p.get(i) != Some(&b':') {
+                return None;
+            }
+            i = ws(p, i + 1);
+            i = value(text, i, &columns[f], &mut builders[f])?;
+            i = ws(p, i);
+            match p.get(i) {
+                Some(b',') => i = ws(p, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
                 }
-                seen |= 1 << f;
-                guess = f + 1;
-                i = ws(p, after);
-                if p.get(i) != Some(&b':') {
-                    return None;
-                }
-                i = ws(p, i + 1);
-                i = self.value(text, i, f, &mut builders[f])?;
-                i = ws(p, i);
-                match p.get(i) {
-                    Some(b',') => i = ws(p, i + 1),
-                    Some(b'}') => {
-                        i += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
+                _ => return None,
             }
         }
-        if ws(p, i) != p.len() {
+    }
+    // Absent fields are nulls, where nulls are allowed.
+    for (f, c) in columns.iter().enumerate() {
+        if seen & (1 << f) == 0 {
+            if !c.nullable {
+                return None;
+            }
+            builders[f].append_null();
+        }
+    }
+    Some(i)
+}
+
+/// The field named `key`: fields usually come in schema order, so `guess` is tried first.
+fn field(columns: &[Column], key: &[u8], guess: usize) -> Option<usize> {
+    if columns.get(guess).is_some_and(|c| same(&c.name, key)) {
+        return Some(guess);
+    }
+    columns.iter().position(|c| same(&c.name, key))
+}
+
+/// `a == b` for short names, eight bytes at a time (a `memcmp` call per field cost more than
+/// the comparison).
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in a8.by_ref().zip(b8.by_ref()) {
+        let word = |c: &[u8]| c.iter().fold(0u64, |w, &v| (w << 8) | u64::from(v));
+        if word(x) != word(y) {
+            return false;
+        }
+    }
+    a8.remainder()
+        .iter()
+        .zip(b8.remainder())
+        .all(|(x, y)| x == y)
+}
+
+/// Reads the value at `i` into `b` (the builder of column `c`); returns the position after it.
+fn value(text: &str, i: usize, c: &Column, b: &mut Builder) -> Option<usize> {
+    let p = text.as_bytes();
+    let first = *p.get(i)?;
+    if first == b'n' {
+        if !c.nullable || p.get(i..i + 4) != Some(b"null") {
             return None;
         }
-        // Absent fields are nulls, where nulls are allowed.
-        for (f, c) in self.columns.iter().enumerate() {
-            if seen & (1 << f) == 0 {
-                if !c.nullable {
-                    return None;
-                }
-                append_null(&mut builders[f]);
-            }
-        }
-        Some(())
+        b.append_null();
+        return Some(i + 4);
     }
-
-    /// The field named `key`: fields usually come in schema order, so `guess` is tried first.
-    fn field(&self, key: &[u8], guess: usize) -> Option<usize> {
-        if self.columns.get(guess).is_some_and(|c| c.name == key) {
-            return Some(guess);
+    match (first, b) {
+        (b'"', Builder::Utf8(b)) => {
+            let (s, after) = string(p, i)?;
+            b.append_value(text.get(s)?);
+            Some(after)
         }
-        self.columns.iter().position(|c| c.name == key)
-    }
-
-    /// Reads the value at `i` into column `f`; returns the position after it.
-    fn value(&self, text: &str, i: usize, f: usize, b: &mut Builder) -> Option<usize> {
-        let p = text.as_bytes();
-        let c = &self.columns[f];
-        match (p.get(i)?, b) {
-            (b'n', b) => {
-                if !c.nullable || p.get(i..i + 4) != Some(b"null") {
-                    return None;
-                }
-                append_null(b);
+        (b'"', Builder::Decimal(b)) => {
+            let (s, after) = string(p, i)?;
+            b.append_value(decimal(text.get(s)?, &c.kind)?);
+            Some(after)
+        }
+        (b'-' | b'0'..=b'9', Builder::Decimal(b)) => {
+            let end = number(p, i)?;
+            b.append_value(decimal(text.get(i..end)?, &c.kind)?);
+            Some(end)
+        }
+        (b'-' | b'0'..=b'9', b) => numeric(text, i, b),
+        (b't' | b'f', Builder::Bool(b)) => {
+            if p.get(i..i + 4) == Some(b"true") {
+                b.append_value(true);
                 Some(i + 4)
+            } else if p.get(i..i + 5) == Some(b"false") {
+                b.append_value(false);
+                Some(i + 5)
+            } else {
+                None
             }
-            (b'"', Builder::Utf8(b)) => {
-                let (s, after) = string(p, i)?;
-                b.append_value(text.get(s)?);
-                Some(after)
-            }
-            (b'"', Builder::Decimal(b)) => {
-                let (s, after) = string(p, i)?;
-                b.append_value(decimal(text.get(s)?, c.kind)?);
-                Some(after)
-            }
-            (b'-' | b'0'..=b'9', Builder::Decimal(b)) => {
-                let end = number(p, i)?;
-                b.append_value(decimal(text.get(i..end)?, c.kind)?);
-                Some(end)
-            }
-            _ => None,
         }
+        (b'{', Builder::Struct { children, nulls }) => {
+            let Kind::Struct { columns, .. } = &c.kind else {
+                return None;
+            };
+            let end = object(text, i, columns, children)?;
+            nulls.append_non_null();
+            Some(end)
+        }
+        (
+            b'[',
+            Builder::List {
+                offsets,
+                nulls,
+                item,
+            },
+        ) => {
+            let Kind::List { item: ic, .. } = &c.kind else {
+                return None;
+            };
+            let mut i = ws(p, i + 1);
+            if p.get(i) == Some(&b']') {
+                i += 1;
+            } else {
+                loop {
+                    i = value(text, i, ic, item)?;
+                    i = ws(p, i);
+                    match p.get(i) {
+                        Some(b',') => i = ws(p, i + 1),
+                        Some(b']') => {
+                            i += 1;
+                            break;
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            offsets.push(i32::try_from(item.len()).ok()?);
+            nulls.append_non_null();
+            Some(i)
+        }
+        _ => None,
     }
 }
 
-fn append_null(b: &mut Builder) {
+/// An integer or float at `i` into an integer or float builder. Integers take plain integer
+/// literals in their type's range only (arrow-json reads `1.5` or `1e3` as floats and
+/// truncates: those records take the general path); floats are correctly rounded and finite.
+fn numeric(text: &str, i: usize, b: &mut Builder) -> Option<usize> {
+    let p = text.as_bytes();
+    let end = number(p, i)?;
+    let s = text.get(i..end)?;
+    let integer = || -> Option<i64> {
+        if s.bytes().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+            return None;
+        }
+        s.parse::<i64>().ok()
+    };
     match b {
-        Builder::Utf8(b) => b.append_null(),
-        Builder::Decimal(b) => b.append_null(),
+        Builder::I8(b) => b.append_value(i8::try_from(integer()?).ok()?),
+        Builder::I16(b) => b.append_value(i16::try_from(integer()?).ok()?),
+        Builder::I32(b) => b.append_value(i32::try_from(integer()?).ok()?),
+        Builder::I64(b) => b.append_value(integer()?),
+        Builder::F32(b) => b.append_value(s.parse::<f32>().ok().filter(|v| v.is_finite())?),
+        Builder::F64(b) => b.append_value(s.parse::<f64>().ok().filter(|v| v.is_finite())?),
+        _ => return None,
     }
+    Some(end)
 }
 
-fn decimal(text: &str, kind: Kind) -> Option<i128> {
+fn decimal(text: &str, kind: &Kind) -> Option<i128> {
     match kind {
-        Kind::Decimal128 { precision, scale } => {
-            parse_decimal::<Decimal128Type>(text, precision, scale).ok()
+        Kind::Scalar(Scalar::Decimal128 { precision, scale }) => {
+            parse_decimal::<Decimal128Type>(text, *precision, *scale).ok()
         }
-        Kind::Utf8 => None,
+        _ => None,
     }
 }
 
@@ -515,5 +814,241 @@ mod tests {
             flat.decode_prefix(payloads.iter().map(|p| Some(p.as_slice())), bytes, true);
         assert_eq!(taken, 250);
         assert_eq!(batch.map(|b| b.num_rows()), Some(250));
+    }
+
+    /// The bench's second shape: numbers, a boolean, a nullable nested record, an array.
+    fn sensor_decoders() -> (ChunkDecoder, ChunkDecoder) {
+        let schema = TableSchema::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/benches/shapes/sensor.avsc"
+        )))
+        .unwrap();
+        let time = EventTime::Field {
+            name: "measured_at".into(),
+            format: TimeFormat::EpochMillis,
+        };
+        let fast = ChunkDecoder::new(schema.clone(), time.clone());
+        assert!(fast.flat.is_some(), "the sensor shape takes the fast path");
+        let slow = ChunkDecoder::new(schema, time).without_fast_path();
+        (fast, slow)
+    }
+
+    /// Numbers and other values an integer, float or boolean field may meet.
+    const ODD_NUMBERS: &[&str] = &[
+        "null",
+        "0",
+        "-0",
+        "1.5",
+        "-2.0",
+        "1e3",
+        "2E-2",
+        "12345678901",
+        "-2147483649",
+        "2147483647",
+        "9223372036854775807",
+        "9223372036854775808",
+        "1e400",
+        "0.1",
+        "3.4028236e38",
+        "1.17549435e-38",
+        "123456789.123456789",
+        "\"7\"",
+        "true",
+        "false",
+        "tru",
+        "[]",
+        "{}",
+        "-",
+        "01",
+    ];
+
+    /// A sensor-like record, mostly well formed, with odd values, odd nesting, missing, extra,
+    /// duplicated and reordered fields, chosen by `seed`.
+    fn sensor_record(seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        let mut next = move |n: u64| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % n
+        };
+        let odd = |next: &mut dyn FnMut(u64) -> u64| {
+            if next(3) == 0 {
+                ODD[next(ODD.len() as u64) as usize].to_string()
+            } else {
+                ODD_NUMBERS[next(ODD_NUMBERS.len() as u64) as usize].to_string()
+            }
+        };
+        let mut fields: Vec<String> = Vec::new();
+        for f in [
+            "reading_id",
+            "device_id",
+            "seq",
+            "temperature",
+            "humidity",
+            "battery",
+            "ok",
+            "firmware",
+            "tags",
+            "measured_at",
+        ] {
+            let n = next(1000);
+            let value = match next(48) {
+                0 => continue,
+                1 => odd(&mut next),
+                _ => match f {
+                    "reading_id" => format!("\"rd_{n}\""),
+                    "device_id" => format!("{}", 100_000 + n),
+                    "seq" => format!("{n}"),
+                    "temperature" => format!("{:.3}", n as f64 / 7.0 - 50.0),
+                    "humidity" => ["null".into(), format!("{}.5", n)][n as usize % 2].clone(),
+                    "battery" => format!("0.{n}"),
+                    "ok" => ["true", "false"][n as usize % 2].into(),
+                    "firmware" => match next(8) {
+                        0 => "null".into(),
+                        1 => "{}".into(),
+                        2 => format!("{{\"build\":{n},\"version\":\"2.{n}\"}}"),
+                        3 => format!("{{\"version\":\"2.{n}\"}}"),
+                        4 => format!(
+                            "{{\"version\":\"2.{n}\",\"build\":{},\"x\":1}}",
+                            odd(&mut next)
+                        ),
+                        5 => format!("{{\"version\":{},\"build\":{n}}}", odd(&mut next)),
+                        6 => format!("{{ \"version\" : \"v\" , \"build\" : {n} , \"build\":1 }}"),
+                        _ => format!("{{\"version\":\"2.{}.{}\",\"build\":{n}}}", n % 9, n % 20),
+                    },
+                    "tags" => match next(8) {
+                        0 => "null".into(),
+                        1 => "[]".into(),
+                        2 => format!("[{}]", odd(&mut next)),
+                        3 => "[\"a\",null]".into(),
+                        4 => "[ \"a\" , \"b\" ]".into(),
+                        5 => "[\"a\",]".into(),
+                        6 => "[[\"a\"]]".into(),
+                        _ => format!("[\"t{n}\",\"eu\"]"),
+                    },
+                    _ => format!("{}", 1_795_478_400_000u64 + n * 1000),
+                },
+            };
+            fields.push(format!("\"{f}\":{value}"));
+        }
+        match next(12) {
+            0 => fields.push("\"extra\":[1]".into()),
+            1 if !fields.is_empty() => fields.push(fields[0].clone()),
+            2 if fields.len() > 1 => fields.swap(0, 1),
+            _ => {}
+        }
+        let text = format!("{{{}}}", fields.join(","));
+        match next(30) {
+            0 => text.as_bytes()[..text.len() / 2].to_vec(),
+            1 => format!("{text} 1").into_bytes(),
+            _ => text.into_bytes(),
+        }
+    }
+
+    proptest! {
+        /// The second shape: rows, event times and dead letters are the general path's.
+        #[test]
+        fn nested_and_numeric_fields_decode_as_arrow_json_does(seeds in proptest::collection::vec(any::<u64>(), 1..60), clean in any::<bool>()) {
+            let (fast, slow) = sensor_decoders();
+            let mut chunk = RawChunk::default();
+            for (o, seed) in seeds.iter().enumerate() {
+                let payload = sensor_record(*seed);
+                let mut one = RawChunk::default();
+                one.push(0, None, None, Some(&payload));
+                if clean && !slow.decode(&one, "t", 0).dead.is_empty() {
+                    continue;
+                }
+                chunk.push(o as i64, Some(1_000), None, Some(&payload));
+            }
+            let a = fast.decode(&chunk, "t", 0);
+            let b = slow.decode(&chunk, "t", 0);
+            prop_assert_eq!(&a.batch, &b.batch);
+            prop_assert_eq!(&a.event_ms, &b.event_ms);
+            prop_assert_eq!(&a.dead, &b.dead);
+        }
+    }
+
+    /// Record by record on the second shape: whatever the fast path accepts decodes as
+    /// arrow-json decodes it, and most well-formed records are accepted.
+    #[test]
+    fn every_nested_record_the_fast_path_accepts_decodes_the_same() {
+        let (fast, slow) = sensor_decoders();
+        let Some(flat) = fast.flat.as_ref() else {
+            panic!("the sensor schema takes the fast path");
+        };
+        let (mut accepted, mut valid) = (0, 0);
+        for seed in 0..5000u64 {
+            let payload = sensor_record(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut one = RawChunk::default();
+            one.push(0, Some(1_000), None, Some(&payload));
+            let b = slow.decode(&one, "t", 0);
+            valid += usize::from(b.dead.is_empty());
+            let (_, taken) = flat.decode_prefix(
+                std::iter::once(Some(payload.as_slice())),
+                payload.len(),
+                true,
+            );
+            if taken == 0 {
+                continue;
+            }
+            accepted += 1;
+            let a = fast.decode(&one, "t", 0);
+            let text = String::from_utf8_lossy(&payload);
+            assert_eq!(a.batch, b.batch, "{text}");
+            assert_eq!(a.dead, b.dead, "{text}");
+            assert_eq!(a.event_ms, b.event_ms, "{text}");
+        }
+        // The general path also takes what this one refuses on purpose (unknown and duplicate
+        // fields, a trailing comma in an array, `1.5` for an integer, a string for a number):
+        // most of the odd records here. Plain records are all taken (next test).
+        assert!(
+            accepted > 300 && valid > accepted,
+            "the fast path took {accepted} of the {valid} records arrow-json accepts"
+        );
+    }
+
+    /// Plain sensor records (nulls, empty arrays, negative and integral floats, every nested
+    /// shape) all take the fast path, and decode as the general path decodes them.
+    #[test]
+    fn plain_nested_records_all_take_the_fast_path() {
+        let (fast, slow) = sensor_decoders();
+        let mut chunk = RawChunk::default();
+        for i in 0..400i64 {
+            let humidity = ["null".to_string(), format!("{}.25", i % 90)][i as usize % 2].clone();
+            let firmware = match i % 3 {
+                0 => "null".to_string(),
+                1 => format!(r#"{{"version":"2.{i}","build":{}}}"#, 1000 + i),
+                _ => format!(r#"{{ "build" : -{i} , "version" : "" }}"#),
+            };
+            let tags = ["", r#""indoor""#, r#""lab", "cold","eu""#][i as usize % 3];
+            let payload = format!(
+                r#"{{"reading_id":"rd_{i}","device_id":{},"seq":{},"temperature":{},"humidity":{humidity},"battery":{},"ok":{},"firmware":{firmware},"tags":[{tags}],"measured_at":{}}}"#,
+                100_000 + i * 7,
+                i - 200,
+                [
+                    format!("{}", i - 7),
+                    format!("-{}.125", i),
+                    format!("{i}e-2")
+                ][i as usize % 3],
+                i as f64 / 400.0,
+                i % 5 != 0,
+                1_795_478_400_000 + i * 1_000,
+            );
+            chunk.push(i, Some(1_000), None, Some(payload.as_bytes()));
+        }
+        let Some(flat) = fast.flat.as_ref() else {
+            panic!("the sensor schema takes the fast path");
+        };
+        let (_, taken) = flat.decode_prefix(
+            (0..chunk.len()).map(|r| chunk.payload(r)),
+            chunk.bytes(),
+            true,
+        );
+        assert_eq!(taken, 400);
+        let (a, b) = (fast.decode(&chunk, "t", 0), slow.decode(&chunk, "t", 0));
+        assert!(b.dead.is_empty(), "{:?}", b.dead.first());
+        assert_eq!(a.batch, b.batch);
+        assert_eq!(a.event_ms, b.event_ms);
     }
 }

@@ -728,25 +728,36 @@ mod tests {
         }
     }
 
+    /// One chunk of `payloads` decoded by both paths; a `clean` chunk keeps only the records
+    /// the general path accepts.
+    fn both_paths(
+        fast: &ChunkDecoder,
+        slow: &ChunkDecoder,
+        payloads: impl Iterator<Item = Vec<u8>>,
+        clean: bool,
+    ) -> (
+        crate::record::decode::Decoded,
+        crate::record::decode::Decoded,
+    ) {
+        let mut chunk = RawChunk::default();
+        for (o, payload) in payloads.enumerate() {
+            let mut one = RawChunk::default();
+            one.push(0, None, None, Some(&payload));
+            if clean && !slow.decode(&one, "t", 0).dead.is_empty() {
+                continue;
+            }
+            chunk.push(o as i64, Some(1_000), None, Some(&payload));
+        }
+        (fast.decode(&chunk, "t", 0), slow.decode(&chunk, "t", 0))
+    }
+
     proptest! {
         /// The fast path changes nothing but speed: rows, event times and dead letters are the
         /// general path's, for clean chunks and for chunks with every kind of oddity.
         #[test]
         fn fast_path_decodes_as_arrow_json_does(seeds in proptest::collection::vec(any::<u64>(), 1..60), clean in any::<bool>()) {
             let (fast, slow) = decoders();
-            let mut chunk = RawChunk::default();
-            for (o, seed) in seeds.iter().enumerate() {
-                // A clean chunk keeps only the records the general path accepts.
-                let payload = record(*seed);
-                let mut one = RawChunk::default();
-                one.push(0, None, None, Some(&payload));
-                if clean && !slow.decode(&one, "t", 0).dead.is_empty() {
-                    continue;
-                }
-                chunk.push(o as i64, Some(1_000), None, Some(&payload));
-            }
-            let a = fast.decode(&chunk, "t", 0);
-            let b = slow.decode(&chunk, "t", 0);
+            let (a, b) = both_paths(&fast, &slow, seeds.iter().map(|s| record(*s)), clean);
             prop_assert_eq!(&a.batch, &b.batch);
             prop_assert_eq!(&a.event_ms, &b.event_ms);
             prop_assert_eq!(&a.dead, &b.dead);
@@ -951,18 +962,7 @@ mod tests {
         #[test]
         fn nested_and_numeric_fields_decode_as_arrow_json_does(seeds in proptest::collection::vec(any::<u64>(), 1..60), clean in any::<bool>()) {
             let (fast, slow) = sensor_decoders();
-            let mut chunk = RawChunk::default();
-            for (o, seed) in seeds.iter().enumerate() {
-                let payload = sensor_record(*seed);
-                let mut one = RawChunk::default();
-                one.push(0, None, None, Some(&payload));
-                if clean && !slow.decode(&one, "t", 0).dead.is_empty() {
-                    continue;
-                }
-                chunk.push(o as i64, Some(1_000), None, Some(&payload));
-            }
-            let a = fast.decode(&chunk, "t", 0);
-            let b = slow.decode(&chunk, "t", 0);
+            let (a, b) = both_paths(&fast, &slow, seeds.iter().map(|s| sensor_record(*s)), clean);
             prop_assert_eq!(&a.batch, &b.batch);
             prop_assert_eq!(&a.event_ms, &b.event_ms);
             prop_assert_eq!(&a.dead, &b.dead);

@@ -6,8 +6,8 @@
 //!   └► Prepared (+ refusals)                     fenced, overlapping, stale, unaccounted ranges
 //! Prepared::write(files, dead letters, encode)   encode and upload under fresh names;
 //!   └► Written                                   publishes nothing (a crash leaves orphans for gc)
-//! Written::publish()                             loop: re-read the log —
-//!   └► Outcome::Published { entry } |              our entry in it? published (a lost answer);
+//! Written::publish()                             loop: re-read the log (not before the first
+//!   └► Outcome::Published { entry } |              put) — our entry in it? published (a lost answer);
 //!      Outcome::Refused { refused }                refusals? drop those partitions, delete their
 //!                                                  files; else one create-only put of seq + 1:
 //!                                                  created → published; already there → loop;
@@ -338,9 +338,18 @@ impl Written {
         // The answer of a put that did not plainly create the entry.
         let mut unsure: Option<std::result::Result<Created, ManifestError>> = None;
         let mut s = lock(&c.state);
+        // No re-read before the first put: nothing of ours can be in the log yet, and the state
+        // (read at prepare, or since) either holds the whole log — then `seq + 1` is free — or
+        // the create-only put finds the number taken and the loop re-reads.
+        let mut first = true;
         let outcome = loop {
             // The one place that decides whether a put of ours landed: the log says so.
-            let applied = c.rt.block_on(c.manifest.refresh(&mut s))?;
+            let applied = if first {
+                first = false;
+                Vec::new()
+            } else {
+                c.rt.block_on(c.manifest.refresh(&mut s))?
+            };
             if let Some((seq, _)) = applied.iter().find(|(_, id)| *id == entry.commit_id) {
                 entry.seq = *seq;
                 break Outcome::Published {

@@ -739,6 +739,173 @@ fn resume(ctx: &Ctx, entries: u64) -> (f64, f64, f64) {
     (median(walls), no_hint, catch_up)
 }
 
+/// A local S3 (moto, installed by `make bench`'s tools step): the server (killed on drop) and
+/// the file its request log goes to.
+struct Moto(std::process::Child, PathBuf);
+
+impl Moto {
+    /// Requests served so far (one line of its log each).
+    fn requests(&self) -> usize {
+        std::fs::read_to_string(&self.1)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" HTTP/1.1"))
+            .count()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts moto with a bucket `bucket`: the server and its endpoint.
+fn start_moto(ctx: &Ctx, bucket: &str) -> (Moto, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = ctx.work.path().join("moto.log");
+    let child = Command::new(repo().join(".tools/venv/bin/moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("moto_server: run `make bench`, which installs it");
+    let server = Moto(child, log);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The server may accept connections a moment before it answers: retry the bucket's PUT.
+    while Command::new(repo().join(".tools/venv/bin/python"))
+        .args([
+            "-c",
+            "import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='PUT'))",
+            &format!("{endpoint}/{bucket}"),
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        assert!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (server, endpoint)
+}
+
+/// The manifest's commit rate on an S3-like store: `writers` threads, each a committer of its
+/// own (as separate loader processes are) on one table in a moto bucket, each publishing
+/// `each` entries back to back through the real stages (prepare: re-read the log; write:
+/// upload one small file; publish: one create-only put of the next entry, re-read on a lost
+/// race). With `delta`, every commit also brings the table's Delta log up to the manifest, as
+/// a loader does. Returns commits/s over all writers, commit latency p50/p99 (ms), the races
+/// lost and the store requests per commit.
+fn commit_rate(
+    ctx: &Ctx,
+    moto: &Moto,
+    endpoint: &str,
+    name: &str,
+    writers: usize,
+    each: u64,
+    delta: bool,
+) -> Value {
+    use sluice::table::commit::{Committer, Encoded, Outcome, Proposal};
+    use sluice::table::entry::{DataFile, EntryKind, OffsetRange};
+    let extra = format!(
+        "[storage.options]\naws_endpoint = \"{endpoint}\"\naws_allow_http = \"true\"\n\
+         aws_access_key_id = \"test\"\naws_secret_access_key = \"test\"\naws_region = \"us-east-1\"\n\
+         [delta]\nenabled = {delta}\n"
+    );
+    let path = ctx.job(name, "commits", &extra);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let local = ctx.work.path().join(name);
+    let text = text.replace(
+        &format!("url = \"{}\"", local.display()),
+        &format!("url = \"s3://bench/{name}\""),
+    );
+    std::fs::write(&path, text).unwrap();
+    let job = sluice::config::Job::load(&path).unwrap();
+    let requests_before = moto.requests();
+    let start = Instant::now();
+    let per_writer: Vec<(Vec<f64>, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let job = &job;
+                s.spawn(move || {
+                    let rt = Arc::new(rt());
+                    let manifest = sluice::open_manifest(job).unwrap();
+                    let log = sluice::open_delta(job, &manifest).unwrap();
+                    let c = Committer::open(manifest, rt, format!("bench-{w}"))
+                        .unwrap()
+                        .with_table(sluice::schema_def(job).unwrap(), log);
+                    let (mut latencies, mut lost) = (Vec::new(), 0u64);
+                    for i in 0..each as i64 {
+                        let t = Instant::now();
+                        let mut range = OffsetRange::new("commits", w as i32, i, i + 1);
+                        range.records = Some(1);
+                        let proposal = Proposal {
+                            range,
+                            rows: 1,
+                            dead_letters: 0,
+                        };
+                        let (prepared, refused) = c
+                            .prepare(EntryKind::Append, vec![proposal], vec![])
+                            .unwrap();
+                        assert!(refused.is_empty(), "{refused:?}");
+                        let file = DataFile {
+                            path: format!("commits/w{w}-{i:08}.parquet"),
+                            bytes: 0,
+                            rows: 1,
+                            topic: "commits".into(),
+                            partition: w as i32,
+                            first_offset: i,
+                            next_offset: i + 1,
+                            window_start_ms: 0,
+                            window_end_ms: 3_600_000,
+                            min_event_ms: 0,
+                            max_event_ms: 0,
+                            schema_fingerprint: job.schema.fingerprint.clone(),
+                            stats: None,
+                            spans: vec![],
+                            late: false,
+                        };
+                        let written = prepared
+                            .write(&c, vec![file], vec![], |_| {
+                                Ok(Encoded::from(vec![0u8; 100]))
+                            })
+                            .unwrap();
+                        match written.publish(&c).unwrap() {
+                            Outcome::Published { conflicts, .. } => lost += u64::from(conflicts),
+                            Outcome::Refused { refused, .. } => panic!("refused: {refused:?}"),
+                        }
+                        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    (latencies, lost)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wall = start.elapsed().as_secs_f64();
+    // Opening the table (a few reads per writer) is counted too.
+    let requests = moto.requests() - requests_before;
+    let lost: u64 = per_writer.iter().map(|(_, l)| l).sum();
+    let all: Vec<f64> = per_writer.into_iter().flat_map(|(l, _)| l).collect();
+    let commits = all.len() as f64;
+    json!({
+        "writers": writers,
+        "delta_log": delta,
+        "commits": commits,
+        "commits_per_s": commits / wall,
+        "latency_ms_p50": percentile(all.clone(), 0.5),
+        "latency_ms_p99": percentile(all, 0.99),
+        "races_lost": lost,
+        "requests_per_commit": requests as f64 / commits,
+    })
+}
+
 /// One day of event time loaded by 96 scheduled runs (one every 15 minutes of event time, as
 /// a continuous loader or a cron job leaves it: a file per partition per window per run), then
 /// `sluice compact`: file counts, bytes and DuckDB query times before and after, and what the
@@ -1020,6 +1187,19 @@ fn main() {
         .collect();
     eprintln!("bench: scale-out done");
 
+    // The manifest's commit rate on an S3-like store (moto): one writer without and with the
+    // Delta log, then four racing writers without and with it.
+    let (moto, endpoint) = start_moto(&ctx, "bench");
+    let each = env_or("SLUICE_BENCH_COMMITS", 200u64);
+    let commit_rates: Vec<Value> = [(1usize, false), (1, true), (4, false), (4, true)]
+        .iter()
+        .map(|&(writers, delta)| {
+            let name = format!("commits-{writers}-{delta}");
+            commit_rate(&ctx, &moto, &endpoint, &name, writers, each, delta)
+        })
+        .collect();
+    eprintln!("bench: commit rate done");
+
     let e2e = median(rate.clone());
     let report = json!({
         "events": events,
@@ -1061,6 +1241,7 @@ fn main() {
         })),
         "compaction": day,
         "scale_out": { "partitions": 16, "commit_interval_s": 2, "runs": scale },
+        "manifest_commits_s3_moto": { "commits_per_writer": each, "runs": commit_rates },
         "shapes": {
             "payment": {
                 "payload_bytes_per_event": payload_bytes as f64 / events as f64,
@@ -1238,6 +1419,31 @@ fn main() {
                 f(&run["events_per_s"]),
                 run["entries"],
                 run["conflicts"]
+            )
+        );
+    }
+    for run in r["manifest_commits_s3_moto"]["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "{:<52} {:>14}",
+            format!(
+                "commits on moto S3, {} writer(s){} (/s)",
+                run["writers"],
+                if run["delta_log"] == true {
+                    ", Delta"
+                } else {
+                    ""
+                }
+            ),
+            format!(
+                "{:.0} (p50 {:.0} ms, {} lost, {:.1} req)",
+                f(&run["commits_per_s"]),
+                f(&run["latency_ms_p50"]),
+                run["races_lost"],
+                f(&run["requests_per_commit"])
             )
         );
     }

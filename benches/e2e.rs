@@ -825,6 +825,10 @@ fn commit_rate(
         &format!("url = \"{}\"", local.display()),
         &format!("url = \"s3://bench/{name}\""),
     );
+    assert!(
+        text.contains("s3://"),
+        "the job's table must be on moto: {text}"
+    );
     std::fs::write(&path, text).unwrap();
     let job = sluice::config::Job::load(&path).unwrap();
     let requests_before = moto.requests();

@@ -70,10 +70,7 @@ fn min_max(
 ) -> Option<(Value, Value)> {
     match dt {
         DataType::Int8 | DataType::Int16 | DataType::Int32 => {
-            let (lo, hi) = fold(stats, |s| match s {
-                Statistics::Int32(v) => Some((*v.min_opt()?, *v.max_opt()?)),
-                _ => None,
-            })?;
+            let (lo, hi) = fold(stats, int32)?;
             Some((Value::from(lo), Value::from(hi)))
         }
         DataType::Int64 => {
@@ -107,10 +104,7 @@ fn min_max(
             Some((num(lo)?, num(hi)?))
         }
         DataType::Date32 => {
-            let (lo, hi) = fold(stats, |s| match s {
-                Statistics::Int32(v) => Some((*v.min_opt()?, *v.max_opt()?)),
-                _ => None,
-            })?;
+            let (lo, hi) = fold(stats, int32)?;
             let day = |d: i32| {
                 NaiveDate::from_num_days_from_ce_opt(d.checked_add(719_163)?)
                     .map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
@@ -142,6 +136,13 @@ fn min_max(
             let short = |s: &str| s.chars().count() <= MAX_STRING_STAT;
             (short(&lo) && short(&hi)).then(|| (Value::from(lo), Value::from(hi)))
         }
+        _ => None,
+    }
+}
+
+fn int32(s: &Statistics) -> Option<(i32, i32)> {
+    match s {
+        Statistics::Int32(v) => Some((*v.min_opt()?, *v.max_opt()?)),
         _ => None,
     }
 }

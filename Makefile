@@ -1,5 +1,5 @@
 # sluice: `make demo` runs the sample job on local defaults; `make test` runs every test.
-# Both install what they need (the tansu broker, DuckDB and pyarrow) into .tools/ first.
+# Both install what they need (Apache Kafka, DuckDB and pyarrow) into .tools/ first.
 
 CARGO ?= cargo
 SLUICE = $(or $(CARGO_TARGET_DIR),target)/debug/sluice

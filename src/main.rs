@@ -47,6 +47,9 @@ enum Command {
     /// Merge windows' small files into files of about the target size, in one `compact` entry
     /// per window; each new file records the offset spans of every row it holds.
     Compact(CompactArgs),
+    /// Accept a retention gap: record offsets Kafka deleted before they were loaded as lost, so
+    /// the loader reads on from --to (only offsets Kafka no longer has can be skipped).
+    Skip(SkipArgs),
     /// Wait until a window is closed (no more rows will be added to it, but late additions
     /// and backfills): exits 0 once it is, 2 on timeout, 1 on an error.
     Wait(WaitArgs),
@@ -116,6 +119,19 @@ struct BackfillArgs {
     /// As for `run`.
     #[arg(long)]
     allow_incompatible_schema: bool,
+}
+
+#[derive(Args)]
+struct SkipArgs {
+    #[arg(long)]
+    job: PathBuf,
+    #[arg(long)]
+    topic: String,
+    #[arg(long)]
+    partition: i32,
+    /// One past the last lost offset: at most the partition's first offset in Kafka now.
+    #[arg(long)]
+    to: i64,
 }
 
 #[derive(Args)]
@@ -256,6 +272,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => verify(a),
         Command::Gc(a) => gc(a),
         Command::Compact(a) => compact(a),
+        Command::Skip(a) => skip(a),
         Command::Wait(a) => match wait(a) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(2),
@@ -540,6 +557,26 @@ fn gc(a: GcArgs) -> anyhow::Result<()> {
             r.as_secs() / 3600
         );
     }
+    Ok(())
+}
+
+fn skip(a: SkipArgs) -> anyhow::Result<()> {
+    let job = Job::load(&a.job)?;
+    let part = (a.topic.clone(), a.partition);
+    let (low, _) = {
+        let consumer = source::lookup_consumer(&job)?;
+        source::watermarks(&consumer, std::slice::from_ref(&part), LOOKUP_TIMEOUT)?
+            .remove(&part)
+            .with_context(|| format!("{}/{}: no watermarks", a.topic, a.partition))?
+    };
+    let (rt, manifest) = open_table(&job)?;
+    let committer = ops::compact::committer(&job, manifest, rt, "skip")?;
+    let done = ops::skip::skip(&committer, &a.topic, a.partition, a.to, low)?;
+    eprintln!(
+        "{}/{}: offsets [{}, {}) recorded as lost in entry {}; the loader reads on from {}",
+        done.topic, done.partition, done.from, done.to, done.seq, done.to
+    );
+    println!("{}", serde_json::to_string(&done)?);
     Ok(())
 }
 

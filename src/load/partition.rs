@@ -187,6 +187,21 @@ impl PartState {
         self.next = offset + 1;
     }
 
+    /// The consumer's position is `position`: one past the last record or transaction marker
+    /// it delivered (librdkafka moves it past markers, and past the aborted records before an
+    /// abort marker; a seek resets it). While every record delivered since the range started
+    /// was kept (the run has not stopped reading this partition), the offsets from `next` up to
+    /// there hold no committed record, and are recorded as not records — so a partition whose
+    /// last offsets are a transaction's marker is loaded to its end, not to one short of it.
+    /// Never past a bounded run's target.
+    pub(crate) fn reach(&mut self, position: i64) {
+        if self.from().is_none() || self.stop.is_done() {
+            return;
+        }
+        let to = self.stop.target().map_or(position, |t| position.min(t));
+        self.skip_to(to);
+    }
+
     /// A bounded run's target, raised once to `high` (the first fetch's high watermark).
     pub(crate) fn refine_target(&mut self, high: impl FnOnce() -> Option<i64>) {
         if let Stop::Before {
@@ -347,6 +362,42 @@ mod tests {
         assert!(PartState::new(Offset::End, Stop::Never)
             .range("t", 0)
             .is_none());
+    }
+
+    #[test]
+    fn the_end_of_a_partition_covers_trailing_markers_but_never_a_record_not_kept() {
+        // Continuous: records up to 9, a commit marker at 10; the position at the end is 11.
+        let mut b = PartState::new(Offset::Offset(0), Stop::Never);
+        (0..10).for_each(|o| b.keep(o));
+        b.reach(11);
+        b.reach(7); // never backwards
+        let r = b.range("t", 0).unwrap();
+        assert_eq!(
+            (r.to, r.records, r.not_records.clone()),
+            (11, Some(10), vec![(10, 11)])
+        );
+        assert_eq!(r.unaccounted(10, 0), None);
+
+        // Bounded: never past the target, and nothing once a record past it was read.
+        let stop = Stop::Before {
+            target: Some(5),
+            planned: true,
+            refined: true,
+        };
+        let mut b = PartState::new(Offset::Offset(0), stop);
+        (0..3).for_each(|o| b.keep(o));
+        b.reach(9);
+        assert_eq!(b.range("t", 0).unwrap().to, 5);
+        let mut b = PartState::new(Offset::Offset(0), stop);
+        (0..3).for_each(|o| b.keep(o));
+        b.finish(); // a record past the target was read and not kept
+        b.reach(9);
+        assert_eq!(b.range("t", 0).unwrap().to, 3);
+
+        // Nothing read yet from a logical start: no range to grow.
+        let mut b = PartState::new(Offset::Beginning, Stop::Never);
+        b.reach(9);
+        assert!(b.range("t", 0).is_none());
     }
 
     #[test]

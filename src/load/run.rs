@@ -144,7 +144,7 @@ impl Loader {
     /// buffered.
     pub fn run(mut self, run: Run) -> Result<RunStats> {
         self.run = run;
-        let ctx = LoaderContext::new(self.resolver());
+        let ctx = LoaderContext::new(self.resolver(), &self.job.brokers);
         let consumer = source::create_consumer(&self.job, ctx)?;
         match &self.run {
             Run::Continuous => {
@@ -281,6 +281,7 @@ impl Loader {
                 return Ok(());
             }
             let polled = consumer.poll(Duration::from_millis(100));
+            consumer.context().watch.check()?;
             let idle = polled.is_none();
             // Rebalance callbacks run inside poll: act on them before on what poll returned.
             for event in consumer.context().take_events() {
@@ -293,7 +294,7 @@ impl Loader {
                     self.on_message(consumer, &msg)?;
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => self.on_eof(consumer, p)?,
-                Some(Err(e)) => on_kafka_error(e)?,
+                Some(Err(e)) => self.on_kafka_error(consumer, e)?,
             }
             if bounded {
                 if idle {
@@ -433,11 +434,11 @@ impl Loader {
         drop(positions);
         for (topic, end) in ends {
             if let Some(buf) = self.parts.get_mut(&topic, partition) {
-                // Nothing consumed yet: the partition's end is where the next run starts. A
-                // range never grows to the position: records may have been read past the
-                // target and not kept, and a transaction marker past the last record is
-                // recorded by the entry that loads the next record.
+                // Nothing consumed yet: the partition's end is where the next run starts.
+                // Otherwise the range grows over the transaction markers (and aborted records)
+                // before the position, never over a record read past a bounded run's target.
                 buf.pin_at(end);
+                buf.reach(end);
                 buf.finish();
             }
         }
@@ -452,6 +453,35 @@ impl Loader {
             }
         }
         Ok(())
+    }
+
+    /// A consumer error: a start offset Kafka no longer has (`auto.offset.reset=error`) stops
+    /// the run, naming the partition and the offsets it lost; others librdkafka retries.
+    fn on_kafka_error(&self, consumer: &BaseConsumer<LoaderContext>, e: KafkaError) -> Result<()> {
+        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::AutoOffsetReset) {
+            tracing::warn!(error = %e, "kafka error (librdkafka retries)");
+            return Ok(());
+        }
+        // The error names no partition: find the ones whose position Kafka no longer has.
+        for (topic, partition, buf) in self.parts.iter() {
+            let Some(position) = buf.from().map(|_| buf.next) else {
+                continue;
+            };
+            let part = [(topic.to_string(), partition)];
+            let marks = source::watermarks(consumer, &part, KAFKA_TIMEOUT)?;
+            if let Some(&(low, _)) = marks.get(&part[0]).filter(|w| position < w.0) {
+                return Err(LoadError::RetentionGap {
+                    topic: topic.to_string(),
+                    partition,
+                    from: position,
+                    to: low,
+                });
+            }
+        }
+        Err(LoadError::Kafka {
+            context: "a partition's committed end is no longer in Kafka (retention gap)".into(),
+            source: e,
+        })
     }
 
     pub(crate) fn on_assignment(&mut self, event: Assignment) -> Result<()> {
@@ -548,17 +578,4 @@ fn assign(consumer: &BaseConsumer<LoaderContext>, list: &TopicPartitionList) -> 
         context: "assigning partitions".into(),
         source,
     })
-}
-
-fn on_kafka_error(e: KafkaError) -> Result<()> {
-    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
-        return Err(LoadError::Kafka {
-            context: "the committed end of a partition is no longer in Kafka (retention gap); \
-                      those offsets cannot be loaded"
-                .into(),
-            source: e,
-        });
-    }
-    tracing::warn!(error = %e, "kafka error (librdkafka retries)");
-    Ok(())
 }

@@ -188,7 +188,8 @@ pub fn produce(brokers: &str, topic: &str, spec: &GenSpec) -> Result<u64, KafkaE
         .set("queue.buffering.max.messages", "500000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("acks", "all")
-        .set("enable.idempotence", "false")
+        // A retry after a broker restart must not write a record twice.
+        .set("enable.idempotence", "true")
         .create_with_context(Deliveries::default())?;
     let mut malformed = 0;
     let mut failed: Option<KafkaError> = None;

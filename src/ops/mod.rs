@@ -1,5 +1,6 @@
 //! The operator's tools: [`verify`], [`gc`], [`status`], [`metrics`], the backfill planner
-//! ([`backfill`]), compaction ([`compact`]) and the test-data generator ([`generate`]).
+//! ([`backfill`]), compaction ([`compact`]), accepting a retention gap ([`skip`]) and the
+//! test-data generator ([`generate`]).
 //!
 //! Modules here may import `record` and `table`; `load` imports [`metrics`], the plan types
 //! of [`backfill`] (which the executor in `load` runs) and [`compact`] (a loader compacts
@@ -11,5 +12,6 @@ pub mod compact;
 pub mod gc;
 pub mod generate;
 pub mod metrics;
+pub mod skip;
 pub mod status;
 pub mod verify;

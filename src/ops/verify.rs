@@ -166,6 +166,9 @@ pub struct VerifyReport {
     /// With `--kafka`: holes the broker holds no record in (offsets not recorded as
     /// non-records by entries written before sluice recorded them; not violations).
     pub unrecorded_non_records: Vec<Span>,
+    /// Offsets Kafka deleted before they were loaded, recorded as lost by `sluice skip` (not
+    /// violations: an operator accepted each).
+    pub lost: Vec<Span>,
     /// Offsets entries recorded as not records (checked against the broker by `--kafka`).
     #[serde(skip)]
     pub recorded_non_records: Vec<Span>,
@@ -210,7 +213,7 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
                 kept.retain(|&(a, b)| a < b);
                 *spans = kept;
             }
-            spans.extend(r.not_records.iter().copied());
+            spans.extend(r.gaps());
         }
         // Each entry must have been publishable on top of the entries before it.
         for refusal in state.check(&e) {
@@ -282,6 +285,13 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
             }
         }
         for r in &e.ranges {
+            report.lost.extend(r.lost.iter().map(|&(from, to)| Span {
+                seq: e.seq,
+                topic: r.topic.clone(),
+                partition: r.partition,
+                from,
+                to,
+            }));
             report
                 .recorded_non_records
                 .extend(r.not_records.iter().map(|&(from, to)| Span {
@@ -484,6 +494,13 @@ pub fn render(report: &VerifyReport) -> Result<String, serde_json::Error> {
         let _ = writeln!(
             out,
             "  {}/{}: offsets [{}, {}) of entry {} hold no record in Kafka (not recorded as such)",
+            s.topic, s.partition, s.from, s.to, s.seq
+        );
+    }
+    for s in &report.lost {
+        let _ = writeln!(
+            out,
+            "  {}/{}: offsets [{}, {}) recorded as lost by entry {} (deleted from Kafka before they were loaded; `sluice skip`)",
             s.topic, s.partition, s.from, s.to, s.seq
         );
     }

@@ -31,16 +31,140 @@ pub enum Assignment {
     Failed(String),
 }
 
+/// Watches librdkafka's error callback for errors no retry fixes: the broker refused our
+/// credentials or certificate, or we refused the broker's. librdkafka itself would retry them
+/// forever; whoever holds the consumer asks [`ClientWatch::check`] and stops.
+#[derive(Default)]
+pub struct ClientWatch {
+    /// Set with `fatal`: the per-poll check is one relaxed load.
+    failed: std::sync::atomic::AtomicBool,
+    fatal: Mutex<Option<String>>,
+    brokers: String,
+}
+
+impl ClientWatch {
+    pub fn new(brokers: &str) -> Self {
+        ClientWatch {
+            failed: std::sync::atomic::AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            brokers: brokers.to_string(),
+        }
+    }
+
+    /// The first fatal client error seen, as an error naming the brokers.
+    pub fn check(&self) -> Result<()> {
+        if !self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let fatal = match self.fatal.lock() {
+            Ok(f) => f.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        match fatal {
+            Some(reason) => Err(LoadError::KafkaAuth {
+                brokers: self.brokers.clone(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn on_error(&self, error: &rdkafka::error::KafkaError, reason: &str) {
+        if !is_fatal_client_error(error.rdkafka_error_code(), reason) {
+            tracing::warn!(error = %error, reason, "kafka client error (librdkafka retries)");
+            return;
+        }
+        tracing::error!(error = %error, reason, "kafka: authentication or TLS failed");
+        self.fail(reason);
+    }
+
+    /// librdkafka logs a failed connection (`FAIL`, at error level) with its cause. Other
+    /// lines go to the log at debug level (librdkafka logs no configuration value unless its
+    /// `debug` property asks it to).
+    fn on_log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        let failure = matches!(level, L::Emerg | L::Alert | L::Critical | L::Error);
+        if failure && fac == "FAIL" && is_fatal_client_error(None, message) {
+            self.fail(message);
+        } else {
+            tracing::debug!(target: "librdkafka", fac, message);
+        }
+    }
+
+    fn fail(&self, reason: &str) {
+        let mut fatal = match self.fatal.lock() {
+            Ok(f) => f,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        fatal.get_or_insert_with(|| reason.to_string());
+        self.failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether a client error reported by librdkafka's error callback is one no retry fixes:
+/// SASL authentication failed, or a TLS handshake was refused by either side (a certificate not
+/// trusted, a client certificate missing or rejected). A connection refused or reset (a broker
+/// restarting) is not.
+pub fn is_fatal_client_error(code: Option<rdkafka::error::RDKafkaErrorCode>, reason: &str) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    // The broker's TLS alert arrives on the first read after the handshake (TLS 1.3): a
+    // transport failure whose reason names TLS.
+    let tls = [
+        "SSL handshake failed",
+        "SSL alert",
+        "certificate verify failed",
+    ];
+    let names_auth =
+        || reason.contains("SASL authentication error") || tls.iter().any(|t| reason.contains(t));
+    match code {
+        Some(C::Authentication | C::SaslAuthenticationFailed | C::SSL) => true,
+        Some(C::BrokerTransportFailure | C::AllBrokersDown) | None => names_auth(),
+        _ => false,
+    }
+}
+
+/// A consumer context that watches for fatal client errors.
+pub trait Watched: ConsumerContext {
+    fn watch(&self) -> &ClientWatch;
+}
+
+impl Watched for ClientWatch {
+    fn watch(&self) -> &ClientWatch {
+        self
+    }
+}
+
+impl Watched for LoaderContext {
+    fn watch(&self) -> &ClientWatch {
+        &self.watch
+    }
+}
+
+impl ClientContext for ClientWatch {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.on_error(&error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.on_log(level, fac, message);
+    }
+}
+
+impl ConsumerContext for ClientWatch {}
+
 pub struct LoaderContext {
     resolver: Box<StartResolver>,
     events: Mutex<Vec<Assignment>>,
+    pub watch: ClientWatch,
 }
 
 impl LoaderContext {
-    pub fn new(resolver: Box<StartResolver>) -> Self {
+    pub fn new(resolver: Box<StartResolver>, brokers: &str) -> Self {
         Self {
             resolver,
             events: Mutex::new(Vec::new()),
+            watch: ClientWatch::new(brokers),
         }
     }
 
@@ -60,7 +184,15 @@ impl LoaderContext {
     }
 }
 
-impl ClientContext for LoaderContext {}
+impl ClientContext for LoaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.watch.on_error(&error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.watch.on_log(level, fac, message);
+    }
+}
 
 impl ConsumerContext for LoaderContext {
     fn rebalance(
@@ -126,6 +258,10 @@ impl ConsumerContext for LoaderContext {
 /// the exactly-once protocol relies on.
 pub fn client_config(job: &Job) -> ClientConfig {
     let mut cfg = ClientConfig::new();
+    // librdkafka logs only what this level lets through (by default, what the `log` crate
+    // would, which sluice does not use: nothing). Connection failures are logged at error
+    // level; the contexts read them (see `ClientWatch::on_log`).
+    cfg.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
     // Defaults a job may override. librdkafka backs off fetching for a whole second when the
     // local queue is over its threshold, which a loader that decodes between polls hits all the
     // time: a short backoff keeps the pipe full (measured: 2.8x the end-to-end throughput).
@@ -146,6 +282,10 @@ pub fn client_config(job: &Job) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
+        // Only committed transactional records are loaded: aborted ones and transaction markers
+        // are offsets that hold no record (the entry records them as such), and a transaction
+        // still open is not read past (its first offset is the partition's end for now).
+        .set("isolation.level", "read_committed")
         // A start offset Kafka no longer has is a retention gap: report it, never skip it.
         .set("auto.offset.reset", "error")
         // Eager protocols: a rebalance revokes everything, then assigns (see rebalance()).
@@ -168,20 +308,64 @@ pub fn create_consumer(job: &Job, ctx: LoaderContext) -> Result<Arc<BaseConsumer
     Ok(Arc::new(consumer))
 }
 
+/// A request to the broker, asked in slices of a second until it answers or `timeout` passes:
+/// between slices, a fatal client error (authentication, TLS) ends the wait at once with that
+/// error instead of a time-out.
+fn ask<C: Watched, T>(
+    consumer: &BaseConsumer<C>,
+    timeout: Duration,
+    context: impl Fn() -> String,
+    mut call: impl FnMut(Duration) -> KafkaResult<T>,
+) -> Result<T> {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match call(left.min(Duration::from_secs(1))) {
+            Ok(v) => return Ok(v),
+            Err(source) => {
+                // Serve the client's events (errors and logs arrive through its queue), so a
+                // connection refused for its credentials is seen now. Only a consumer with
+                // nothing assigned is polled: no message can be taken from under the loader.
+                if consumer.assignment().is_ok_and(|a| a.count() == 0) {
+                    let _ = consumer.poll(Duration::from_millis(100));
+                }
+                consumer.context().watch().check()?;
+                // No answer yet, or no broker reachable (restarting): ask again.
+                let again = matches!(
+                    source.rdkafka_error_code(),
+                    Some(
+                        C::OperationTimedOut
+                            | C::RequestTimedOut
+                            | C::BrokerTransportFailure
+                            | C::AllBrokersDown
+                    )
+                );
+                if !again || std::time::Instant::now() >= deadline {
+                    return Err(LoadError::Kafka {
+                        context: context(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// Every partition of the job's topics, from the broker's metadata.
-pub fn all_partitions<C: ConsumerContext>(
+pub fn all_partitions<C: Watched>(
     consumer: &BaseConsumer<C>,
     topics: &[String],
     timeout: Duration,
 ) -> Result<Vec<TopicPartition>> {
     let mut out = Vec::new();
     for topic in topics {
-        let md = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(|source| LoadError::Kafka {
-                context: format!("fetching metadata of topic {topic}"),
-                source,
-            })?;
+        let md = ask(
+            consumer,
+            timeout,
+            || format!("fetching metadata of topic {topic}"),
+            |t| consumer.fetch_metadata(Some(topic), t),
+        )?;
         for t in md.topics() {
             if let Some(err) = t.error() {
                 return Err(LoadError::Kafka {
@@ -200,28 +384,28 @@ pub fn all_partitions<C: ConsumerContext>(
 
 /// The `(low, high)` watermarks of each partition as the broker reports them in ListOffsets
 /// (some brokers under-report the high one: see `cached_watermarks`).
-pub fn watermarks<C: ConsumerContext>(
+pub fn watermarks<C: Watched>(
     consumer: &BaseConsumer<C>,
     parts: &[TopicPartition],
     timeout: Duration,
 ) -> Result<HashMap<TopicPartition, (i64, i64)>> {
     let mut out = HashMap::new();
     for (t, p) in parts {
-        let wm = consumer
-            .fetch_watermarks(t, *p, timeout)
-            .map_err(|source| LoadError::Kafka {
-                context: format!("fetching watermarks of {t}/{p}"),
-                source,
-            })?;
+        let wm = ask(
+            consumer,
+            timeout,
+            || format!("fetching watermarks of {t}/{p}"),
+            |left| consumer.fetch_watermarks(t, *p, left),
+        )?;
         out.insert((t.clone(), *p), wm);
     }
     Ok(out)
 }
 
 /// A consumer for looking things up (metadata, watermarks), never for loading.
-pub fn lookup_consumer(job: &Job) -> Result<BaseConsumer> {
+pub fn lookup_consumer(job: &Job) -> Result<BaseConsumer<ClientWatch>> {
     client_config(job)
-        .create()
+        .create_with_context(ClientWatch::new(&job.brokers))
         .map_err(|source| LoadError::Kafka {
             context: format!("creating a consumer for {}", job.brokers),
             source,

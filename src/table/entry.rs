@@ -218,6 +218,11 @@ pub struct OffsetRange {
     /// markers, compacted offsets), as seen while polling.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_records: Vec<(i64, i64)>,
+    /// Half-open sub-ranges of `[from, to)` that Kafka deleted (retention) before they were
+    /// loaded, recorded by `sluice skip` when an operator accepts the loss: accounted for, never
+    /// loaded, and reported by `verify` and `status` as lost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<(i64, i64)>,
 }
 
 impl OffsetRange {
@@ -240,13 +245,24 @@ impl OffsetRange {
             .sum()
     }
 
+    /// How many offsets of the range are recorded as lost.
+    pub fn lost_count(&self) -> u64 {
+        self.lost.iter().map(|&(a, b)| (b - a).max(0) as u64).sum()
+    }
+
+    /// The sub-ranges that hold no row and no dead letter: non-records, then lost offsets.
+    pub fn gaps(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.not_records.iter().chain(&self.lost).copied()
+    }
+
     /// The accounting invariant: the range's length is its records plus its non-records, and
     /// its records are the `rows` and `dead_letters` the entry holds for it. `None` when it
     /// holds (or, for old entries without `records`, when rows and dead letters do not
     /// exceed the range).
     pub fn unaccounted(&self, rows: u64, dead_letters: u64) -> Option<Unaccounted> {
         let len = (self.to - self.from).max(0) as u64;
-        let not_records = self.not_record_count();
+        // Lost offsets (accepted by `sluice skip`) count with the non-records.
+        let not_records = self.not_record_count() + self.lost_count();
         let kept = rows + dead_letters;
         let holds = match self.records {
             Some(records) => records == kept && len == records + not_records,

@@ -67,7 +67,7 @@ pub(super) async fn entry_offsets(m: &Manifest, e: &Entry) -> (Vec<Violation>, u
         {
             spans.extend(d.offsets.iter().map(|&x| (x, x + 1)));
         }
-        spans.extend(r.not_records.iter().copied());
+        spans.extend(r.gaps());
         spans.sort_unstable();
         let (holes, dups) = sweep(r.from, r.to, &spans);
         let span = |(from, to): (i64, i64)| Span {

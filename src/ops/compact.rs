@@ -105,8 +105,8 @@ impl WindowPlan {
 /// Pure: the windows worth compacting in `state`, each with its outputs. Files of one window
 /// and one schema are merged (across partitions); a file already near the target size stays
 /// as it is; an output of a single file is no output. Inputs are packed up to the target by
-/// their bytes, or, once the table has full compacted files of the schema, by their rows times
-/// those files' bytes per row (what they will weigh merged).
+/// their rows times those files' bytes per row once the table has full compacted files of the
+/// schema, else times the bytes a row adds to the inputs (what they will weigh merged).
 pub fn plan(state: &TableState, o: &Options) -> Vec<WindowPlan> {
     let small = (o.target_bytes as f64 * SMALL_SHARE) as u64;
     let mut windows: BTreeMap<(i64, &str, &str), Vec<&DataFile>> = BTreeMap::new();
@@ -141,9 +141,10 @@ pub fn plan(state: &TableState, o: &Options) -> Vec<WindowPlan> {
         let per_row = full
             .get(fingerprint)
             .filter(|(_, rows)| *rows > 0)
-            .map(|&(bytes, rows)| bytes as f64 / rows as f64);
+            .map(|&(bytes, rows)| bytes as f64 / rows as f64)
+            .or_else(|| bytes_per_row_merged(&files));
         // What a file will weigh in an output: by the compacted files' bytes per row when
-        // known (never more than the file itself), else its own bytes.
+        // known, else by what a row adds to the inputs (never more than the file itself).
         let weight = |f: &DataFile| match per_row {
             Some(b) => ((f.rows as f64 * b) as u64).min(f.bytes),
             None => f.bytes,
@@ -173,6 +174,30 @@ pub fn plan(state: &TableState, o: &Options) -> Vec<WindowPlan> {
         }
     }
     out
+}
+
+/// What a row will weigh in a merged file, before the table has compacted files to tell:
+/// the bytes a row adds to an input, fitted over the inputs (bytes = per-file overhead + rows ×
+/// per-row bytes, least squares), so that small files' footers and column set-ups, which a merge
+/// drops, are not counted; at most the densest input's bytes per row. `None` when the inputs
+/// cannot tell (all of one row count).
+fn bytes_per_row_merged(files: &[&DataFile]) -> Option<f64> {
+    let n = files.len() as f64;
+    let (sx, sy) = files.iter().fold((0.0, 0.0), |(x, y), f| {
+        (x + f.rows as f64, y + f.bytes as f64)
+    });
+    let (mx, my) = (sx / n, sy / n);
+    let (cov, var) = files.iter().fold((0.0, 0.0), |(c, v), f| {
+        let dx = f.rows as f64 - mx;
+        (c + dx * (f.bytes as f64 - my), v + dx * dx)
+    });
+    let densest = files
+        .iter()
+        .filter(|f| f.rows > 0)
+        .map(|f| f.bytes as f64 / f.rows as f64)
+        .fold(f64::INFINITY, f64::min);
+    let per_row = cov / var;
+    (var > 0.0 && per_row.is_finite() && per_row > 0.0).then(|| per_row.min(densest))
 }
 
 /// How rows are ordered in a compacted file.

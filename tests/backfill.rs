@@ -45,7 +45,7 @@ fn backfill_fills_the_history_of_a_table_started_at_latest_while_the_loader_runs
     f.produce(spec(10_000, 8_000));
     f.wait_for(60, "the live events", |s| committed_rows(s) >= 8_000);
     // The history is missing. Where each partition's table starts depends on the broker's
-    // idea of "latest" (tansu answers with its last batch's base offset), so ask the manifest.
+    // idea of "latest" at the moment the loader started, so ask the manifest.
     let state = f.state();
     let starts: Vec<(i32, i64)> = state
         .partitions

@@ -3,10 +3,13 @@
 //! Continuous loaders in one consumer group are SIGKILLed and restarted, or SIGSTOPped past
 //! their session timeout and resumed as zombies, while scheduled runs (`run --once`) and
 //! backfills race them (and are killed or paused too), and a producer writes events with 1%
-//! malformed throughout, unevenly over the partitions. Then everything is stopped, one `run --once` drains the rest, and the table is
+//! malformed throughout, unevenly over the partitions, and an independent transactional
+//! producer commits and aborts transactions on the same partitions; the test's own Apache
+//! Kafka broker is SIGKILLed and restarted once, half-way. Then everything is stopped, one `run --once` drains the rest, and the table is
 //! audited: `sluice verify` clean, every offset of every partition exactly one row or dead
 //! letter (the independent DuckDB reader), every valid id exactly one row, every malformed id
-//! exactly one dead letter, and no loader ever refused a range that did not add up.
+//! exactly one dead letter, no aborted id anywhere, `verify --kafka` clean (no recorded
+//! non-record holds a record), and no loader ever refused a range that did not add up.
 //!
 //! Seeded: the seed is printed and named in every failure; `SLUICE_CHURN_SEED` repeats a run.
 //! Size: `SLUICE_CHURN_KILLS` (kills, default 30), `SLUICE_CHURN_RATE` (events/s, default
@@ -58,6 +61,8 @@ struct Proc {
     log: String,
     /// SIGSTOPped until then.
     stopped_until: Option<Instant>,
+    /// The broker was restarted while it ran.
+    broker_restarted: bool,
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -105,6 +110,7 @@ impl Fleet<'_> {
             kind,
             log,
             stopped_until: None,
+            broker_restarted: false,
         });
     }
 
@@ -130,8 +136,11 @@ impl Fleet<'_> {
                     p.kind != Kind::Continuous,
                     "a continuous loader exited ({status}): {log}"
                 );
+                // Or, while the broker was down, by giving up on it (nothing committed then).
                 assert!(
-                    status.success() || log.contains("refused"),
+                    status.success()
+                        || log.contains("refused")
+                        || (p.broker_restarted && log.contains("kafka:")),
                     "{:?} failed ({status}): {log}",
                     p.kind
                 );
@@ -164,7 +173,9 @@ fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
     let rate = env_u64("SLUICE_CHURN_RATE", 3_000);
     let loaders = env_u64("SLUICE_CHURN_LOADERS", 3) as usize;
     eprintln!("churn seed {seed} (SLUICE_CHURN_SEED={seed} repeats it): {kills} kills, {rate} events/s, {loaders} loaders");
-    let mut f = Fixture::new("churn", PARTITIONS);
+    // The test's own broker: it is SIGKILLed and restarted once, half-way.
+    let broker = OwnBroker::start();
+    let mut f = Fixture::on(&broker.brokers, "churn", PARTITIONS, &[]);
     f.write_job("table", "[commit]\ninterval = \"1s\"\nmax_rows = 2000\n");
 
     // The producer: batches five times a second, 1% malformed, every id recorded. Most
@@ -174,6 +185,7 @@ fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
     let produced: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
     let producer = {
         let (stop, produced, topic) = (stop.clone(), produced.clone(), f.topic.clone());
+        let brokers = f.brokers.clone();
         let mut rng = Rng(seed ^ 0x9E37_79B9_7F4A_7C15);
         std::thread::spawn(move || {
             let batch = (rate / 5).max(1);
@@ -186,12 +198,14 @@ fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
                     seed: first_id + 1,
                     ..spec(first_id, batch)
                 };
-                match rng.below(PARTITIONS as u64 + 2) as i32 {
-                    p if p < PARTITIONS => produce_to(&topic, p, spec.clone()),
-                    _ => {
-                        sluice::ops::generate::produce(&brokers(), &topic, &spec).unwrap();
-                    }
-                }
+                let spec = match rng.below(PARTITIONS as u64 + 2) as i32 {
+                    p if p < PARTITIONS => GenSpec {
+                        only_partition: Some(p),
+                        ..spec
+                    },
+                    _ => spec,
+                };
+                sluice::ops::generate::produce(&brokers, &topic, &spec).unwrap();
                 let mut ids = Vec::with_capacity(batch as usize);
                 sluice::ops::generate::generate(&spec, |r| ids.push((r.key, r.malformed)));
                 produced.lock().unwrap().extend(ids);
@@ -201,6 +215,36 @@ fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
         })
     };
 
+    // An independent transactional producer (confluent-kafka) on the same partitions:
+    // transactions that commit or abort, plain writes in between; ids `txn_…`.
+    let txn_ids = f.dir.path().join("txn-ids.txt");
+    let txn_rate = (rate / 4).max(1).to_string();
+    let txn_seed = seed.to_string();
+    let txn_out = txn_ids.display().to_string();
+    let mut txn = txn_producer(
+        &f.brokers,
+        &f.topic,
+        PARTITIONS,
+        &[
+            "--count",
+            "1000000000",
+            "--rate",
+            &txn_rate,
+            "--txn-size",
+            "40",
+            "--prefix",
+            "txn",
+            "--seed",
+            &txn_seed,
+            "--out",
+            &txn_out,
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(f.dir.path().join("txn.log")).unwrap())
+    .spawn()
+    .unwrap();
+
     let mut fleet = Fleet {
         f: &f,
         procs: Vec::new(),
@@ -209,7 +253,19 @@ fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
     };
     let mut rng = Rng(seed);
     let started = Instant::now();
+    let mut restarted = false;
     while fleet.counts.kills < kills {
+        if !restarted && fleet.counts.kills >= kills / 2 {
+            // The broker crashes and comes back on its log directory.
+            restarted = true;
+            broker.kill();
+            std::thread::sleep(Duration::from_millis(1_000 + rng.below(3_000)));
+            broker.restart();
+            for p in &mut fleet.procs {
+                p.broker_restarted = true;
+            }
+            eprintln!("churn: broker restarted after {} kills", fleet.counts.kills);
+        }
         let now = Instant::now();
         fleet.tend(now);
         while fleet.count(Kind::Continuous) < loaders {
@@ -265,6 +321,13 @@ fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
     // scheduled run loads what is left.
     stop.store(true, Ordering::Relaxed);
     producer.join().unwrap();
+    signal(&txn, "-TERM");
+    let status = txn.wait().unwrap();
+    assert!(
+        status.success(),
+        "seed {seed}: the transactional producer failed: {}",
+        f.log("txn.log")
+    );
     for p in &mut fleet.procs {
         if p.stopped_until.take().is_some() {
             signal(&p.child, "-CONT");
@@ -290,10 +353,18 @@ fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     let counts = &fleet.counts;
-    let produced = std::mem::take(&mut *produced.lock().unwrap());
+    let mut produced = std::mem::take(&mut *produced.lock().unwrap());
+    let txn_states = produced_states(&txn_ids);
+    let aborted = txn_states.iter().filter(|(_, s)| s == "aborted").count();
+    produced.extend(
+        txn_states
+            .iter()
+            .filter(|(_, s)| s == "committed")
+            .map(|(id, _)| (id.clone(), false)),
+    );
     let malformed = produced.iter().filter(|(_, m)| *m).count() as i64;
     eprintln!(
-        "churn seed {seed}: {} events ({malformed} malformed) in {churn_secs}s; {} kills, {} pauses, {} scheduled runs, {} backfills, {} manifest entries",
+        "churn seed {seed}: {} events ({malformed} malformed, {aborted} more aborted in transactions) in {churn_secs}s; 1 broker restart, {} kills, {} pauses, {} scheduled runs, {} backfills, {} manifest entries",
         produced.len(),
         counts.kills,
         counts.stops,
@@ -313,29 +384,23 @@ fn churn_kills_pauses_and_racing_runs_lose_and_duplicate_nothing() {
     }
 
     // The audit: verify, the independent reader's offset accounting, then id by id.
+    // Rows and dead letters account for every record; offsets the readers see once each (the
+    // transactions' markers and aborted records are not records, so offsets have gaps).
     let r = f.read();
-    assert_exactly_once(&r, produced.len() as i64, malformed);
-    let list = f.dir.path().join("produced.txt");
-    let text: String = produced
-        .iter()
-        .map(|(id, m)| format!("{id} {}\n", *m as u8))
-        .collect();
-    std::fs::write(&list, text).unwrap();
-    let out = Command::new(python())
-        .arg(repo().join("tests/ids.py"))
-        .arg("--sluice")
-        .arg(env!("CARGO_BIN_EXE_sluice"))
-        .arg("--job")
-        .arg(&f.job)
-        .arg("--produced")
-        .arg(&list)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "seed {seed}: the id audit found differences: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(
+        n(&r, "rows") + n(&r, "dead_letters"),
+        produced.len() as i64,
+        "seed {seed}: {r}"
     );
-    eprintln!("id audit: {}", String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(n(&r, "dead_letters"), malformed, "seed {seed}: {r}");
+    assert_eq!(n(&r, "distinct_offsets"), n(&r, "rows"), "seed {seed}: {r}");
+    assert_eq!(n(&r, "distinct_ids"), n(&r, "rows"), "seed {seed}: {r}");
+    let audit = audit_ids(&f, &produced, &format!("seed {seed}"));
+    eprintln!("id audit: {audit}");
+    let v = verify_with_kafka(&f);
+    assert_eq!(
+        v["violations"].as_array().unwrap().len(),
+        0,
+        "seed {seed}: {v}"
+    );
 }

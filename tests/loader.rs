@@ -219,7 +219,7 @@ fn bad_job_files_get_errors_naming_file_and_key() {
 #[test]
 fn once_resumes_inside_the_last_batch_without_losing_it() {
     // A crash right after a commit that ended inside the partitions' last record batch: the
-    // broker's ListOffsets answer (tansu: the last batch's base offset) is then below the
+    // broker's ListOffsets answer (some brokers answer with the last batch's base offset) is then below the
     // committed end, and the rest of the batch must still be loaded by the next run.
     let mut f = Fixture::new("midbatch", 2);
     f.write_job("table", "[commit]\nmax_rows = 1000\n");

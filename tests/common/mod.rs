@@ -52,6 +52,8 @@ pub struct Fixture {
     pub topic: String,
     pub partitions: i32,
     pub job: PathBuf,
+    /// The broker the topic is on (the shared test broker unless made with [`Fixture::on`]).
+    pub brokers: String,
 }
 
 /// A job file built key by key, written as TOML (no string surgery on job text).
@@ -103,23 +105,24 @@ pub const FAST_GROUP: &str = r#"
 
 impl Fixture {
     pub fn new(name: &str, partitions: i32) -> Fixture {
+        Fixture::on(&brokers(), name, partitions, &[])
+    }
+
+    /// A fixture whose topic is on `brokers`, created with topic configs `configs`.
+    pub fn on(brokers: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) -> Fixture {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
         let topic = format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000);
-        rt().block_on(sluice::ops::generate::create_topic(
-            &brokers(),
-            &topic,
-            partitions,
-        ))
-        .unwrap();
+        create_topic_with(brokers, &topic, partitions, configs);
         let dir = tempfile::tempdir().unwrap();
         let mut f = Fixture {
             job: dir.path().join("job.toml"),
             dir,
             topic,
             partitions,
+            brokers: brokers.to_string(),
         };
         f.write_job("table", "");
         f
@@ -130,7 +133,7 @@ impl Fixture {
     pub fn job_file(&self, table: &str) -> JobFile {
         let schema = repo().join("schemas/payment.avsc");
         JobFile::default()
-            .set("source", "brokers", brokers())
+            .set("source", "brokers", self.brokers.clone())
             .set("source", "topics", vec![self.topic.clone()])
             .set("source", "group_id", format!("g-{}-{table}", self.topic))
             .merge(&format!("[source.properties]\n{FAST_GROUP}"))
@@ -163,7 +166,7 @@ impl Fixture {
             partitions: self.partitions,
             ..spec
         };
-        sluice::ops::generate::produce(&brokers(), &self.topic, &spec).unwrap()
+        sluice::ops::generate::produce(&self.brokers, &self.topic, &spec).unwrap()
     }
 
     pub fn state(&self) -> TableState {
@@ -567,4 +570,155 @@ pub fn produce_payloads(topic: &str, partition: i32, payloads: &[String]) {
         p.poll(Duration::ZERO);
     }
     p.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// The independent producer of tests/txn_producer.py (confluent-kafka): transactions that
+/// commit or abort, plain writes, tombstones; it appends `ID STATE` lines to `--out`.
+pub fn txn_producer(brokers: &str, topic: &str, partitions: i32, args: &[&str]) -> Command {
+    let mut c = Command::new(python());
+    c.arg(repo().join("tests/txn_producer.py"))
+        .args(["--brokers", brokers, "--topic", topic])
+        .args(["--partitions", &partitions.to_string()])
+        .args(args);
+    c
+}
+
+/// The `ID STATE` lines a producer of tests/txn_producer.py wrote.
+pub fn produced_states(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (id, state) = l.split_once(' ')?;
+            Some((id.to_string(), state.to_string()))
+        })
+        .collect()
+}
+
+/// The id-by-id audit (tests/ids.py) of the fixture's table against `expected`: each `(id,
+/// dead)` must be exactly one row (`dead` false) or exactly one dead letter found by its key
+/// (`dead` true), and nothing else may be in the table. Panics with the report otherwise.
+pub fn audit_ids(f: &Fixture, expected: &[(String, bool)], what: &str) -> serde_json::Value {
+    let list = f.dir.path().join("expected-ids.txt");
+    let text: String = expected
+        .iter()
+        .map(|(id, dead)| format!("{id} {}\n", *dead as u8))
+        .collect();
+    std::fs::write(&list, text).unwrap();
+    let out = Command::new(python())
+        .arg(repo().join("tests/ids.py"))
+        .arg("--sluice")
+        .arg(env!("CARGO_BIN_EXE_sluice"))
+        .arg("--job")
+        .arg(&f.job)
+        .arg("--produced")
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: the id audit found differences: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `sluice verify --kafka --json`, which must be clean; returns the report.
+pub fn verify_with_kafka(f: &Fixture) -> serde_json::Value {
+    let out = f.cli(&["verify", "--kafka", "--json"]);
+    assert!(
+        out.status.success(),
+        "sluice verify --kafka: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The test's own Apache Kafka broker (tests/support/broker.sh), for tests that kill, pause
+/// or restart it; stopped when dropped.
+pub struct OwnBroker {
+    pub dir: tempfile::TempDir,
+    pub brokers: String,
+}
+
+impl OwnBroker {
+    pub fn start() -> OwnBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let brokers = broker_sh("start", dir.path());
+        OwnBroker { dir, brokers }
+    }
+
+    /// SIGKILL (a crash).
+    pub fn kill(&self) {
+        broker_sh("kill", self.dir.path());
+    }
+
+    /// Starts it again on the same ports and log directory.
+    pub fn restart(&self) {
+        let again = broker_sh("start", self.dir.path());
+        assert_eq!(again, self.brokers);
+    }
+
+    pub fn pid(&self) -> u32 {
+        std::fs::read_to_string(self.dir.path().join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status();
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        broker_sh("stop", self.dir.path());
+    }
+}
+
+fn broker_sh(cmd: &str, dir: &Path) -> String {
+    let script = std::env::var("SLUICE_KAFKA_BROKER_SH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("tests/support/broker.sh"));
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(cmd)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "broker.sh {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Creates `topic` with `partitions` and topic configs `configs` (e.g. `cleanup.policy`).
+pub fn create_topic_with(brokers: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let r = rt()
+        .block_on(admin.create_topics(
+            &[t],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .unwrap();
+    for x in r {
+        x.unwrap();
+    }
 }

@@ -31,8 +31,8 @@ pub enum Assignment {
     Failed(String),
 }
 
-/// Watches librdkafka's error callback for errors no retry fixes: the broker refused our
-/// credentials or certificate, or we refused the broker's. librdkafka itself would retry them
+/// Watches librdkafka's error and log callbacks for errors no retry fixes: the broker refused
+/// our credentials or certificate, or we refused the broker's. librdkafka itself would retry them
 /// forever; whoever holds the consumer asks [`ClientWatch::check`] and stops.
 #[derive(Default)]
 pub struct ClientWatch {
@@ -69,9 +69,12 @@ impl ClientWatch {
         }
     }
 
+    /// Every error event passes here, consumer errors too (an end of partition, a start offset
+    /// out of range), which the poll that returns them handles and logs: only the fatal ones
+    /// are kept, the rest go to the log at debug level.
     fn on_error(&self, error: &rdkafka::error::KafkaError, reason: &str) {
         if !is_fatal_client_error(error.rdkafka_error_code(), reason) {
-            tracing::warn!(error = %error, reason, "kafka client error (librdkafka retries)");
+            tracing::debug!(error = %error, reason, "kafka client error (librdkafka retries)");
             return;
         }
         tracing::error!(error = %error, reason, "kafka: authentication or TLS failed");
@@ -497,4 +500,66 @@ pub fn served_high_watermarks(
         *v = (*v).max(high);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::RDKafkaErrorCode as C;
+
+    #[test]
+    fn refused_credentials_and_certificates_are_fatal_a_broker_going_away_is_not() {
+        let fatal = [
+            (Some(C::Authentication), "SASL authentication error: Authentication failed during authentication due to invalid credentials"),
+            (Some(C::SSL), "SSL handshake failed: error:0A000086:SSL routines::certificate verify failed"),
+            (Some(C::BrokerTransportFailure), "ssl://127.0.0.1:9093/bootstrap: Receive failed: error:0A000412:SSL routines::sslv3 alert bad certificate: SSL alert number 42"),
+            (None, "sasl_ssl://k:9094/bootstrap: SASL authentication error: Authentication failed"),
+        ];
+        for (code, reason) in fatal {
+            assert!(is_fatal_client_error(code, reason), "{reason}");
+        }
+        let transient = [
+            (
+                Some(C::BrokerTransportFailure),
+                "127.0.0.1:9092/1: Connect to ipv4#127.0.0.1:9092 failed: Connection refused",
+            ),
+            (Some(C::AllBrokersDown), "1/1 brokers are down"),
+            (
+                None,
+                "127.0.0.1:9092/1: Disconnected (after 1200ms in state UP)",
+            ),
+            (Some(C::OperationTimedOut), "SSL handshake failed"),
+        ];
+        for (code, reason) in transient {
+            assert!(!is_fatal_client_error(code, reason), "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_fatal_error_is_kept_and_named_with_the_brokers() {
+        let w = ClientWatch::new("k1:9094");
+        assert!(w.check().is_ok());
+        w.on_log(
+            rdkafka::config::RDKafkaLogLevel::Warning,
+            "FAIL",
+            "SASL authentication error: x",
+        );
+        assert!(w.check().is_ok(), "a warning is not a failure");
+        w.on_log(
+            rdkafka::config::RDKafkaLogLevel::Error,
+            "FAIL",
+            "SASL authentication error: first",
+        );
+        w.on_log(
+            rdkafka::config::RDKafkaLogLevel::Error,
+            "FAIL",
+            "SASL authentication error: second",
+        );
+        let e = w.check().unwrap_err().to_string();
+        assert!(
+            e.contains("k1:9094") && e.contains("first") && !e.contains("second"),
+            "{e}"
+        );
+        assert!(e.contains("source.properties"), "{e}");
+    }
 }

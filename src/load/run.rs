@@ -462,18 +462,20 @@ impl Loader {
             tracing::warn!(error = %e, "kafka error (librdkafka retries)");
             return Ok(());
         }
-        // The error names no partition: find the ones whose position Kafka no longer has.
+        // The error names no partition: find the one whose position Kafka no longer has. Its
+        // loss, as the table sees it, starts where its uncommitted range does (the run stops
+        // here and commits nothing).
         for (topic, partition, buf) in self.parts.iter() {
-            let Some(position) = buf.from().map(|_| buf.next) else {
+            let Some(from) = buf.from() else {
                 continue;
             };
             let part = [(topic.to_string(), partition)];
             let marks = source::watermarks(consumer, &part, KAFKA_TIMEOUT)?;
-            if let Some(&(low, _)) = marks.get(&part[0]).filter(|w| position < w.0) {
+            if let Some(&(low, _)) = marks.get(&part[0]).filter(|w| buf.next < w.0) {
                 return Err(LoadError::RetentionGap {
                     topic: topic.to_string(),
                     partition,
-                    from: position,
+                    from,
                     to: low,
                 });
             }

@@ -139,7 +139,7 @@ pub enum LoadError {
     #[error("kafka: cannot connect to {brokers}: {reason}. Check the job's source.properties (security.protocol, sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, ssl.certificate.location, ssl.key.location); nothing was committed")]
     KafkaAuth { brokers: String, reason: String },
     /// Kafka no longer has offsets the table has not loaded (retention deleted them first).
-    #[error("topic {topic} partition {partition}: offsets [{from}, {to}) are no longer in Kafka (deleted before they were loaded); nothing from offset {from} on was committed. To load on from offset {to}, record the loss with `sluice skip --topic {topic} --partition {partition} --to {to}` (README: retention gaps)")]
+    #[error("topic {topic} partition {partition}: offsets [{from}, {to}) are no longer in Kafka (deleted before they were loaded); nothing from offset {from} on was committed. To load on from offset {to}, record the loss with `sluice skip --topic {topic} --partition {partition} --to {to}` (docs/kafka.md: retention gaps)")]
     RetentionGap {
         topic: String,
         partition: i32,

@@ -34,7 +34,6 @@ pub enum Assignment {
 /// Watches librdkafka's error and log callbacks for errors no retry fixes: the broker refused
 /// our credentials or certificate, or we refused the broker's. librdkafka itself would retry them
 /// forever; whoever holds the consumer asks [`ClientWatch::check`] and stops.
-#[derive(Default)]
 pub struct ClientWatch {
     /// Set with `fatal`: the per-poll check is one relaxed load.
     failed: std::sync::atomic::AtomicBool,

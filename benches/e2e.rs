@@ -876,12 +876,17 @@ fn commit_rate(
                             late: false,
                         };
                         let written = prepared
-                            .write(&c, vec![file], vec![], |_| {
-                                Ok(Encoded::from(vec![0u8; 100]))
+                            .write(vec![file], vec![], |_| {
+                                Ok(Encoded::new(vec![0u8; 100], 1))
                             })
                             .unwrap();
-                        match written.publish(&c).unwrap() {
-                            Outcome::Published { conflicts, .. } => lost += u64::from(conflicts),
+                        match written.publish().unwrap() {
+                            Outcome::Published {
+                                entry, conflicts, ..
+                            } => {
+                                c.settle(&entry);
+                                lost += u64::from(conflicts)
+                            }
                             Outcome::Refused { refused, .. } => panic!("refused: {refused:?}"),
                         }
                         latencies.push(t.elapsed().as_secs_f64() * 1000.0);

@@ -15,14 +15,13 @@ use crate::record::schema::{TableSchema, TimeFormat};
 use crate::record::window::{parse_duration_ms, parse_size, Layout, WindowSize};
 
 /// Kafka properties sluice sets itself; a job may not override them.
-pub const FORCED_PROPERTIES: [&str; 8] = [
+pub const FORCED_PROPERTIES: [&str; 7] = [
     "bootstrap.servers",
     "group.id",
     "enable.auto.commit",
     "enable.auto.offset.store",
     "enable.partition.eof",
     "auto.offset.reset",
-    "partition.assignment.strategy",
     "isolation.level",
 ];
 
@@ -429,7 +428,15 @@ impl Job {
                         .into(),
                 ));
             }
-            kafka_properties.insert(k.clone(), subst(&key, v)?);
+            let v = subst(&key, v)?;
+            let strategies = ["cooperative-sticky", "range", "roundrobin", "range,roundrobin", "roundrobin,range"];
+            if k == "partition.assignment.strategy" && !strategies.contains(&v.replace(' ', "").as_str()) {
+                return Err(invalid(
+                    &key,
+                    format!("`{v}`: sluice rebalances with `cooperative-sticky` (the default) or the eager `range`/`roundrobin`"),
+                ));
+            }
+            kafka_properties.insert(k.clone(), v);
         }
 
         let format = raw.schema.format.unwrap_or(PayloadFormat::Json);

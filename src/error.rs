@@ -74,6 +74,42 @@ pub enum ManifestError {
 }
 
 /// A partition whose buffered range does not start where the manifest says it ends.
+/// Why a commit ([`crate::table::commit`]) did not happen. Refusals are not errors (see [`Outcome`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("encoding {path}: {source}")]
+    Encode {
+        path: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The encoded file does not hold the rows its range accounts for: nothing is uploaded.
+    #[error("{path}: the encoded file holds {encoded} rows, but its range accounts for {expected} (nothing was published; a bug: please report)")]
+    Rows {
+        path: String,
+        encoded: u64,
+        expected: u64,
+    },
+    #[error("{path}: {topic}/{partition} has no prepared range")]
+    Unprepared {
+        path: String,
+        topic: String,
+        partition: i32,
+    },
+    #[error("{path} was not encoded (an encoder thread stopped)")]
+    NotEncoded { path: String },
+    #[error("starting an encoder thread: {0}")]
+    Thread(std::io::Error),
+    /// Other writers took the next entry every time: nothing of this commit was published
+    /// (its files were deleted); the caller may try again later.
+    #[error("lost the race for the next manifest entry {races} times in a row; nothing was published")]
+    Contended { races: u32 },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fenced {
     pub topic: String,
@@ -146,6 +182,10 @@ pub enum LoadError {
         from: i64,
         to: i64,
     },
+    /// A commit failed for a reason other than its storage or manifest (those keep their
+    /// own variants).
+    #[error(transparent)]
+    Commit(CommitError),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Partitions the consumer was given could not be positioned at the manifest's end.
@@ -203,3 +243,13 @@ pub enum LoadError {
 }
 
 pub type Result<T, E = LoadError> = std::result::Result<T, E>;
+
+impl From<CommitError> for LoadError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Manifest(m) => LoadError::Manifest(m),
+            CommitError::Store(s) => LoadError::Store(s),
+            other => LoadError::Commit(other),
+        }
+    }
+}

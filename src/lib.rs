@@ -30,12 +30,10 @@ pub mod ops;
 pub mod record;
 pub mod table;
 
-use std::sync::Arc;
-
 use error::{ConfigError, Result};
 use table::manifest::Manifest;
 
-/// Opens the job's table storage (`object_store::parse_url_opts`) and its manifest; a local
+/// Opens the job's table storage ([`table::store::open_url`]) and its manifest; a local
 /// table's folder is created if missing.
 pub fn open_manifest(job: &config::Job) -> Result<Manifest> {
     let invalid = |message: String| ConfigError::Invalid {
@@ -52,9 +50,9 @@ pub fn open_manifest(job: &config::Job) -> Result<Manifest> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| invalid(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let (store, root) = object_store::parse_url_opts(&url, job.storage_options.iter())
+    let (store, root) = table::store::open_url(&url, &job.storage_options)
         .map_err(|e| invalid(format!("`{}`: {e}", config::redact_url(&job.storage_url))))?;
-    Ok(Manifest::new(Arc::from(store), root, job.checkpoint_every))
+    Ok(Manifest::new(store, root, job.checkpoint_every))
 }
 
 /// The job's table schema as readers see it (Delta types, the layout's partition columns).

@@ -595,11 +595,7 @@ fn compact(a: CompactArgs) -> anyhow::Result<()> {
     }
     let (rt, manifest) = open_table(&job)?;
     let committer = ops::compact::committer(&job, manifest, rt, "compact")?;
-    let plans = {
-        let state = committer.state();
-        let state = sluice::table::commit::lock(&state);
-        ops::compact::plan(&state, &options)
-    };
+    let plans = ops::compact::plan(&committer.snapshot(), &options);
     for p in &plans {
         let inputs = p.inputs().count();
         let bytes: u64 = p.inputs().map(|f| f.bytes).sum();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use object_store::path::Path;
 use object_store::ObjectStore;
-use sluice::table::commit::{Committer, Outcome, Proposal};
+use sluice::table::commit::{Committer, Encoded, Outcome, Proposal};
 use sluice::table::entry::{DataFile, EntryKind, OffsetRange};
 use sluice::table::manifest::Manifest;
 use sluice::table::state::Refusal;
@@ -77,10 +77,9 @@ fn azure_options(port: u16) -> Vec<(String, String)> {
 }
 
 fn open(url: &str, options: &[(String, String)], every: u64) -> Manifest {
+    let options: std::collections::BTreeMap<String, String> = options.iter().cloned().collect();
     let (store, root) =
-        object_store::parse_url_opts(&url::Url::parse(url).unwrap(), options.iter().cloned())
-            .unwrap();
-    let store: Arc<dyn ObjectStore> = Arc::from(store);
+        sluice::table::store::open_url(&url::Url::parse(url).unwrap(), &options).unwrap();
     Manifest::new(store, root, every)
 }
 
@@ -129,10 +128,15 @@ fn commit(c: &Committer, p: i32, from: i64, to: i64) -> Outcome {
         spans: vec![],
         late: false,
     };
+    let rows = file.rows;
     let written = prepared
-        .write(c, vec![file], vec![], |_| Ok(b"body".to_vec().into()))
+        .write(vec![file], vec![], |_| Ok(Encoded::new(b"body".to_vec(), rows)))
         .unwrap();
-    written.publish(c).unwrap()
+    let outcome = written.publish().unwrap();
+    if let Outcome::Published { entry, .. } = &outcome {
+        c.settle(entry);
+    }
+    outcome
 }
 
 fn seq(o: &Outcome) -> Option<u64> {

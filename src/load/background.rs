@@ -34,7 +34,7 @@ impl Loader {
                         ended_before: Some(closed_ms),
                         ..compact::Options::of(&job)
                     };
-                    let plans = compact::plan(&crate::table::commit::lock(&c.state()), &options);
+                    let plans = compact::plan(&c.snapshot(), &options);
                     compact::compact(&c, &plans, &compact::SortBy::of(&job), &props)
                 };
                 match run() {

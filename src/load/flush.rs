@@ -1,31 +1,55 @@
-//! The loader's side of a commit: drain the decode worker, propose each partition's range,
-//! name a file per window, hand them to the [`Committer`](crate::table::commit::Committer),
-//! and after the outcome reset the buffers, re-seek refused partitions and write the group
-//! offsets (for lag tools only: they are never read back).
+//! The poll thread's side of a commit: seal each partition's range up to a cut and hand the
+//! batch to the committer thread ([`crate::load::committing`]); when it comes back, count it,
+//! write the group offsets (for lag tools only: they are never read back), re-seek refused
+//! partitions and resume paused ones.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::TopicPartitionList;
 
-use crate::config::LateRecords;
 use crate::error::{LoadError, Result};
+use crate::load::committing::{should_pause, Batch, Finished, SealedPart};
 use crate::load::run::Loader;
 use crate::load::Run;
-use crate::ops::compact;
-use crate::record::buffer::{PartitionBuffer, WindowRows};
-use crate::record::encode;
 use crate::record::source::{self, LoaderContext};
-use crate::table::commit::lock;
-use crate::table::commit::{Encoded, Outcome, Proposal};
-use crate::table::entry::{
-    DataFile, DeadLetterFile, Entry, OffsetRange, Watermark, DEAD_LETTER_DIR,
-};
+use crate::table::entry::{Entry, Watermark};
 use crate::table::state::Refusal;
 
+/// Failed commits in a row (each re-reads its partitions and tries again after a pause) before
+/// the loader stops with the last error.
+const FAILED_COMMITS: u32 = 10;
+
+/// A commit handed to the committer thread: which partitions, from where, in which generation.
+pub(crate) struct InFlight {
+    parts: Vec<(String, i32, i64, u64)>,
+}
+
+impl InFlight {
+    /// Where the sealed range of `topic`/`partition` starts, if the partition is still in the
+    /// generation it was sealed in.
+    fn sealed_from(&self, topic: &str, partition: i32, generation: u64) -> Option<i64> {
+        self.parts
+            .iter()
+            .find(|(t, p, _, g)| t == topic && *p == partition && *g == generation)
+            .map(|(_, _, from, _)| *from)
+    }
+}
+
 impl Loader {
-    /// Writes and publishes everything buffered.
+    /// Whether a batch may be handed to the committer thread now: none in flight, and no
+    /// pause after a failed commit still running.
+    pub(crate) fn lane_free(&self) -> bool {
+        self.in_flight.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Seals what is buffered and hands it to the committer thread; with nothing to load, an
+    /// entry of watermarks when one would close windows (see [`Loader::heartbeat`]).
     pub(crate) fn commit(&mut self, consumer: &BaseConsumer<LoaderContext>) -> Result<()> {
+        if !self.lane_free() {
+            return Ok(());
+        }
         let keys: Vec<(String, i32)> = self
             .parts
             .iter()
@@ -39,131 +63,214 @@ impl Loader {
             self.send_chunk(t, *p)?;
         }
         self.take_decoded(true)?;
-        let started = Instant::now();
-
-        let proposals: Vec<Proposal> = keys
-            .iter()
-            .filter_map(|(t, p)| {
-                let b = self.parts.get(t, *p)?;
-                Some(Proposal {
-                    range: b.range(t, *p)?,
-                    rows: b.buffer.windows().map(|(_, w)| w.rows).sum(),
-                    dead_letters: b.dead.len() as u64,
-                })
-            })
-            .collect();
-        let removed = match &self.run {
-            Run::Backfill(plan) if plan.replace => {
-                whole_ranges(plan, &proposals)?;
-                plan.removed.clone()
-            }
-            _ => Vec::new(),
+        let watermarks = if matches!(self.run, Run::Backfill(_)) {
+            Vec::new()
+        } else {
+            self.watermarks(consumer, false)
         };
-        let (mut prepared, refused) =
-            self.committer
-                .prepare(self.run.entry_kind(), proposals, removed)?;
-        self.note_closed();
-        self.refuse(consumer, refused)?;
-        if prepared.ranges().is_empty() {
-            return Ok(());
-        }
-        if !matches!(self.run, Run::Backfill(_)) {
-            prepared.set_watermarks(self.watermarks(consumer, false));
-        }
-
-        // Name every file: names that cannot collide, so a retry or a racing writer never
-        // overwrites anything.
-        let mut files: Vec<DataFile> = Vec::new();
-        let mut planned: Vec<Source<'_>> = Vec::new();
-        let mut dead: Vec<(DeadLetterFile, Vec<u8>)> = Vec::new();
-        for r in prepared.ranges() {
-            let Some(buf) = self.parts.get(&r.topic, r.partition) else {
+        let mut parts = Vec::new();
+        for (t, p) in &keys {
+            let Some(b) = self.parts.get_mut(t, *p) else {
                 continue;
             };
-            for (start, w) in buf.buffer.windows() {
-                files.push(self.data_file(r, start, w)?);
-                planned.push(Source::Window(&buf.buffer, w));
-            }
-            if let Some(first) = buf.dead.first() {
-                let rel = format!(
-                    "{DEAD_LETTER_DIR}/{}-{}/{:020}-{}.parquet",
-                    r.topic,
-                    r.partition,
-                    first.offset,
-                    uuid::Uuid::new_v4().simple()
-                );
-                let body =
-                    encode::encode_dead_letters(&r.topic, r.partition, &buf.dead, &self.props)
-                        .map_err(|source| LoadError::Encode {
-                            path: rel.clone(),
-                            source,
-                        })?;
-                let file = DeadLetterFile {
-                    path: rel,
-                    bytes: 0,
-                    topic: r.topic.clone(),
-                    partition: r.partition,
-                    offsets: buf.dead.iter().map(|d| d.offset).collect(),
-                };
-                dead.push((file, body));
+            let generation = b.generation;
+            if let Some((range, buffer, dead)) = b.seal(t, *p) {
+                parts.push(SealedPart {
+                    range,
+                    generation,
+                    buffer,
+                    dead,
+                });
             }
         }
-        // A replace carries the rows of other partitions out of the compacted files it removes.
-        if let Run::Backfill(plan) = &self.run {
-            let replaced =
-                |t: &str, p: i32| plan.ranges.iter().any(|r| r.topic == t && r.partition == p);
-            let state = self.committer.state();
-            let state = lock(&state);
-            for f in state
-                .files
-                .iter()
-                .filter(|f| plan.carried.contains(&f.path))
-            {
-                if let Some(carried) = compact::carried_file(f, &|t, p| !replaced(t, p)) {
-                    files.push(carried);
-                    planned.push(Source::Carried(f.clone()));
+        self.hand_over(Batch {
+            parts,
+            watermarks,
+            started: Instant::now(),
+        })
+    }
+
+    /// With nothing to load: an entry of watermarks alone, when an idle partition's would
+    /// pass a window's end (so idle partitions hold no window open).
+    pub(crate) fn heartbeat(&mut self, consumer: &BaseConsumer<LoaderContext>) -> Result<()> {
+        if matches!(self.run, Run::Backfill(_))
+            || self.parts.iter().next().is_none()
+            || !self.lane_free()
+        {
+            return Ok(());
+        }
+        let watermarks = self.watermarks(consumer, true);
+        if watermarks.is_empty() {
+            return Ok(());
+        }
+        self.hand_over(Batch {
+            parts: Vec::new(),
+            watermarks,
+            started: Instant::now(),
+        })
+    }
+
+    fn hand_over(&mut self, batch: Batch) -> Result<()> {
+        let parts = batch
+            .parts
+            .iter()
+            .map(|p| {
+                let r = &p.range;
+                (r.topic.clone(), r.partition, r.from, p.generation)
+            })
+            .collect();
+        let lane = self.lane.as_ref().ok_or_else(committer_gone)?;
+        lane.batches.send(batch).map_err(|_| committer_gone())?;
+        self.in_flight = Some(InFlight { parts });
+        Ok(())
+    }
+
+    /// Takes what became of the commit in flight (with `wait`, waits for it).
+    pub(crate) fn take_finished(
+        &mut self,
+        consumer: &BaseConsumer<LoaderContext>,
+        wait: bool,
+    ) -> Result<()> {
+        if self.in_flight.is_none() {
+            return Ok(());
+        }
+        let lane = self.lane.as_ref().ok_or_else(committer_gone)?;
+        let finished = if wait {
+            lane.done.recv().map_err(|_| committer_gone())?
+        } else {
+            match lane.done.try_recv() {
+                Ok(f) => f,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(_) => return Err(committer_gone()),
+            }
+        };
+        self.on_finished(consumer, finished)
+    }
+
+    /// Waits for the commit in flight, then commits what is buffered and waits for that too.
+    pub(crate) fn drain(&mut self, consumer: &BaseConsumer<LoaderContext>) -> Result<()> {
+        self.take_finished(consumer, true)?;
+        if let Some(t) = self.retry_at.take() {
+            std::thread::sleep(t.saturating_duration_since(Instant::now()));
+        }
+        self.commit(consumer)?;
+        self.take_finished(consumer, true)
+    }
+
+    /// Pauses every owned partition while a commit is in flight and the budget is reached;
+    /// resumes them once it is not.
+    pub(crate) fn flow(&mut self, consumer: &BaseConsumer<LoaderContext>) {
+        let pause = should_pause(self.in_flight.is_some(), self.buffered(), &self.job.commit);
+        if pause == self.paused {
+            return;
+        }
+        let Ok(assigned) = consumer.assignment() else {
+            return;
+        };
+        let done = if pause {
+            consumer.pause(&assigned)
+        } else {
+            consumer.resume(&assigned)
+        };
+        match done {
+            Ok(()) => {
+                tracing::debug!(partitions = assigned.count(), pause, "flow");
+                self.paused = pause;
+                if pause {
+                    self.metrics.pauses.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Err(e) => tracing::warn!(error = %e, pause, "could not pause or resume partitions"),
         }
-        let (schema, props) = (&self.job.schema.table, &self.props);
-        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        let (store, rt) = (self.committer.manifest().store(), self.committer.runtime());
-        let written = prepared.write(&self.committer, files.clone(), dead, |i| {
-            let (buf, w) = match &planned[i] {
-                Source::Window(buf, w) => (*buf, *w),
-                Source::Carried(source) => {
-                    return compact::encode_carried(store, &rt, source, &files[i], props)
+    }
+
+    /// Partitions newly assigned while paused are paused too.
+    pub(crate) fn pause_new(
+        &self,
+        consumer: &BaseConsumer<LoaderContext>,
+        parts: &[(String, i32)],
+    ) {
+        if !self.paused || parts.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (t, p) in parts {
+            list.add_partition(t, *p);
+        }
+        if let Err(e) = consumer.pause(&list) {
+            tracing::warn!(error = %e, "could not pause newly assigned partitions");
+        }
+    }
+
+    fn on_finished(
+        &mut self,
+        consumer: &BaseConsumer<LoaderContext>,
+        f: Finished,
+    ) -> Result<()> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        self.count_conflicts(f.conflicts);
+        self.note_closed();
+        if let Some(e) = f.error {
+            return self.failed(consumer, &in_flight, e);
+        }
+        self.failures = 0;
+        self.refuse(consumer, &in_flight, f.refused)?;
+        if let Some(entry) = f.entry {
+            if entry.ranges.is_empty() {
+                tracing::debug!(seq = entry.seq, closed_through_ms = ?entry.closed_through_ms, "watermarks");
+                if let Some(closed) = entry.closed_through_ms {
+                    self.compact_in_background(closed);
                 }
-            };
-            let batches = buf.window_batches(w).map_err(|source| LoadError::Arrow {
-                context: format!("gathering the rows of {}", paths[i]),
-                source,
-            })?;
-            compact::encode_file(schema, &batches, props, paths[i])
-        })?;
-        match written.publish(&self.committer)? {
-            Outcome::Refused { refused, conflicts } => {
-                self.count_conflicts(conflicts);
-                self.refuse(consumer, refused)
-            }
-            Outcome::Published {
-                entry,
-                refused,
-                conflicts,
-            } => {
-                self.count_conflicts(conflicts);
-                self.note_closed();
-                self.refuse(consumer, refused)?;
-                self.published(consumer, &entry, started);
-                Ok(())
+            } else {
+                self.published(consumer, &in_flight, &entry, f.started);
             }
         }
+        self.flow(consumer);
+        Ok(())
+    }
+
+    /// A commit failed (its store did not answer in time, other writers kept taking the next
+    /// entry): its partitions are read again from where their sealed ranges started, after a
+    /// pause, up to [`FAILED_COMMITS`] times in a row. Whether anything of it landed, the log
+    /// says at the next commit (fencing: a range already committed is refused and re-read from
+    /// the committed end). Other errors stop the loader.
+    fn failed(
+        &mut self,
+        consumer: &BaseConsumer<LoaderContext>,
+        in_flight: &InFlight,
+        e: LoadError,
+    ) -> Result<()> {
+        let retried = matches!(
+            e,
+            LoadError::Store(_)
+                | LoadError::Manifest(crate::error::ManifestError::Store(_))
+                | LoadError::Commit(crate::error::CommitError::Contended { .. })
+        );
+        self.failures += 1;
+        if !retried || self.failures >= FAILED_COMMITS {
+            return Err(e);
+        }
+        let pause = crate::table::store::jittered(Duration::from_secs(1 << self.failures.min(5)));
+        tracing::warn!(error = %e, failures = self.failures, retry_in_ms = pause.as_millis() as u64, "commit failed; reading its partitions again and retrying");
+        self.metrics.failed_commits.fetch_add(1, Ordering::Relaxed);
+        self.retry_at = Some(Instant::now() + pause);
+        let again: Vec<(String, i32, i64)> = in_flight
+            .parts
+            .iter()
+            .filter(|(t, p, _, g)| self.parts.get(t, *p).is_some_and(|b| b.generation == *g))
+            .map(|(t, p, from, _)| (t.clone(), *p, *from))
+            .collect();
+        self.reposition(consumer, &again)?;
+        self.flow(consumer);
+        Ok(())
     }
 
     /// Tells the decode thread, the metrics and the late-record rule where windows are
     /// closed through, as the table state last read says.
     pub(crate) fn note_closed(&self) {
-        let closed = lock(&self.committer.state()).closed_through_ms;
+        let closed = self.committer.snapshot().closed_through_ms;
         self.closed_through
             .store(closed.unwrap_or(i64::MIN), Ordering::Relaxed);
         self.metrics
@@ -181,8 +288,7 @@ impl Loader {
         let idle = closing.idle_timeout.as_millis() as i64;
         let window = self.job.window.millis();
         let now = chrono::Utc::now().timestamp_millis();
-        let state = self.committer.state();
-        let state = lock(&state);
+        let state = self.committer.snapshot();
         let mut out = Vec::new();
         for (t, p, b) in self.parts.iter() {
             let recorded = state.partition(t, p);
@@ -224,73 +330,6 @@ impl Loader {
         out
     }
 
-    /// With nothing to load: an entry of watermarks alone, when an idle partition's would
-    /// pass a window's end (so idle partitions hold no window open).
-    pub(crate) fn heartbeat(&mut self, consumer: &BaseConsumer<LoaderContext>) -> Result<()> {
-        if matches!(self.run, Run::Backfill(_)) || self.parts.iter().next().is_none() {
-            return Ok(());
-        }
-        let marks = self.watermarks(consumer, true);
-        if marks.is_empty() {
-            return Ok(());
-        }
-        let (mut prepared, _) =
-            self.committer
-                .prepare(self.run.entry_kind(), Vec::new(), Vec::new())?;
-        prepared.set_watermarks(marks);
-        let written = prepared.write(&self.committer, Vec::new(), Vec::new(), |_| {
-            Ok(Encoded::default())
-        })?;
-        if let Outcome::Published { entry, .. } = written.publish(&self.committer)? {
-            tracing::debug!(seq = entry.seq, closed_through_ms = ?entry.closed_through_ms, "watermarks");
-            if let Some(closed) = entry.closed_through_ms {
-                self.compact_in_background(closed);
-            }
-        }
-        self.note_closed();
-        Ok(())
-    }
-
-    /// A data file for the rows of window `start` of range `r`, under a fresh name.
-    fn data_file(&self, r: &OffsetRange, start: i64, w: &WindowRows) -> Result<DataFile> {
-        let dir = self
-            .job
-            .layout
-            .path(start)
-            .ok_or_else(|| LoadError::Refused {
-                message: format!(
-                    "{}/{}: window start {start} ms is outside the calendar's range",
-                    r.topic, r.partition
-                ),
-            })?;
-        Ok(DataFile {
-            path: format!(
-                "{dir}/part-{}-{}-{:020}-{}.parquet",
-                r.topic,
-                r.partition,
-                w.first_offset,
-                uuid::Uuid::new_v4().simple()
-            ),
-            bytes: 0,
-            rows: w.rows,
-            topic: r.topic.clone(),
-            partition: r.partition,
-            first_offset: w.first_offset,
-            next_offset: w.next_offset,
-            window_start_ms: start,
-            window_end_ms: start + self.job.window.millis(),
-            min_event_ms: w.min_event_ms,
-            max_event_ms: w.max_event_ms,
-            schema_fingerprint: self.job.schema.fingerprint.clone(),
-            stats: None,
-            spans: vec![],
-            // Under `window.late_records = "load"`, rows of a closed window are a late
-            // addition (under the other policies the decode thread took them out).
-            late: self.job.closing.late_records == LateRecords::Load
-                && start + self.job.window.millis() <= self.closed_through.load(Ordering::Relaxed),
-        })
-    }
-
     fn count_conflicts(&self, conflicts: u32) {
         if conflicts > 0 {
             tracing::debug!(conflicts, "lost races for manifest entries; re-read");
@@ -300,20 +339,25 @@ impl Loader {
         }
     }
 
-    /// The buffers of `entry`'s partitions are loaded: start their next ranges, count, and
-    /// write the group offsets.
+    /// The sealed ranges of `entry`'s partitions are loaded: count them, and write the group
+    /// offsets of the partitions still owned in the generation they were sealed in.
     fn published(
         &mut self,
         consumer: &BaseConsumer<LoaderContext>,
+        in_flight: &InFlight,
         entry: &Entry,
         started: Instant,
     ) {
         let mut group_offsets = Vec::new();
         for r in &entry.ranges {
-            if let Some(buf) = self.parts.get_mut(&r.topic, r.partition) {
-                let next = buf.next;
+            let Some(buf) = self.parts.get_mut(&r.topic, r.partition) else {
+                continue;
+            };
+            if in_flight
+                .sealed_from(&r.topic, r.partition, buf.generation)
+                .is_some()
+            {
                 buf.loaded += r.to - r.from;
-                buf.reset_to(next);
                 group_offsets.push(((r.topic.clone(), r.partition), r.to));
             }
         }
@@ -369,13 +413,23 @@ impl Loader {
     /// Acts on refusals: a fenced partition is read again from the committed end, a range
     /// that does not add up from where it starts (its buffers are dropped). A backfill or
     /// replace that no longer fits is an error.
+    /// Only partitions still in the generation they were sealed in are re-positioned (one
+    /// revoked, re-assigned or re-read meanwhile already starts where the log says).
     fn refuse(
         &mut self,
         consumer: &BaseConsumer<LoaderContext>,
+        in_flight: &InFlight,
         refused: Vec<Refusal>,
     ) -> Result<()> {
         let mut out: Vec<(String, i32, i64)> = Vec::new();
         for r in refused {
+            let sealed_from = r.partition().and_then(|(t, p)| {
+                let generation = self.parts.get(t, p)?.generation;
+                in_flight.sealed_from(t, p, generation)
+            });
+            if r.is_partition_local() && sealed_from.is_none() {
+                continue;
+            }
             match r {
                 Refusal::Fenced(f) => {
                     let Some(end) = f.committed_end else { continue };
@@ -419,8 +473,7 @@ impl Loader {
                 } => {
                     // Another writer closed the window after these rows were decoded: read
                     // the partition again, now knowing it is closed.
-                    let Some(from) = self.parts.get(&topic, partition).and_then(|b| b.from())
-                    else {
+                    let Some(from) = sealed_from else {
                         continue;
                     };
                     tracing::info!(topic = %topic, partition, window_start_ms, "rows of a window closed meanwhile; reading the partition again");
@@ -439,34 +492,6 @@ impl Loader {
     }
 }
 
-/// Where the rows of a file to write come from.
-enum Source<'a> {
-    /// A window of a partition's buffer.
-    Window(&'a PartitionBuffer, &'a WindowRows),
-    /// The rows of a removed compacted file that a replace keeps.
-    Carried(DataFile),
-}
-
-/// A replace swaps every file of its ranges at once: each re-derived range must be whole.
-fn whole_ranges(plan: &crate::ops::backfill::Plan, proposals: &[Proposal]) -> Result<()> {
-    for want in &plan.ranges {
-        let got = proposals
-            .iter()
-            .map(|p| &p.range)
-            .find(|r| r.topic == want.topic && r.partition == want.partition);
-        let whole = got.is_some_and(|r| r.from == want.from && Some(r.to) == want.to);
-        if !whole {
-            return Err(LoadError::Refused {
-                message: format!(
-                    "{}/{}: Kafka returned {:?}, not the whole range [{}, {:?}); nothing replaced",
-                    want.topic,
-                    want.partition,
-                    got.map(|r| (r.from, r.to)),
-                    want.from,
-                    want.to
-                ),
-            });
-        }
-    }
-    Ok(())
+fn committer_gone() -> LoadError {
+    LoadError::Runtime(std::io::Error::other("the committer thread stopped"))
 }

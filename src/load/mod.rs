@@ -1,10 +1,12 @@
 //! Loading: the executor of every run — continuous, scheduled (`--once`) and backfill.
 //!
 //! ```text
-//! run       poll ──► PartState (per partition: range, accounting, raw chunk)
-//! decoding        full chunk ──► decode thread ──► rows by window in the partition's buffer
-//! flush     commit: drain decoding ──► watermarks ──► table::commit (prepare → write → publish)
-//!                   └► reset buffers, re-seek refused partitions, write group offsets
+//! run         poll ──► PartState (per partition: range, accounting, raw chunk)
+//! decoding          full chunk ──► decode thread ──► rows by window in the partition's buffer
+//! flush       seal: drain decoding ──► watermarks ──► sealed ranges ──► committer thread;
+//!                   back: count, write group offsets, re-seek refused partitions; pause
+//!                   the partitions while a commit is in flight and the budget is reached
+//! committing  the committer thread: table::commit (prepare → write → publish → settle)
 //! background  a commit that closed windows ──► ops::compact on a thread of its own
 //! progress  bounded runs: done/total, events/s, ETA
 //! ```
@@ -13,6 +15,7 @@
 //! nothing imports `load` but the CLI.
 
 mod background;
+mod committing;
 mod decoding;
 mod flush;
 mod partition;

@@ -236,6 +236,25 @@ impl PartState {
         })
     }
 
+    /// Seals the uncommitted range for a commit: takes its rows and dead letters and starts a
+    /// fresh range where it ends (the generation stays: the fresh range continues the sealed
+    /// one, and is dropped with it if the commit is refused). The raw chunk must be empty
+    /// (sent to the decode thread and taken back).
+    pub(crate) fn seal(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Option<(OffsetRange, PartitionBuffer, Vec<DeadRecord>)> {
+        let range = self.range(topic, partition)?;
+        debug_assert!(self.raw.is_empty(), "sealed with records not yet decoded");
+        let buffer = std::mem::take(&mut self.buffer);
+        let dead = std::mem::take(&mut self.dead);
+        self.start = Start::At(self.next);
+        self.polled = 0;
+        self.not_records.clear();
+        Some((range, buffer, dead))
+    }
+
     /// Drops the buffers and starts a new range at `offset`, reading on to the same stop.
     pub(crate) fn reset_to(&mut self, offset: i64) {
         self.start = Start::At(offset);

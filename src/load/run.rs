@@ -14,7 +14,9 @@ use rdkafka::Offset;
 
 use crate::config::{Job, StartOffset};
 use crate::error::{LoadError, Result};
+use crate::load::committing::{Batch, Finished, Worker};
 use crate::load::decoding::{decode_thread, Decoding, LateRule, DECODE_QUEUE};
+use crate::load::flush::InFlight;
 use crate::load::partition::{PartState, Partitions, Stop};
 use crate::load::progress::Progress;
 use crate::load::{Run, RunStats, CHUNK_BYTES, CHUNK_RECORDS, KAFKA_TIMEOUT};
@@ -22,16 +24,31 @@ use crate::ops::metrics::Metrics;
 use crate::record::decode::ChunkDecoder;
 use crate::record::encode;
 use crate::record::source::{self, Assignment, LoaderContext, TopicPartition};
-use crate::table::commit::{lock, Committer};
+use crate::table::commit::Committer;
 use crate::table::evolve::Verdict;
 use crate::table::manifest::Manifest;
 
 /// Messages between two looks at the clock.
 const CLOCK_EVERY: u32 = 1024;
 
+/// The poll thread's ends of the committer thread's channels.
+pub(crate) struct Lane {
+    pub(crate) batches: std::sync::mpsc::Sender<Batch>,
+    pub(crate) done: std::sync::mpsc::Receiver<Finished>,
+}
+
 pub struct Loader {
     pub(crate) job: Job,
-    pub(crate) committer: Committer,
+    pub(crate) committer: Arc<Committer>,
+    /// The committer thread, while a run is on.
+    pub(crate) lane: Option<Lane>,
+    /// The commit handed to the committer thread and not back yet (at most one).
+    pub(crate) in_flight: Option<InFlight>,
+    /// The owned partitions are paused (a commit in flight, the budget reached).
+    pub(crate) paused: bool,
+    /// Failed commits in a row, and when the next may start.
+    pub(crate) failures: u32,
+    pub(crate) retry_at: Option<Instant>,
     pub(crate) decoding: Option<Decoding>,
     pub(crate) props: WriterProperties,
     pub(crate) parts: Partitions,
@@ -72,11 +89,8 @@ impl Loader {
         let schema = crate::schema_def(&job)?;
         let delta = crate::open_delta(&job, &manifest)?;
         let committer = Committer::open(manifest, rt, writer)?;
-        let verdict = {
-            let state = committer.state();
-            let s = lock(&state);
-            crate::table::evolve::compare(s.schema.as_ref(), &schema)
-        };
+        let verdict =
+            crate::table::evolve::compare(committer.snapshot().schema.as_ref(), &schema);
         match &verdict {
             Verdict::Same => {}
             Verdict::Unreadable(_) => {
@@ -100,7 +114,12 @@ impl Loader {
         Ok(Loader {
             props: encode::writer_properties(job.compression, job.row_group_rows),
             job,
-            committer,
+            committer: Arc::new(committer),
+            lane: None,
+            in_flight: None,
+            paused: false,
+            failures: 0,
+            retry_at: None,
             decoding: None,
             parts: Partitions::default(),
             stats: RunStats::default(),
@@ -115,13 +134,11 @@ impl Loader {
 
     /// Resolves where partitions start: the manifest's committed end, refreshed now.
     fn resolver(&self) -> Box<source::StartResolver> {
-        let manifest = self.committer.manifest().clone();
-        let state = self.committer.state();
-        let rt = self.committer.runtime();
+        let committer = self.committer.clone();
         let start = self.job.start_offset;
+        // Reads the log's tail into a new snapshot: never waits for a commit in flight.
         Box::new(move |parts: &[TopicPartition]| {
-            let mut s = lock(&state);
-            rt.block_on(manifest.refresh(&mut s))?;
+            let (s, _) = committer.refresh()?;
             Ok(parts
                 .iter()
                 .map(|(t, p)| match s.partition(t, *p).and_then(|ps| ps.end()) {
@@ -177,9 +194,25 @@ impl Loader {
                 })
                 .map_err(LoadError::Runtime)?;
             self.decoding = Some(Decoding::new(jobs, done));
+            let (batches, batches_rx) = std::sync::mpsc::channel();
+            let (finished_tx, finished) = std::sync::mpsc::channel();
+            let worker = Worker {
+                committer: self.committer.clone(),
+                job: self.job.clone(),
+                run: self.run.clone(),
+                props: self.props.clone(),
+            };
+            std::thread::Builder::new()
+                .name("sluice-commit".into())
+                .spawn_scoped(scope, move || worker.serve(batches_rx, finished_tx))
+                .map_err(LoadError::Runtime)?;
+            self.lane = Some(Lane {
+                batches,
+                done: finished,
+            });
             let result = loop {
                 // Flush what is buffered (also on SIGINT/SIGTERM); not after an error.
-                let result = self.consume(&consumer).and_then(|_| self.commit(&consumer));
+                let result = self.consume(&consumer).and_then(|_| self.drain(&consumer));
                 // A bounded run whose last commit was fenced reads on from the committed end.
                 let unfinished = self.parts.iter().any(|(_, _, b)| !b.stop.is_done());
                 if result.is_err()
@@ -190,8 +223,10 @@ impl Loader {
                     break result;
                 }
             };
-            // Closing the queue ends the decode thread.
+            // Closing the queues ends the decode and committer threads (a commit in flight
+            // after an error finishes first; the log decides what it did).
             self.decoding = None;
+            self.lane = None;
             result
         });
         let bounded = self.run.is_bounded();
@@ -285,6 +320,10 @@ impl Loader {
             let idle = polled.is_none();
             // Rebalance callbacks run inside poll: act on them before on what poll returned.
             for event in consumer.context().take_events() {
+                if let Assignment::Assigned(list) = &event {
+                    let new: Vec<TopicPartition> = list.iter().map(|(tp, _)| tp.clone()).collect();
+                    self.pause_new(consumer, &new);
+                }
                 self.on_assignment(event)?;
             }
             match polled {
@@ -307,6 +346,7 @@ impl Loader {
             if idle || since_clock >= CLOCK_EVERY {
                 since_clock = 0;
                 self.take_decoded(false)?;
+                self.take_finished(consumer, false)?;
                 let buffered = self.buffered();
                 self.metrics
                     .buffered_bytes
@@ -314,7 +354,10 @@ impl Loader {
                 if bounded {
                     self.progress.report(&self.parts, false);
                 }
-                if !replacing && self.job.commit.due(last_commit.elapsed(), buffered) {
+                self.flow(consumer);
+                if !self.lane_free() {
+                    // A commit in flight (or a pause after a failed one): read on.
+                } else if !replacing && self.job.commit.due(last_commit.elapsed(), buffered) {
                     self.commit(consumer)?;
                     last_commit = Instant::now();
                 } else if !bounded && last_commit.elapsed() >= self.job.commit.interval {
@@ -493,7 +536,7 @@ impl Loader {
                     self.parts.insert(&t, p, PartState::new(o, Stop::Never));
                 }
             }
-            Assignment::Revoked(list) if list.is_empty() => self.parts.clear(),
+            Assignment::Lost => self.parts.clear(),
             Assignment::Revoked(list) => {
                 for (t, p) in list {
                     self.parts.remove(&t, p);

@@ -23,14 +23,13 @@ use parquet::file::properties::WriterProperties;
 
 use crate::config::{EventTime, Job};
 use crate::error::{LoadError, Result};
-use crate::record::encode;
 use crate::record::schema::{KAFKA_TS_COL, OFFSET_COL, PARTITION_COL, TOPIC_COL};
-use crate::table::commit::{Committer, Encoded, Outcome};
-use crate::table::delta::stats::file_stats;
-use crate::table::entry::{DataFile, EntryKind, Span, StatsJson};
+use crate::table::commit::{CommitError, Committer, Encoded, Outcome};
+use crate::table::entry::{DataFile, EntryKind, Span};
 use crate::table::manifest::Manifest;
 use crate::table::state::{Refusal, TableState};
 use crate::table::store::TableStore;
+use crate::table::upload::encode_data_file;
 
 /// What to compact, and into what.
 #[derive(Debug, Clone)]
@@ -265,18 +264,25 @@ fn compact_window(
         .collect();
     let store = c.manifest().store().clone();
     let rt = c.runtime();
-    let written = prepared.write(c, files, Vec::new(), |i| {
+    let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    let written = prepared.write(files, Vec::new(), |i| {
         let inputs = &plan.outputs[i];
-        let batches = rt.block_on(read_files(&store, inputs))?;
-        let batch = sorted(&batches, sort).map_err(|source| LoadError::Arrow {
-            context: format!("sorting the rows of {} files", inputs.len()),
-            source,
+        let failed = |source: LoadError| CommitError::Encode {
+            path: paths[i].clone(),
+            source: Box::new(source),
+        };
+        let batches = rt.block_on(read_files(&store, inputs)).map_err(failed)?;
+        let batch = sorted(&batches, sort).map_err(|source| {
+            failed(LoadError::Arrow {
+                context: format!("sorting the rows of {} files", inputs.len()),
+                source,
+            })
         })?;
-        let path = format!("the compaction of window {}", plan.window_start_ms);
-        encode_file(&batch.schema(), &[batch], props, &path)
+        encode_data_file(&batch.schema(), &[batch], props, &paths[i])
     })?;
-    match written.publish(c)? {
+    match written.publish()? {
         Outcome::Published { entry, .. } => {
+            c.settle(&entry);
             done.seq = Some(entry.seq);
             done.bytes_added = entry.files.iter().map(|f| f.bytes).sum();
             tracing::info!(
@@ -380,7 +386,23 @@ pub fn encode_carried(
     source: &DataFile,
     carried: &DataFile,
     props: &WriterProperties,
-) -> Result<Encoded> {
+) -> std::result::Result<Encoded, CommitError> {
+    let failed = |source: LoadError| CommitError::Encode {
+        path: carried.path.clone(),
+        source: Box::new(source),
+    };
+    carried_rows(store, rt, source, carried)
+        .map_err(failed)
+        .and_then(|(schema, out)| encode_data_file(&schema, &out, props, &carried.path))
+}
+
+/// The rows of `source` that `carried` holds, checked against its spans.
+fn carried_rows(
+    store: &TableStore,
+    rt: &tokio::runtime::Runtime,
+    source: &DataFile,
+    carried: &DataFile,
+) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
     use arrow::array::{BooleanArray, Int32Array, StringArray};
     let keep: std::collections::HashSet<(String, i32)> = carried.partitions().into_iter().collect();
     let arrow_error = |e| LoadError::Arrow {
@@ -418,27 +440,7 @@ pub fn encode_carried(
             message: format!("{}: no rows", source.path),
         });
     };
-    encode_file(&schema, &out, props, &carried.path)
-}
-
-/// A data file's body and statistics: `batches` (all of `schema`) encoded as one Parquet file.
-pub fn encode_file(
-    schema: &arrow::datatypes::SchemaRef,
-    batches: &[RecordBatch],
-    props: &WriterProperties,
-    path: &str,
-) -> Result<Encoded> {
-    let (body, metadata) =
-        encode::encode_with_metadata(schema, batches, props).map_err(|source| {
-            LoadError::Encode {
-                path: path.to_string(),
-                source,
-            }
-        })?;
-    Ok(Encoded {
-        body,
-        stats: StatsJson::try_from(file_stats(batches, &metadata)).ok(),
-    })
+    Ok((schema, out))
 }
 
 /// Reads data files whole.

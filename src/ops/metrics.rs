@@ -25,6 +25,10 @@ pub struct Metrics {
     pub commits: AtomicU64,
     /// Lost races for a manifest sequence number (re-read and retried).
     pub conflicts: AtomicU64,
+    /// Commits that failed (the store did not answer in time) and were tried again.
+    pub failed_commits: AtomicU64,
+    /// Times the partitions were paused: a commit in flight and the buffer budget reached.
+    pub pauses: AtomicU64,
     /// Partitions whose buffers were dropped because another writer committed them.
     pub fenced: AtomicU64,
     /// Ranges refused because their offsets were not all rows, dead letters or recorded
@@ -127,6 +131,18 @@ impl Metrics {
             "sluice_commit_conflicts_total",
             "Lost races for a manifest entry.",
             &self.conflicts,
+        );
+        counter(
+            &mut out,
+            "sluice_failed_commits_total",
+            "Commits that failed (the store did not answer in time) and were tried again.",
+            &self.failed_commits,
+        );
+        counter(
+            &mut out,
+            "sluice_pauses_total",
+            "Times the partitions were paused: a commit in flight and the buffer budget reached.",
+            &self.pauses,
         );
         counter(
             &mut out,

@@ -9,7 +9,7 @@
 //! skipped: `to` may not pass the partition's first offset in Kafka now.
 
 use crate::error::{LoadError, Result};
-use crate::table::commit::{lock, Committer, Outcome, Proposal};
+use crate::table::commit::{CommitError, Committer, Outcome, Proposal};
 use crate::table::entry::{EntryKind, OffsetRange};
 
 /// What `skip` recorded.
@@ -34,14 +34,8 @@ pub fn skip(
     kafka_start: i64,
 ) -> Result<Skipped> {
     let refused = |message: String| LoadError::Refused { message };
-    let end = {
-        let state = committer.state();
-        let mut s = lock(&state);
-        committer
-            .runtime()
-            .block_on(committer.manifest().refresh(&mut s))?;
-        s.partition(topic, partition).and_then(|p| p.end())
-    };
+    let (state, _) = committer.refresh()?;
+    let end = state.partition(topic, partition).and_then(|p| p.end());
     let Some(from) = end else {
         return Err(refused(format!(
             "{topic}/{partition}: the table has loaded nothing of this partition, so nothing was skipped (the loader starts at its first offset in Kafka)"
@@ -74,11 +68,14 @@ pub fn skip(
             "{r} (another writer moved on; nothing was recorded)"
         )));
     }
-    let written = prepared.write(committer, Vec::new(), Vec::new(), |_| {
-        Err(refused("an entry of lost offsets has no file".into()))
+    let written = prepared.write(Vec::new(), Vec::new(), |_| {
+        Err(CommitError::NotEncoded {
+            path: "(an entry of lost offsets has no file)".into(),
+        })
     })?;
-    match written.publish(committer)? {
+    match written.publish()? {
         Outcome::Published { entry, .. } => {
+            committer.settle(&entry);
             tracing::warn!(
                 topic,
                 partition,

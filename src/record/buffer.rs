@@ -174,12 +174,15 @@ impl PartitionBuffer {
         let mut sources: Vec<&RecordBatch> = Vec::new();
         let mut picked: Vec<(usize, usize)> = Vec::new();
         for &(c, g) in &w.parts {
-            let Some((batch, groups)) = self.chunks.get(c as usize) else {
-                continue;
+            // A part the window lists must be there: leaving it out would write a file
+            // short of rows (the commit's row check would refuse it, later and less clearly).
+            let missing = || {
+                ArrowError::InvalidArgumentError(format!(
+                    "window part ({c}, {g}) is missing from the partition's buffer"
+                ))
             };
-            let Some(group) = groups.get(g as usize) else {
-                continue;
-            };
+            let (batch, groups) = self.chunks.get(c as usize).ok_or_else(missing)?;
+            let group = groups.get(g as usize).ok_or_else(missing)?;
             if group.rows.is_empty() {
                 if !picked.is_empty() {
                     out.push(interleave_record_batch(&sources, &picked)?);

@@ -27,6 +27,8 @@ pub enum Assignment {
     Assigned(Vec<(TopicPartition, Offset)>),
     /// Partitions taken away: their uncommitted buffers must be dropped.
     Revoked(Vec<TopicPartition>),
+    /// Every partition is gone (a rebalance error): all buffers are dropped.
+    Lost,
     /// The start offsets could not be resolved: the loader stops with this error.
     Failed(String),
 }
@@ -197,60 +199,71 @@ impl ClientContext for LoaderContext {
 }
 
 impl ConsumerContext for LoaderContext {
+    /// Under the cooperative protocol (the default) a rebalance names only the partitions that
+    /// move: they are added to or taken from the assignment, and every other partition keeps
+    /// its buffers and its commit in flight. Under an eager protocol (a job may ask for one)
+    /// every partition is revoked, then the new set assigned.
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            rdkafka::consumer::RebalanceProtocol::Cooperative
+        );
+        let parts: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let none = TopicPartitionList::new();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts: Vec<TopicPartition> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
-                match (self.resolver)(&parts) {
-                    Ok(offsets) => {
-                        let mut list = TopicPartitionList::new();
-                        for ((t, p), o) in parts.iter().zip(&offsets) {
-                            if let Err(e) = list.add_partition_offset(t, *p, *o) {
-                                let _ = consumer.assign(&TopicPartitionList::new());
-                                self.push(Assignment::Failed(format!(
-                                    "positioning {t}/{p} at {o:?}: {e}"
-                                )));
-                                return;
-                            }
-                        }
-                        if let Err(e) = consumer.assign(&list) {
-                            self.push(Assignment::Failed(format!("assign failed: {e}")));
-                            return;
-                        }
-                        tracing::info!(partitions = ?parts, "assigned");
-                        self.push(Assignment::Assigned(
-                            parts.into_iter().zip(offsets).collect(),
-                        ));
+                let give_up = |reason: String| {
+                    if cooperative {
+                        let _ = consumer.incremental_assign(&none);
+                    } else {
+                        let _ = consumer.assign(&none);
                     }
-                    Err(e) => {
-                        let _ = consumer.assign(&TopicPartitionList::new());
-                        self.push(Assignment::Failed(e.to_string()));
+                    self.push(Assignment::Failed(reason));
+                };
+                let offsets = match (self.resolver)(&parts) {
+                    Ok(o) => o,
+                    Err(e) => return give_up(e.to_string()),
+                };
+                let mut list = TopicPartitionList::new();
+                for ((t, p), o) in parts.iter().zip(&offsets) {
+                    if let Err(e) = list.add_partition_offset(t, *p, *o) {
+                        return give_up(format!("positioning {t}/{p} at {o:?}: {e}"));
                     }
                 }
+                let assigned = if cooperative {
+                    consumer.incremental_assign(&list)
+                } else {
+                    consumer.assign(&list)
+                };
+                if let Err(e) = assigned {
+                    self.push(Assignment::Failed(format!("assign failed: {e}")));
+                    return;
+                }
+                tracing::info!(partitions = ?parts, cooperative, "assigned");
+                self.push(Assignment::Assigned(parts.into_iter().zip(offsets).collect()));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let parts: Vec<TopicPartition> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
-                tracing::info!(partitions = ?parts, "revoked");
+                tracing::info!(partitions = ?parts, cooperative, "revoked");
                 self.push(Assignment::Revoked(parts));
-                let _ = consumer.unassign();
+                if cooperative {
+                    let _ = consumer.incremental_unassign(tpl);
+                } else {
+                    let _ = consumer.unassign();
+                }
             }
             other => {
                 tracing::warn!(error = ?other, "rebalance error");
                 let _ = consumer.unassign();
-                self.push(Assignment::Revoked(Vec::new()));
+                self.push(Assignment::Lost);
             }
         }
     }
@@ -290,9 +303,24 @@ pub fn client_config(job: &Job) -> ClientConfig {
         .set("isolation.level", "read_committed")
         // A start offset Kafka no longer has is a retention gap: report it, never skip it.
         .set("auto.offset.reset", "error")
-        // Eager protocols: a rebalance revokes everything, then assigns (see rebalance()).
-        .set("partition.assignment.strategy", "range,roundrobin");
+        // A protocol the rebalance callback knows: cooperative-sticky (KIP-429, the default:
+        // only the partitions that move are revoked) or the eager range/roundrobin ones.
+        .set(
+            "partition.assignment.strategy",
+            assignment_strategy(job.kafka_properties.get("partition.assignment.strategy")),
+        );
     cfg
+}
+
+/// The assignment strategy: cooperative-sticky unless the job names the eager ones (`range`,
+/// `roundrobin`, or both); librdkafka cannot mix the two kinds in one group member.
+pub fn assignment_strategy(asked: Option<&String>) -> &'static str {
+    match asked.map(|s| s.replace(' ', "")) {
+        Some(s) if s == "range" => "range",
+        Some(s) if s == "roundrobin" => "roundrobin",
+        Some(s) if s == "range,roundrobin" || s == "roundrobin,range" => "range,roundrobin",
+        _ => "cooperative-sticky",
+    }
 }
 
 /// librdkafka's prefetch limit for a buffer budget: an eighth of it, between 4 and 64 MiB.

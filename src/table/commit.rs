@@ -1,17 +1,21 @@
-//! The commit protocol: **prepare → write → publish**, each stage a type that only the one
-//! before it can make, none of them touching Kafka.
+//! The commit protocol: **prepare → write → publish → settle**, each stage a type that only
+//! the one before it can make and that borrows its [`Committer`], none of them touching Kafka.
 //!
 //! ```text
 //! Committer::prepare(kind, proposals, removed)   re-read the log; refuse what cannot fit:
 //!   └► Prepared (+ refusals)                     fenced, overlapping, stale, unaccounted ranges
-//! Prepared::write(files, dead letters, encode)   encode and upload under fresh names;
-//!   └► Written                                   publishes nothing (a crash leaves orphans for gc)
+//! Prepared::write(files, dead letters, encode)   encode, check each file's rows against its
+//!   └► Written (a Draft: no seq yet)             range, upload under fresh names; publishes
+//!                                                nothing (a crash leaves orphans for gc)
 //! Written::publish()                             loop: re-read the log (not before the first
 //!   └► Outcome::Published { entry } |              put) — our entry in it? published (a lost answer);
 //!      Outcome::Refused { refused }                refusals? drop those partitions, delete their
 //!                                                  files; else one create-only put of seq + 1:
-//!                                                  created → published; already there → loop;
-//!                                                  error → loop once: ours, or the error
+//!                                                  created → published; taken → jittered pause,
+//!                                                  loop (at most MAX_LOST_RACES); error → loop
+//!                                                  once: ours, or the error
+//! Committer::settle(entry)                       after publishing: checkpoint when due, the
+//!                                                Delta log, the markers of closed windows
 //! ```
 //!
 //! Only [`Written::publish`] decides whether an entry of ours landed, and only by reading the
@@ -19,15 +23,21 @@
 //! followed by a re-read, never trusted. The loader, backfills, compaction and table-format
 //! writers all publish through here.
 //!
-//! After each publish (and on open, and before each commit) the committer brings the table's
-//! Delta log up to the manifest ([`crate::table::delta`]); a failure there is logged and never
-//! fails the load, which the manifest alone makes exactly once.
+//! The table state is an immutable snapshot ([`Committer::snapshot`]) replaced whole when the
+//! log is re-read or an entry applied: no lock is held across a request to the store, so a
+//! reader (a consumer's rebalance callback) never waits for a commit in flight.
+//!
+//! Settling (and each prepare) brings the table's Delta log up to the manifest
+//! ([`crate::table::delta`]); a failure there is logged and never fails the load, which the
+//! manifest alone makes exactly once.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::{LoadError, ManifestError, Result};
+pub use crate::error::CommitError;
+use crate::error::ManifestError;
 use crate::table::delta::{DeltaError, DeltaLog};
 use crate::table::entry::{
     DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, SchemaDef, StatsJson, Watermark,
@@ -35,32 +45,52 @@ use crate::table::entry::{
 };
 use crate::table::manifest::Manifest;
 use crate::table::state::{Refusal, TableState};
-use crate::table::store::Created;
+use crate::table::store::{jittered, Created};
 use crate::table::upload::{self, Pending};
+
+/// Lost races for the next entry after which a publish gives up ([`CommitError::Contended`]).
+pub const MAX_LOST_RACES: u32 = 32;
+
+/// The pause after a lost race: jittered, growing with each race lost (up to about a second),
+/// so writers that keep colliding spread out.
+fn race_pause(lost: u32) -> Duration {
+    jittered(Duration::from_millis(10 << lost.min(6)))
+}
+
+/// The `(seq, commit_id)` of each entry a re-read applied.
+pub type Applied = Vec<(u64, String)>;
 
 /// A writer's handle on a table: its manifest and the state read from it.
 pub struct Committer {
     manifest: Manifest,
-    state: Arc<Mutex<TableState>>,
+    state: Mutex<Arc<TableState>>,
     rt: Arc<tokio::runtime::Runtime>,
     writer: String,
     /// The schema this writer's files have, recorded in the entries where it takes effect.
     schema: Option<SchemaDef>,
-    delta: Option<Arc<DeltaLog>>,
+    delta: Option<DeltaLog>,
     /// The table's window size: entries record the windows they close.
     window_ms: Option<i64>,
+    /// Lost races after which a publish gives up.
+    max_races: u32,
 }
 
-/// A data file's encoded body and the statistics of its rows.
-#[derive(Debug, Default)]
+/// A data file's encoded body, the rows it holds (read from the Parquet writer's own
+/// metadata) and the statistics of its rows.
+#[derive(Debug)]
 pub struct Encoded {
     pub body: Vec<u8>,
+    pub rows: u64,
     pub stats: Option<StatsJson>,
 }
 
-impl From<Vec<u8>> for Encoded {
-    fn from(body: Vec<u8>) -> Self {
-        Encoded { body, stats: None }
+impl Encoded {
+    pub fn new(body: Vec<u8>, rows: u64) -> Self {
+        Encoded {
+            body,
+            rows,
+            stats: None,
+        }
     }
 }
 
@@ -74,23 +104,40 @@ pub struct Proposal {
 
 /// Stage 1: ranges that fit on the table as last read.
 #[derive(Debug)]
-pub struct Prepared {
+pub struct Prepared<'c> {
+    c: &'c Committer,
     kind: EntryKind,
     ranges: Vec<OffsetRange>,
     removed: Vec<String>,
     watermarks: Vec<Watermark>,
 }
 
+/// What an entry will say, before it has a place in the log: no sequence number, no closing,
+/// no schema (publish decides those against the log as it then is).
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub kind: EntryKind,
+    pub commit_id: String,
+    pub committed_at_ms: i64,
+    pub ranges: Vec<OffsetRange>,
+    pub files: Vec<DataFile>,
+    pub dead_letters: Vec<DeadLetterFile>,
+    pub removed: Vec<String>,
+    pub watermarks: Vec<Watermark>,
+}
+
 /// Stage 2: every file of the entry is in storage; nothing is published.
 #[derive(Debug)]
-pub struct Written {
-    entry: Entry,
+pub struct Written<'c> {
+    c: &'c Committer,
+    draft: Draft,
 }
 
 /// Stage 3.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The entry is in the log at `entry.seq`, without the partitions in `refused`.
+    /// The entry is in the log at `entry.seq`, without the partitions in `refused`. The
+    /// caller settles it ([`Committer::settle`]).
     Published {
         entry: Box<Entry>,
         refused: Vec<Refusal>,
@@ -104,10 +151,10 @@ pub enum Outcome {
     },
 }
 
-/// Locks the table state; a writer that panicked holding it left a state that is still whole
-/// (every change to it is one `apply`).
-pub fn lock(state: &Mutex<TableState>) -> MutexGuard<'_, TableState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Committer({})", self.writer)
+    }
 }
 
 impl Committer {
@@ -116,16 +163,17 @@ impl Committer {
         manifest: Manifest,
         rt: Arc<tokio::runtime::Runtime>,
         writer: String,
-    ) -> Result<Self> {
+    ) -> Result<Self, ManifestError> {
         let state = rt.block_on(manifest.load())?;
         Ok(Committer {
             manifest,
-            state: Arc::new(Mutex::new(state)),
+            state: Mutex::new(Arc::new(state)),
             rt,
             writer,
             schema: None,
             delta: None,
             window_ms: None,
+            max_races: MAX_LOST_RACES,
         })
     }
 
@@ -133,7 +181,7 @@ impl Committer {
     /// Delta log) in step with the manifest, starting now.
     pub fn with_table(mut self, schema: SchemaDef, delta: Option<DeltaLog>) -> Self {
         self.schema = Some(schema);
-        self.delta = delta.map(Arc::new);
+        self.delta = delta;
         self.sync_delta(None);
         self
     }
@@ -146,19 +194,66 @@ impl Committer {
         self
     }
 
+    /// Gives up a publish after `races` lost races (default [`MAX_LOST_RACES`]).
+    pub fn with_max_races(mut self, races: u32) -> Self {
+        self.max_races = races.max(1);
+        self
+    }
+
+    /// The state as of the last read: an immutable snapshot (cheap to take, never waits for
+    /// a commit in flight).
+    pub fn snapshot(&self) -> Arc<TableState> {
+        match self.state.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Makes `state` the current snapshot unless a newer one is there already (two readers
+    /// may refresh at once: entries are immutable, so the later sequence number is the truth).
+    fn install(&self, state: TableState) -> Arc<TableState> {
+        let mut cur = match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if state.seq > cur.seq {
+            *cur = Arc::new(state);
+        }
+        cur.clone()
+    }
+
+    /// Re-reads the log past the current snapshot; returns the new snapshot and the
+    /// `(seq, commit_id)` of each entry applied. The state is copied only when the log moved.
+    pub fn refresh(&self) -> Result<(Arc<TableState>, Applied), ManifestError> {
+        let snap = self.snapshot();
+        let mut fresh = Vec::new();
+        while let Some(e) = self
+            .rt
+            .block_on(self.manifest.read_entry(snap.seq + 1 + fresh.len() as u64))?
+        {
+            fresh.push(e);
+        }
+        if fresh.is_empty() {
+            return Ok((snap, Vec::new()));
+        }
+        let mut next = (*snap).clone();
+        for e in &fresh {
+            next.apply(e)?;
+        }
+        let applied = fresh.into_iter().map(|e| (e.seq, e.commit_id)).collect();
+        Ok((self.install(next), applied))
+    }
+
     /// Writes the markers of closed windows that have none yet (after a crash between the
     /// closing entry and its markers); logs a failure (the next commit tries again).
     fn sync_markers(&self) {
         let Some(w) = self.window_ms else { return };
-        let (closed, windows) = {
-            let s = lock(&self.state);
-            let Some(closed) = s.closed_through_ms else {
-                return;
-            };
-            let windows: std::collections::BTreeSet<i64> =
-                s.files.iter().map(|f| f.window_start_ms).collect();
-            (closed, windows)
+        let s = self.snapshot();
+        let Some(closed) = s.closed_through_ms else {
+            return;
         };
+        let windows: std::collections::BTreeSet<i64> =
+            s.files.iter().map(|f| f.window_start_ms).collect();
         let r = self.rt.block_on(crate::table::closed::sync(
             &self.manifest,
             w,
@@ -176,7 +271,7 @@ impl Committer {
         let Some(delta) = &self.delta else {
             return Ok(0);
         };
-        let head = lock(&self.state).seq;
+        let head = self.snapshot().seq;
         self.rt.block_on(delta.sync(&self.manifest, head, fresh))
     }
 
@@ -201,11 +296,6 @@ impl Committer {
         &self.manifest
     }
 
-    /// The state as of the last read (shared: a consumer's rebalance callback reads it too).
-    pub fn state(&self) -> Arc<Mutex<TableState>> {
-        self.state.clone()
-    }
-
     /// Stage 1: re-reads the log and splits `proposals` into the ranges that fit and the
     /// refusals (early fencing: nothing is uploaded for a partition another writer moved past).
     pub fn prepare(
@@ -213,13 +303,10 @@ impl Committer {
         kind: EntryKind,
         proposals: Vec<Proposal>,
         removed: Vec<String>,
-    ) -> Result<(Prepared, Vec<Refusal>)> {
+    ) -> Result<(Prepared<'_>, Vec<Refusal>), CommitError> {
         let ranges: Vec<OffsetRange> = proposals.iter().map(|p| p.range.clone()).collect();
-        let mut refused = {
-            let mut s = lock(&self.state);
-            self.rt.block_on(self.manifest.refresh(&mut s))?;
-            s.check_ranges(kind, &ranges, &removed)
-        };
+        let (s, _) = self.refresh()?;
+        let mut refused = s.check_ranges(kind, &ranges, &removed);
         // Entries other writers published (and perhaps did not project before they died).
         self.sync_delta(None);
         refused.extend(proposals.iter().filter_map(|p| {
@@ -233,6 +320,7 @@ impl Committer {
             .collect();
         Ok((
             Prepared {
+                c: self,
                 kind,
                 ranges,
                 removed,
@@ -241,9 +329,24 @@ impl Committer {
             refused,
         ))
     }
+
+    /// Stage 4, after an entry of ours was published: a checkpoint when one is due, the Delta
+    /// log, and the markers of the windows it closed. Each failure is logged (they are
+    /// projections and hints: the next commit or open catches up).
+    pub fn settle(&self, entry: &Entry) {
+        let s = self.snapshot();
+        if s.seq == entry.seq {
+            self.rt.block_on(self.manifest.checkpoint_if_due(&s));
+        }
+        self.sync_delta(Some(entry));
+        if entry.closed_through_ms.is_some() {
+            crate::failpoint::hit("before-markers");
+            self.sync_markers();
+        }
+    }
 }
 
-impl Prepared {
+impl Prepared<'_> {
     /// The ranges that may be written.
     pub fn ranges(&self) -> &[OffsetRange] {
         &self.ranges
@@ -253,19 +356,22 @@ impl Prepared {
     pub fn set_watermarks(&mut self, watermarks: Vec<Watermark>) {
         self.watermarks = watermarks;
     }
+}
 
-    /// Stage 2: encodes `files[i]` with `encode(i)`, uploads it and the dead-letter bodies,
-    /// and returns the entry to publish. Files must belong to prepared ranges.
+impl<'c> Prepared<'c> {
+    /// Stage 2: encodes `files[i]` with `encode(i)`, checks that the encoded file holds the
+    /// rows `files[i]` accounts for, uploads it and the dead-letter bodies, and returns the
+    /// draft to publish. Files must belong to prepared ranges.
     pub fn write<F>(
         self,
-        c: &Committer,
         mut files: Vec<DataFile>,
         dead: Vec<(DeadLetterFile, Vec<u8>)>,
         encode: F,
-    ) -> Result<Written>
+    ) -> Result<Written<'c>, CommitError>
     where
-        F: Fn(usize) -> Result<Encoded> + Sync,
+        F: Fn(usize) -> Result<Encoded, CommitError> + Sync,
     {
+        let c = self.c;
         // A file with spans (compacted, or carried over by a replace) moves rows of its
         // sources: publishing checks its lineage against the files removed.
         let unprepared = files
@@ -280,8 +386,10 @@ impl Prepared {
                     .any(|r| &r.topic == *t && r.partition == *p)
             });
         if let Some((t, p, path)) = unprepared {
-            return Err(LoadError::Refused {
-                message: format!("{path}: {t}/{p} has no prepared range"),
+            return Err(CommitError::Unprepared {
+                path: path.clone(),
+                topic: t.clone(),
+                partition: p,
             });
         }
         let store = c.manifest.store();
@@ -289,7 +397,7 @@ impl Prepared {
             .iter()
             .map(|f| Pending {
                 rel: &f.path,
-                weight: f.rows,
+                rows: f.rows,
             })
             .collect();
         let encoded = upload::encode_and_upload(&c.rt, store, &pending, encode)?;
@@ -306,116 +414,182 @@ impl Prepared {
         c.rt.block_on(upload::upload_all(store, uploads))?;
         crate::failpoint::hit("after-upload");
         Ok(Written {
-            entry: Entry {
-                format: FORMAT_VERSION,
-                seq: 0,
+            c,
+            draft: Draft {
                 kind: self.kind,
                 commit_id: uuid::Uuid::new_v4().to_string(),
-                writer: c.writer.clone(),
                 committed_at_ms: chrono::Utc::now().timestamp_millis(),
                 ranges: self.ranges,
                 files,
                 dead_letters: dead_files,
                 removed: self.removed,
-                schema: None,
                 watermarks: self.watermarks,
-                closed_through_ms: None,
             },
         })
     }
 }
 
-impl Written {
-    pub fn entry(&self) -> &Entry {
-        &self.entry
+impl Draft {
+    /// The entry this draft is as entry `state.seq + 1`: the windows it closes, its rows of
+    /// closed windows marked late where it adds them by backfill, and the writer's schema
+    /// where it changes the table's.
+    fn on(&self, state: &TableState, c: &Committer) -> Entry {
+        let mut entry = Entry {
+            format: FORMAT_VERSION,
+            seq: state.seq + 1,
+            kind: self.kind,
+            commit_id: self.commit_id.clone(),
+            writer: c.writer.clone(),
+            committed_at_ms: self.committed_at_ms,
+            ranges: self.ranges.clone(),
+            files: self.files.clone(),
+            dead_letters: self.dead_letters.clone(),
+            removed: self.removed.clone(),
+            schema: None,
+            watermarks: self.watermarks.clone(),
+            closed_through_ms: None,
+        };
+        entry.closed_through_ms = c.window_ms.and_then(|w| state.closing(&entry, w));
+        if matches!(entry.kind, EntryKind::Backfill | EntryKind::Replace) {
+            // Rows a backfill adds to closed windows are late additions (rows a replace
+            // carries over from a compacted file are not added: they moved).
+            let closed = state.closed_through_ms.unwrap_or(i64::MIN);
+            let added = entry.files.iter_mut().filter(|f| f.spans.is_empty());
+            for f in added.filter(|f| f.window_end_ms <= closed) {
+                f.late = true;
+            }
+        }
+        // The schema is recorded where it takes effect: a new table, a changed schema.
+        // A compaction writes the schema of the files it merges, not the writer's.
+        entry.schema = c
+            .schema
+            .clone()
+            .filter(|mine| state.schema.as_ref() != Some(mine) && entry.kind != EntryKind::Compact);
+        entry
     }
 
-    /// Stage 3: publishes the entry with one conditional put, re-reading the log after every
-    /// put that was not plainly created.
-    pub fn publish(self, c: &Committer) -> Result<Outcome> {
-        let mut entry = self.entry;
+    /// Takes the partitions in `gone` out of the draft; returns the paths of their files.
+    fn drop_partitions(&mut self, gone: &[(String, i32)]) -> Vec<String> {
+        let is_gone = |t: &str, p: i32| gone.iter().any(|(gt, gp)| gt == t && *gp == p);
+        let mut paths = Vec::new();
+        self.files.retain(|f| {
+            let keep = !f.partitions().iter().any(|(t, p)| is_gone(t, *p));
+            if !keep {
+                paths.push(f.path.clone());
+            }
+            keep
+        });
+        self.dead_letters.retain(|d| {
+            let keep = !is_gone(&d.topic, d.partition);
+            if !keep {
+                paths.push(d.path.clone());
+            }
+            keep
+        });
+        self.ranges.retain(|r| !is_gone(&r.topic, r.partition));
+        paths
+    }
+
+    fn paths(&self) -> impl Iterator<Item = String> + '_ {
+        let files = self.files.iter().map(|f| f.path.clone());
+        files.chain(self.dead_letters.iter().map(|d| d.path.clone()))
+    }
+}
+
+impl Written<'_> {
+    /// What will be published.
+    pub fn draft(&self) -> &Draft {
+        &self.draft
+    }
+
+    /// Stage 3: publishes the draft with one conditional put, re-reading the log after every
+    /// put that was not plainly created. Only the put and the decision happen here (the
+    /// caller settles the entry).
+    pub fn publish(self) -> Result<Outcome, CommitError> {
+        let (c, mut draft) = (self.c, self.draft);
         let (mut refused, mut orphaned, mut conflicts) = (Vec::new(), Vec::new(), 0u32);
         // The answer of a put that did not plainly create the entry.
-        let mut unsure: Option<std::result::Result<Created, ManifestError>> = None;
-        let mut s = lock(&c.state);
-        // No re-read before the first put: nothing of ours can be in the log yet, and the state
-        // (read at prepare, or since) either holds the whole log — then `seq + 1` is free — or
-        // the create-only put finds the number taken and the loop re-reads.
+        let mut unsure: Option<Result<Created, ManifestError>> = None;
+        // No re-read before the first put: nothing of ours can be in the log yet, and the
+        // snapshot (read at prepare, or since) either holds the whole log — then `seq + 1` is
+        // free — or the create-only put finds the number taken and the loop re-reads.
+        let mut s = c.snapshot();
         let mut first = true;
         let outcome = loop {
             // The one place that decides whether a put of ours landed: the log says so.
-            let applied = if first {
-                first = false;
-                Vec::new()
-            } else {
-                c.rt.block_on(c.manifest.refresh(&mut s))?
-            };
-            if let Some((seq, _)) = applied.iter().find(|(_, id)| *id == entry.commit_id) {
-                entry.seq = *seq;
-                break Outcome::Published {
-                    entry: Box::new(entry),
-                    refused,
-                    conflicts,
+            if !first {
+                let (now, applied) = match c.refresh() {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Unknown whether the put landed: the files stay (a retry or gc).
+                        return Err(e.into());
+                    }
                 };
+                s = now;
+                if let Some((seq, _)) = applied.iter().find(|(_, id)| *id == draft.commit_id) {
+                    let entry = c.read_published(*seq)?;
+                    break Outcome::Published {
+                        entry: Box::new(entry),
+                        refused,
+                        conflicts,
+                    };
+                }
             }
+            first = false;
             match unsure.take() {
                 Some(Err(e)) => {
                     // Not in the log: it failed. Files of partitions dropped meanwhile go now;
                     // the rest stay for a retry of the caller or for gc.
-                    drop(s);
                     c.rt.block_on(upload::delete_best_effort(c.manifest.store(), &orphaned));
                     return Err(e.into());
                 }
-                Some(Ok(_)) => conflicts += 1, // taken by another writer
+                Some(Ok(_)) => {
+                    // Taken by another writer.
+                    conflicts += 1;
+                    if conflicts >= c.max_races {
+                        orphaned.extend(draft.paths());
+                        c.rt.block_on(upload::delete_best_effort(c.manifest.store(), &orphaned));
+                        return Err(CommitError::Contended { races: conflicts });
+                    }
+                    std::thread::sleep(race_pause(conflicts));
+                    first = false;
+                    // Re-read before deciding again (the pause let others publish).
+                    let (now, _) = c.refresh()?;
+                    s = now;
+                }
                 None => {}
             }
+            let entry = draft.on(&s, c);
             let now = s.check(&entry);
             if !now.is_empty() {
                 // A replace is all or nothing; so is a refusal no partition can be dropped for.
                 let whole = matches!(entry.kind, EntryKind::Replace | EntryKind::Compact)
                     || now.iter().any(|r| !r.is_partition_local());
                 if whole {
-                    orphaned.extend(entry.files.iter().map(|f| f.path.clone()));
-                    orphaned.extend(entry.dead_letters.iter().map(|d| d.path.clone()));
+                    orphaned.extend(draft.paths());
                     refused.extend(now);
                     break Outcome::Refused { refused, conflicts };
                 }
-                let gone: Vec<(String, i32)> = entry
+                let gone: Vec<(String, i32)> = draft
                     .ranges
                     .iter()
                     .filter(|r| now.iter().any(|x| x.names(&r.topic, r.partition)))
                     .map(|r| (r.topic.clone(), r.partition))
                     .collect();
-                orphaned.extend(entry.drop_partitions(&gone));
+                orphaned.extend(draft.drop_partitions(&gone));
                 refused.extend(now);
-                if entry.ranges.is_empty() {
+                if draft.ranges.is_empty() {
                     break Outcome::Refused { refused, conflicts };
                 }
                 continue;
             }
-            entry.seq = s.seq + 1;
-            entry.closed_through_ms = c.window_ms.and_then(|w| s.closing(&entry, w));
-            if matches!(entry.kind, EntryKind::Backfill | EntryKind::Replace) {
-                // Rows a backfill adds to closed windows are late additions (rows a replace
-                // carries over from a compacted file are not added: they moved).
-                let closed = s.closed_through_ms.unwrap_or(i64::MIN);
-                let added = entry.files.iter_mut().filter(|f| f.spans.is_empty());
-                for f in added.filter(|f| f.window_end_ms <= closed) {
-                    f.late = true;
-                }
-            }
-            // The schema is recorded where it takes effect: a new table, a changed schema.
-            // A compaction writes the schema of the files it merges, not the writer's.
-            entry.schema = c
-                .schema
-                .clone()
-                .filter(|mine| s.schema.as_ref() != Some(mine) && entry.kind != EntryKind::Compact);
             crate::failpoint::hit("manifest-put");
             match c.rt.block_on(c.manifest.put_entry(&entry)) {
                 Ok(Created::New) => {
-                    s.apply(&entry)?;
+                    let mut next = (*s).clone();
+                    next.apply(&entry)?;
+                    c.install(next);
                     crate::failpoint::hit("after-manifest-put");
-                    c.rt.block_on(c.manifest.checkpoint_if_due(&s));
                     break Outcome::Published {
                         entry: Box::new(entry),
                         refused,
@@ -427,16 +601,22 @@ impl Written {
                 answer => unsure = Some(answer),
             }
         };
-        drop(s);
         c.rt.block_on(upload::delete_best_effort(c.manifest.store(), &orphaned));
-        if let Outcome::Published { entry, .. } = &outcome {
-            c.sync_delta(Some(entry));
-            if entry.closed_through_ms.is_some() {
-                crate::failpoint::hit("before-markers");
-                c.sync_markers();
-            }
-        }
         Ok(outcome)
+    }
+}
+
+impl Committer {
+    /// Entry `seq` as published (found by its commit id after a lost answer).
+    fn read_published(&self, seq: u64) -> Result<Entry, CommitError> {
+        match self.rt.block_on(self.manifest.read_entry(seq))? {
+            Some(e) => Ok(e),
+            None => Err(ManifestError::Corrupt {
+                path: Entry::rel(seq),
+                message: "an entry read a moment ago is gone".into(),
+            }
+            .into()),
+        }
     }
 }
 

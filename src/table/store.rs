@@ -2,8 +2,11 @@
 //!
 //! Every object sluice writes goes through here: data and dead-letter files, manifest entries
 //! and checkpoints. Paths are relative to the table root. Transient failures (a network error,
-//! a 5xx the store's client gave up on) are retried with backoff; permanent ones (permission,
-//! authentication, a bad path, not found) are returned at once.
+//! a 5xx, a throttling answer) are retried here, with jittered exponential backoff; permanent
+//! ones (permission, authentication, a bad path, not found) are returned at once. This is the
+//! only retry layer: stores are opened with the object store client's own retries off
+//! ([`open_url`]), so every attempt of a request is seen here, and a create-only put knows
+//! whether an earlier attempt of its own may have landed.
 //!
 //! A create-only put says whether the object was created or already there; only the caller
 //! knows whether "already there" is its own earlier attempt (a data file under a fresh name)
@@ -24,23 +27,78 @@ use crate::error::StoreError;
 pub struct Retry {
     /// Attempts in all, the first included.
     pub attempts: u32,
-    /// Backoff before the second attempt; doubled each time (up to 64×).
+    /// Backoff before the second attempt; doubled each time up to `max_backoff`. Each pause
+    /// is drawn between half the backoff and the whole (so writers that failed together do
+    /// not retry together).
     pub backoff: Duration,
+    pub max_backoff: Duration,
 }
 
 impl Default for Retry {
+    /// About 35 s of retries at most: 0.1 s, 0.2 s, … up to 8 s between attempts.
     fn default() -> Self {
         Retry {
-            attempts: 8,
+            attempts: 10,
             backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(8),
         }
     }
 }
 
 impl Retry {
-    fn delay(&self, attempt: u32) -> Duration {
-        self.backoff * (1u32 << attempt.min(6))
+    /// The pause before attempt `attempt` (1: the second), jittered.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let full = (self.backoff * (1u32 << attempt.saturating_sub(1).min(16))).min(self.max_backoff);
+        jittered(full)
     }
+}
+
+/// A duration drawn uniformly from `[d/2, d]`.
+pub fn jittered(d: Duration) -> Duration {
+    let unit = (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0;
+    d.mul_f64(0.5 + unit / 2.0)
+}
+
+/// Opens the object store of `url` (`s3://`, `gs://`, `az://`/`abfs://`, `file://`,
+/// `memory://`) with `options` (the keys of each store's builder, as `object_store` names
+/// them), its client's own retries off: [`TableStore`] is the one retry layer.
+pub fn open_url(
+    url: &url::Url,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<(Arc<dyn ObjectStore>, Path), object_store::Error> {
+    use object_store::ObjectStoreScheme as S;
+    let (scheme, path) = S::parse(url)?;
+    let path = Path::parse(path)?;
+    // No retry in the client: a request that fails is returned to us at once.
+    let once = object_store::RetryConfig {
+        max_retries: 0,
+        ..Default::default()
+    };
+    macro_rules! build {
+        ($builder:ty) => {{
+            let builder = options.iter().fold(
+                <$builder>::new().with_url(url.to_string()),
+                |b, (k, v)| match k.to_ascii_lowercase().parse() {
+                    Ok(key) => b.with_config(key, v),
+                    Err(_) => b,
+                },
+            );
+            Arc::new(builder.with_retry(once).build()?) as Arc<dyn ObjectStore>
+        }};
+    }
+    let store = match scheme {
+        S::Local => Arc::new(object_store::local::LocalFileSystem::new()) as Arc<dyn ObjectStore>,
+        S::Memory => Arc::new(object_store::memory::InMemory::new()),
+        S::AmazonS3 => build!(object_store::aws::AmazonS3Builder),
+        S::GoogleCloudStorage => build!(object_store::gcp::GoogleCloudStorageBuilder),
+        S::MicrosoftAzure => build!(object_store::azure::MicrosoftAzureBuilder),
+        _ => {
+            return Err(object_store::Error::NotSupported {
+                source: format!("{url}: not a table store sluice can write to").into(),
+            })
+        }
+    };
+    Ok((store, path))
 }
 
 /// What a create-only put found.

@@ -28,6 +28,9 @@ enum Fault {
     After,
     /// A permanent error (permission denied); nothing written.
     Denied,
+    /// "Already there" for a create-only put, though nothing is (a store that keeps
+    /// answering that the name is taken).
+    Conflict,
 }
 
 /// An in-memory store whose next puts to matching paths fail as scripted.
@@ -83,6 +86,10 @@ impl ObjectStore for Scripted {
                 self.inner.put_opts(location, payload, opts).await?;
                 Err(transient())
             }
+            Some(Fault::Conflict) => Err(object_store::Error::AlreadyExists {
+                path: location.to_string(),
+                source: "taken".into(),
+            }),
             Some(Fault::Denied) => Err(object_store::Error::PermissionDenied {
                 path: location.to_string(),
                 source: "denied".into(),
@@ -149,6 +156,7 @@ fn committer(store: &Arc<Scripted>, name: &str, attempts: u32) -> Committer {
     let store = TableStore::new(store.clone(), Path::from("tables/t")).with_retry(Retry {
         attempts,
         backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(1),
     });
     Committer::open(Manifest::on(store, 100), rt, name.into()).unwrap()
 }
@@ -173,12 +181,17 @@ fn file(r: &OffsetRange) -> DataFile {
 }
 
 /// Prepares and writes one file per accepted range.
-fn written(c: &Committer, kind: EntryKind, ranges: &[(i32, i64, i64)]) -> (Written, Vec<Refusal>) {
+fn written<'c>(
+    c: &'c Committer,
+    kind: EntryKind,
+    ranges: &[(i32, i64, i64)],
+) -> (Written<'c>, Vec<Refusal>) {
     let (prepared, refused) = c.prepare(kind, proposals(ranges), vec![]).unwrap();
-    let files = prepared.ranges().iter().map(file).collect();
+    let files: Vec<DataFile> = prepared.ranges().iter().map(file).collect();
+    let rows: Vec<u64> = files.iter().map(|f| f.rows).collect();
     let w = prepared
-        .write(c, files, vec![], |i| {
-            Ok(format!("body {i}").into_bytes().into())
+        .write(files, vec![], |i| {
+            Ok(Encoded::new(format!("body {i}").into_bytes(), rows[i]))
         })
         .unwrap();
     (w, refused)
@@ -211,8 +224,8 @@ fn writers_of_different_partitions_both_publish_the_loser_after_re_reading() {
     let (a, b) = (committer(&store, "a", 3), committer(&store, "b", 3));
     let (wa, _) = written(&a, EntryKind::Append, &[(0, 0, 10)]);
     let (wb, _) = written(&b, EntryKind::Append, &[(1, 0, 5)]);
-    let (ea, _, ca) = published(wa.publish(&a).unwrap());
-    let (eb, refused, cb) = published(wb.publish(&b).unwrap());
+    let (ea, _, ca) = published(wa.publish().unwrap());
+    let (eb, refused, cb) = published(wb.publish().unwrap());
     assert_eq!((ea.seq, ca), (1, 0));
     // b's state was read (at prepare) before a published: its first put finds 1 taken, then
     // it re-reads and takes 2.
@@ -232,7 +245,7 @@ fn writers_of_different_partitions_both_publish_the_loser_after_re_reading() {
     let body = Bytes::from(serde_json::to_vec(&theirs).unwrap());
     store.fail("_sluice/log/00000000000000000003.json", Fault::Taken(body));
     let (wb, _) = written(&b, EntryKind::Append, &[(1, 5, 8)]);
-    let (eb, _, cb) = published(wb.publish(&b).unwrap());
+    let (eb, _, cb) = published(wb.publish().unwrap());
     assert_eq!((eb.seq, cb), (4, 1), "b lost entry 3 and took entry 4");
     assert_eq!(log_len(&a), 4);
     let state = a.rt.block_on(a.manifest.load()).unwrap();
@@ -246,9 +259,9 @@ fn a_writer_fenced_after_writing_publishes_nothing_and_deletes_its_files() {
     let (wa, _) = written(&a, EntryKind::Append, &[(0, 0, 10)]);
     // b read the same state: it too thinks partition 0 starts at 0, and has partition 1.
     let (wb, _) = written(&b, EntryKind::Append, &[(0, 0, 12), (1, 0, 4)]);
-    let b_files: Vec<String> = wb.entry().files.iter().map(|f| f.path.clone()).collect();
-    published(wa.publish(&a).unwrap());
-    let (eb, refused, _) = published(wb.publish(&b).unwrap());
+    let b_files: Vec<String> = wb.draft().files.iter().map(|f| f.path.clone()).collect();
+    published(wa.publish().unwrap());
+    let (eb, refused, _) = published(wb.publish().unwrap());
     assert_eq!(
         refused,
         vec![Refusal::Fenced(Fenced {
@@ -289,7 +302,7 @@ fn a_put_whose_answer_was_lost_is_found_in_the_log_and_published_once() {
     let a = committer(&store, "a", 3);
     store.fail("_sluice/log/", Fault::After);
     let (w, _) = written(&a, EntryKind::Append, &[(0, 0, 10)]);
-    let (e, _, conflicts) = published(w.publish(&a).unwrap());
+    let (e, _, conflicts) = published(w.publish().unwrap());
     assert_eq!((e.seq, conflicts), (1, 0), "our own entry is no conflict");
     assert_eq!(log_len(&a), 1, "published once, not again at entry 2");
 
@@ -297,8 +310,8 @@ fn a_put_whose_answer_was_lost_is_found_in_the_log_and_published_once() {
     let b = committer(&store, "b", 1);
     store.fail("_sluice/log/", Fault::After);
     let (w, _) = written(&b, EntryKind::Append, &[(0, 10, 20)]);
-    let id = w.entry().commit_id.clone();
-    let (e, _, _) = published(w.publish(&b).unwrap());
+    let id = w.draft().commit_id.clone();
+    let (e, _, _) = published(w.publish().unwrap());
     assert_eq!(e.seq, 2);
     let found = b.rt.block_on(b.manifest.read_entry(2)).unwrap().unwrap();
     assert_eq!(found.commit_id, id);
@@ -312,12 +325,12 @@ fn a_put_that_failed_is_retried_and_one_that_cannot_succeed_publishes_nothing() 
     store.fail("_sluice/log/", Fault::Before);
     store.fail("data/", Fault::Before);
     let (w, _) = written(&a, EntryKind::Append, &[(0, 0, 10)]);
-    assert_eq!(published(w.publish(&a).unwrap()).0.seq, 1);
+    assert_eq!(published(w.publish().unwrap()).0.seq, 1);
 
     // Permission denied is not retried: the error says so and the log is unchanged.
     store.fail("_sluice/log/", Fault::Denied);
     let (w, _) = written(&a, EntryKind::Append, &[(0, 10, 20)]);
-    let err = w.publish(&a).unwrap_err();
+    let err = w.publish().unwrap_err();
     assert!(err.to_string().contains("denied"), "{err}");
     assert_eq!(log_len(&a), 1);
     assert!(store.faults.lock().unwrap().is_empty());
@@ -331,7 +344,7 @@ fn racing_writers_of_one_partition_publish_it_exactly_once() {
         let racers: Vec<Committer> = (0..6)
             .map(|i| committer(&store, &format!("w{i}"), 3))
             .collect();
-        let ready: Vec<Written> = racers
+        let ready: Vec<Written<'_>> = racers
             .iter()
             .map(|c| {
                 written(
@@ -346,7 +359,7 @@ fn racing_writers_of_one_partition_publish_it_exactly_once() {
             let handles: Vec<_> = racers
                 .iter()
                 .zip(ready)
-                .map(|(c, w)| s.spawn(move || w.publish(c).unwrap()))
+                .map(|(_, w)| s.spawn(move || w.publish().unwrap()))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
@@ -380,7 +393,7 @@ fn ranges_that_do_not_add_up_or_overlap_loaded_offsets_are_refused_before_writin
     let store = Arc::new(Scripted::default());
     let a = committer(&store, "a", 3);
     let (w, _) = written(&a, EntryKind::Append, &[(0, 0, 10)]);
-    published(w.publish(&a).unwrap());
+    published(w.publish().unwrap());
 
     let mut short = proposals(&[(1, 0, 10)]);
     short[0].rows = 9; // a record lost between poll and file
@@ -408,10 +421,9 @@ fn ranges_that_do_not_add_up_or_overlap_loaded_offsets_are_refused_before_writin
     // A file of a partition that was not prepared is refused, not published.
     let err = prepared
         .write(
-            &a,
             vec![file(&OffsetRange::new("t", 7, 0, 1))],
             vec![],
-            |_| Ok(Vec::new().into()),
+            |_| Ok(Encoded::new(Vec::new(), 1)),
         )
         .unwrap_err();
     assert!(err.to_string().contains("no prepared range"), "{err}");
@@ -422,24 +434,24 @@ fn a_replace_whose_files_were_replaced_meanwhile_publishes_nothing() {
     let store = Arc::new(Scripted::default());
     let a = committer(&store, "a", 3);
     let (w, _) = written(&a, EntryKind::Append, &[(0, 0, 10)]);
-    let (first, _, _) = published(w.publish(&a).unwrap());
+    let (first, _, _) = published(w.publish().unwrap());
     let old = vec![first.files[0].path.clone()];
-    let replace = |c: &Committer| {
+    fn replace<'c>(c: &'c Committer, old: &[String]) -> Written<'c> {
         let (prepared, refused) = c
-            .prepare(EntryKind::Replace, proposals(&[(0, 0, 10)]), old.clone())
+            .prepare(EntryKind::Replace, proposals(&[(0, 0, 10)]), old.to_vec())
             .unwrap();
         assert!(refused.is_empty());
         let files = prepared.ranges().iter().map(file).collect();
         prepared
-            .write(c, files, vec![], |_| Ok(b"new".to_vec().into()))
+            .write(files, vec![], |_| Ok(Encoded::new(b"new".to_vec(), 10)))
             .unwrap()
-    };
+    }
     let b = committer(&store, "b", 3);
-    let (wa, wb) = (replace(&a), replace(&b));
-    let b_new = wb.entry().files[0].path.clone();
-    let (e, _, _) = published(wa.publish(&a).unwrap());
+    let (wa, wb) = (replace(&a, &old), replace(&b, &old));
+    let b_new = wb.draft().files[0].path.clone();
+    let (e, _, _) = published(wa.publish().unwrap());
     assert_eq!((e.seq, e.removed.clone()), (2, old.clone()));
-    match wb.publish(&b).unwrap() {
+    match wb.publish().unwrap() {
         Outcome::Refused { refused, .. } => {
             assert!(
                 matches!(refused[..], [Refusal::Stale { .. }]),
@@ -472,13 +484,50 @@ fn dead_letters_are_uploaded_and_counted_in_the_range() {
     };
     store.fail("dead_letters", Fault::Before); // retried
     let w = prepared
-        .write(&a, vec![data], vec![(dead, b"dead body".to_vec())], |_| {
-            Ok(b"rows".to_vec().into())
+        .write(vec![data], vec![(dead, b"dead body".to_vec())], |_| {
+            Ok(Encoded::new(b"rows".to_vec(), 8))
         })
         .unwrap();
-    let (e, _, _) = published(w.publish(&a).unwrap());
+    let (e, _, _) = published(w.publish().unwrap());
     assert_eq!(e.dead_letters[0].bytes, 9);
     assert_eq!(e.files[0].bytes, 4);
     assert!(exists(&a, "_sluice/dead_letters/t-0/x.parquet"));
     assert_eq!(e.unaccounted(), vec![]);
+}
+
+#[test]
+fn a_file_whose_rows_differ_from_its_range_is_not_uploaded() {
+    let store = Arc::new(Scripted::default());
+    let a = committer(&store, "a", 3);
+    let (prepared, _) = a
+        .prepare(EntryKind::Append, proposals(&[(0, 0, 10)]), vec![])
+        .unwrap();
+    let files: Vec<DataFile> = prepared.ranges().iter().map(file).collect();
+    let path = files[0].path.clone();
+    // The buffers said 10 rows; the encoded file holds 9 (a part left out).
+    let err = prepared
+        .write(files, vec![], |_| Ok(Encoded::new(b"short".to_vec(), 9)))
+        .unwrap_err();
+    assert!(
+        matches!(err, CommitError::Rows { encoded: 9, expected: 10, .. }),
+        "{err}"
+    );
+    assert!(!exists(&a, &path), "a short file was uploaded");
+    assert_eq!(log_len(&a), 0);
+}
+
+#[test]
+fn publish_gives_up_after_a_bounded_number_of_lost_races() {
+    let store = Arc::new(Scripted::default());
+    let a = committer(&store, "a", 3).with_max_races(4);
+    let (w, _) = written(&a, EntryKind::Append, &[(0, 0, 10)]);
+    let path = w.draft().files[0].path.clone();
+    // Every put of the next entry finds it taken by an entry of no partition of ours, and
+    // the re-read never shows it: a store that keeps answering "taken".
+    for _ in 0..5 {
+        store.fail("00000000000000000001.json", Fault::Conflict);
+    }
+    let err = w.publish().unwrap_err();
+    assert!(matches!(err, CommitError::Contended { .. }), "{err}");
+    assert!(!exists(&a, &path), "the files of a commit given up stay");
 }

@@ -79,16 +79,22 @@ impl Table {
             .collect();
         let (prepared, refused) = c.prepare(kind, proposals, removed).unwrap();
         assert!(refused.is_empty(), "{refused:?}");
-        let files = prepared
+        let files: Vec<_> = prepared
             .ranges()
             .iter()
             .map(|r| test_file(r, "date=2026-11-25/hour=13"))
             .collect();
+        let rows: Vec<u64> = files.iter().map(|f| f.rows).collect();
         let w = prepared
-            .write(c, files, vec![], |_| Ok(b"rows".to_vec().into()))
+            .write(files, vec![], |i| {
+                Ok(crate::table::commit::Encoded::new(b"rows".to_vec(), rows[i]))
+            })
             .unwrap();
-        match w.publish(c).unwrap() {
-            Outcome::Published { entry, .. } => *entry,
+        match w.publish().unwrap() {
+            Outcome::Published { entry, .. } => {
+                c.settle(&entry);
+                *entry
+            }
             other => panic!("{other:?}"),
         }
     }

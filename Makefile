@@ -33,7 +33,11 @@ bench: tools
 	$(if $(BASELINE),SLUICE_BENCH_BASELINE=$(abspath $(BASELINE))) tests/support/with-broker.sh $(CARGO) bench --bench e2e
 	$(CARGO) bench --bench micro -- --warm-up-time 1 --measurement-time 3
 
+# Formatting, clippy, and the module layering (no import circle, no upward import; see
+# tests/support/layers.py), whose checker first proves it still sees both.
 lint:
+	python3 tests/support/layers.py --self-test
+	python3 tests/support/layers.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
 

@@ -876,9 +876,7 @@ fn commit_rate(
                             late: false,
                         };
                         let written = prepared
-                            .write(vec![file], vec![], |_| {
-                                Ok(Encoded::new(vec![0u8; 100], 1))
-                            })
+                            .write(vec![file], vec![], |_| Ok(Encoded::new(vec![0u8; 100], 1)))
                             .unwrap();
                         match written.publish().unwrap() {
                             Outcome::Published {

@@ -11,8 +11,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{invalid, ConfigError, Invalid};
-use crate::record::schema::{TableSchema, TimeFormat};
-use crate::record::window::{parse_duration_ms, parse_size, Layout, WindowSize};
+pub use crate::record::options::{
+    redact_url, Compression, EventTime, PayloadFormat, RegistryAuth, RegistryConfig, WriterSchemas,
+};
+use crate::record::schema::TableSchema;
+use crate::record::window::{Layout, WindowSize};
+
+mod units;
+pub use units::{parse_duration_ms, parse_size};
 
 /// Kafka properties sluice sets itself; a job may not override them.
 pub const FORCED_PROPERTIES: [&str; 7] = [
@@ -167,80 +173,12 @@ struct RawBadRecords {
     policy: Option<BadRecordPolicy>,
 }
 
-/// How payloads are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PayloadFormat {
-    Json,
-    /// Raw Avro binary datums written with the job's schema.
-    Avro,
-    /// The Confluent wire format: magic byte 0, a 4-byte big-endian schema id, an Avro datum.
-    #[serde(rename = "confluent-avro", alias = "confluent_avro")]
-    ConfluentAvro,
-}
-
-/// Where the writer schemas of `confluent-avro` payloads come from, by id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriterSchemas {
-    /// A Confluent-compatible schema registry (`GET {url}/schemas/ids/{id}`).
-    Registry(RegistryConfig),
-    /// A folder of `<id>.avsc` files (offline, or a registry exported to files).
-    Directory(PathBuf),
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct RegistryConfig {
-    pub url: String,
-    pub auth: RegistryAuth,
-    /// Extra CA certificates (PEM) to trust, besides the system's.
-    pub ca_file: Option<PathBuf>,
-    /// Per request.
-    pub timeout: Duration,
-}
-
-impl std::fmt::Debug for RegistryConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryConfig")
-            .field("url", &redact_url(&self.url))
-            .field("auth", &self.auth)
-            .field("ca_file", &self.ca_file)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
-
-#[derive(Clone, PartialEq, Eq)]
-pub enum RegistryAuth {
-    None,
-    Basic { username: String, password: String },
-    Bearer(String),
-}
-
-impl std::fmt::Debug for RegistryAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RegistryAuth::None => "None",
-            RegistryAuth::Basic { .. } => "Basic(..)",
-            RegistryAuth::Bearer(_) => "Bearer(..)",
-        })
-    }
-}
-
 /// Where a partition starts when the manifest has nothing for it yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StartOffset {
     Earliest,
     Latest,
-}
-
-/// Where the event time of a record comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventTime {
-    /// The Kafka message timestamp (create or log-append time).
-    KafkaTimestamp,
-    /// A top-level field of the event.
-    Field { name: String, format: TimeFormat },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -250,14 +188,6 @@ pub enum BadRecordPolicy {
     DeadLetter,
     /// Stop with an error naming topic, partition, offset and reason.
     Fail,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Zstd(i32),
-    Snappy,
-    Lz4,
-    None,
 }
 
 /// A checked job.
@@ -361,6 +291,18 @@ pub mod defaults {
 }
 
 impl Job {
+    /// What the job's consumers need of it.
+    pub fn source(&self) -> crate::record::source::Settings<'_> {
+        crate::record::source::Settings {
+            brokers: &self.brokers,
+            group_id: &self.group_id,
+            properties: &self.kafka_properties,
+            max_buffered_bytes: self.commit.max_buffered_bytes,
+        }
+    }
+}
+
+impl Job {
     /// Reads, parses and validates a job file. Relative schema paths and relative local storage
     /// paths are taken relative to the job file's folder.
     pub fn load(path: &Path) -> Result<Job, ConfigError> {
@@ -429,8 +371,16 @@ impl Job {
                 ));
             }
             let v = subst(&key, v)?;
-            let strategies = ["cooperative-sticky", "range", "roundrobin", "range,roundrobin", "roundrobin,range"];
-            if k == "partition.assignment.strategy" && !strategies.contains(&v.replace(' ', "").as_str()) {
+            let strategies = [
+                "cooperative-sticky",
+                "range",
+                "roundrobin",
+                "range,roundrobin",
+                "roundrobin,range",
+            ];
+            if k == "partition.assignment.strategy"
+                && !strategies.contains(&v.replace(' ', "").as_str())
+            {
                 return Err(invalid(
                     &key,
                     format!("`{v}`: sluice rebalances with `cooperative-sticky` (the default) or the eager `range`/`roundrobin`"),
@@ -824,19 +774,6 @@ fn expand_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, I
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// A URL with any user info and query string removed, safe to print.
-pub fn redact_url(s: &str) -> String {
-    match url::Url::parse(s) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.to_string()
-        }
-        Err(_) => "<unparseable url>".into(),
-    }
 }
 
 /// A minimal job on `storage_url` for unit tests: topic `t`, the payment schema.

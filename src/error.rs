@@ -106,7 +106,9 @@ pub enum CommitError {
     Thread(std::io::Error),
     /// Other writers took the next entry every time: nothing of this commit was published
     /// (its files were deleted); the caller may try again later.
-    #[error("lost the race for the next manifest entry {races} times in a row; nothing was published")]
+    #[error(
+        "lost the race for the next manifest entry {races} times in a row; nothing was published"
+    )]
     Contended { races: u32 },
 }
 

@@ -357,7 +357,12 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         table = %redact_url(&job.storage_url),
         "starting"
     );
-    let loader = Loader::new(job, rt.clone(), shutdown)?;
+    let mut loader = Loader::new(job.clone(), rt.clone(), shutdown)?;
+    if !a.once && job.compaction.enabled {
+        let manifest = loader.manifest().clone();
+        let compact = ops::compact::in_background(job, manifest, rt.clone(), loader.metrics());
+        loader = loader.with_compaction(compact);
+    }
     if let Some(addr) = a.metrics_addr {
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(&addr))
@@ -379,8 +384,8 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     let start_ms = chrono::DateTime::parse_from_rfc3339(&a.start)
         .with_context(|| format!("--start {}", a.start))?
         .timestamp_millis();
-    let span_ms = sluice::record::window::parse_duration_ms(&a.span)
-        .map_err(|e| anyhow::anyhow!("--span: {e}"))?;
+    let span_ms =
+        sluice::config::parse_duration_ms(&a.span).map_err(|e| anyhow::anyhow!("--span: {e}"))?;
     let spec = ops::generate::GenSpec {
         first_id: a.first_id,
         count: a.count,
@@ -421,7 +426,7 @@ fn backfill(a: BackfillArgs) -> anyhow::Result<()> {
     };
     let (rt, manifest) = open_table(&job)?;
     let state = rt.block_on(manifest.load())?;
-    let consumer = source::lookup_consumer(&job)?;
+    let consumer = source::lookup_consumer(job.source())?;
     let mut parts = source::all_partitions(&consumer, &job.topics, LOOKUP_TIMEOUT)?;
     if !a.partitions.is_empty() {
         if let Some(p) = a
@@ -499,10 +504,10 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
     let (rt, manifest) = open_table(&job)?;
     let state = rt.block_on(manifest.load())?;
     let parts = {
-        let consumer = source::lookup_consumer(&job)?;
+        let consumer = source::lookup_consumer(job.source())?;
         source::all_partitions(&consumer, &job.topics, LOOKUP_TIMEOUT)?
     };
-    let highs = source::served_high_watermarks(&job, &parts, LOOKUP_TIMEOUT)?;
+    let highs = source::served_high_watermarks(job.source(), &parts, LOOKUP_TIMEOUT)?;
     let st = ops::status::status(&state, &parts, &highs);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
@@ -532,7 +537,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
 
 fn gc(a: GcArgs) -> anyhow::Result<()> {
     let job = Job::load(&a.job)?;
-    let older_than = sluice::record::window::parse_duration_ms(&a.older_than)
+    let older_than = sluice::config::parse_duration_ms(&a.older_than)
         .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
         .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
     let (rt, manifest) = open_table(&job)?;
@@ -564,7 +569,7 @@ fn skip(a: SkipArgs) -> anyhow::Result<()> {
     let job = Job::load(&a.job)?;
     let part = (a.topic.clone(), a.partition);
     let (low, _) = {
-        let consumer = source::lookup_consumer(&job)?;
+        let consumer = source::lookup_consumer(job.source())?;
         source::watermarks(&consumer, std::slice::from_ref(&part), LOOKUP_TIMEOUT)?
             .remove(&part)
             .with_context(|| format!("{}/{}: no watermarks", a.topic, a.partition))?
@@ -590,8 +595,8 @@ fn compact(a: CompactArgs) -> anyhow::Result<()> {
         options.window = Some(job.window.start_of(ms));
     }
     if let Some(t) = &a.target_size {
-        options.target_bytes = sluice::record::window::parse_size(t)
-            .map_err(|e| anyhow::anyhow!("--target-size: {e}"))?;
+        options.target_bytes =
+            sluice::config::parse_size(t).map_err(|e| anyhow::anyhow!("--target-size: {e}"))?;
     }
     let (rt, manifest) = open_table(&job)?;
     let committer = ops::compact::committer(&job, manifest, rt, "compact")?;
@@ -630,7 +635,7 @@ fn wait(a: WaitArgs) -> anyhow::Result<bool> {
         })?
         .timestamp_millis();
     let ms = |flag: &str, v: &str| {
-        sluice::record::window::parse_duration_ms(v)
+        sluice::config::parse_duration_ms(v)
             .map(|ms| std::time::Duration::from_millis(ms.unsigned_abs()))
             .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
     };

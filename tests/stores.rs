@@ -130,7 +130,9 @@ fn commit(c: &Committer, p: i32, from: i64, to: i64) -> Outcome {
     };
     let rows = file.rows;
     let written = prepared
-        .write(vec![file], vec![], |_| Ok(Encoded::new(b"body".to_vec(), rows)))
+        .write(vec![file], vec![], |_| {
+            Ok(Encoded::new(b"body".to_vec(), rows))
+        })
         .unwrap();
     let outcome = written.publish().unwrap();
     if let Outcome::Published { entry, .. } = &outcome {

@@ -63,6 +63,10 @@ def produce_tx(tx, topic, key, value, partition):
             tx.poll(0.05)
 
 
+class Fenced(Exception):
+    """The producer was fenced while its transaction was being aborted."""
+
+
 def finish(tx, abort):
     """Commits (or aborts) the open transaction through broker faults: a retriable error is
     retried, one that requires an abort aborts. Returns whether it committed."""
@@ -79,6 +83,11 @@ def finish(tx, abort):
             return True
         except KafkaException as e:
             err = e.args[0]
+            if err.fatal() and abort:
+                # Fenced while aborting (the coordinator timed the transaction out across a
+                # broker restart and bumped the epoch): it is aborted either way. The caller
+                # replaces the producer.
+                raise Fenced() from e
             if time.time() > deadline or err.fatal():
                 raise
             if err.txn_requires_abort():
@@ -113,8 +122,12 @@ def main():
     out = open(a.out, "a", buffering=1) if a.out else sys.stderr
     txid = a.transactional_id or f"sluice-test-{a.topic}-{a.seed}"
     common = {"bootstrap.servers": a.brokers, "linger.ms": 5}
-    tx = Producer({**common, "transactional.id": txid, "transaction.timeout.ms": 10_000})
-    tx.init_transactions(30)
+    def new_tx():
+        p = Producer({**common, "transactional.id": txid, "transaction.timeout.ms": 10_000})
+        p.init_transactions(30)
+        return p
+
+    tx = new_tx()
     plain = Producer({**common, "acks": "all", "enable.idempotence": True})
     errors = []
 
@@ -168,7 +181,12 @@ def main():
             for i in range(next_id, next_id + n):
                 eid, body = event(i)
                 produce_tx(tx, a.topic, eid, body, part(i))
-            committed = finish(tx, abort)
+            try:
+                committed = finish(tx, abort)
+            except Fenced:
+                print("txn_producer: fenced while aborting; a new producer takes over", file=sys.stderr)
+                tx = new_tx()
+                committed = False
             state = "committed" if committed else "aborted"
             ids = [(f"{a.prefix}_{i:012d}", state) for i in range(next_id, next_id + n)]
             counts["transactions"] += 1

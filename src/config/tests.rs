@@ -1,6 +1,7 @@
 //! Job files: defaults, errors naming the key, no side effects while parsing.
 
 use super::*;
+use crate::record::schema::TimeFormat;
 
 fn schema_dir() -> PathBuf {
     let d = tempfile::tempdir().unwrap().keep();

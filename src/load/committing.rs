@@ -24,7 +24,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::config::{Job, LateRecords};
 use crate::error::{CommitError, LoadError, Result};
-use crate::load::Run;
+use crate::load::runs::Run;
 use crate::record::buffer::{PartitionBuffer, WindowRows};
 use crate::record::decode::DeadRecord;
 use crate::record::encode;
@@ -69,6 +69,33 @@ pub(crate) struct Finished {
     /// (the log, read again at the next commit, decides; fencing keeps it exactly once).
     pub(crate) error: Option<LoadError>,
     pub(crate) started: Instant,
+}
+
+/// A commit handed to the committer thread: which partitions, from where, in which generation.
+pub(crate) struct InFlight {
+    parts: Vec<(String, i32, i64, u64)>,
+}
+
+impl InFlight {
+    pub(crate) fn new(parts: Vec<(String, i32, i64, u64)>) -> Self {
+        InFlight { parts }
+    }
+
+    /// Each sealed partition: topic, partition, where its range starts, its generation.
+    pub(crate) fn parts(&self) -> impl Iterator<Item = (&str, i32, i64, u64)> {
+        self.parts
+            .iter()
+            .map(|(t, p, f, g)| (t.as_str(), *p, *f, *g))
+    }
+
+    /// Where the sealed range of `topic`/`partition` starts, if the partition is still in the
+    /// generation it was sealed in.
+    pub(crate) fn sealed_from(&self, topic: &str, partition: i32, generation: u64) -> Option<i64> {
+        self.parts
+            .iter()
+            .find(|(t, p, _, g)| t == topic && *p == partition && *g == generation)
+            .map(|(_, _, from, _)| *from)
+    }
 }
 
 /// What the committer thread needs of the job and the run.
@@ -197,8 +224,7 @@ impl Worker {
                 .iter()
                 .filter(|f| plan.carried.contains(&f.path))
             {
-                if let Some(carried) =
-                    crate::ops::compact::carried_file(f, &|t, p| !replaced(t, p))
+                if let Some(carried) = crate::table::files::carried_file(f, &|t, p| !replaced(t, p))
                 {
                     files.push(carried);
                     sources.push(Source::Carried(f.clone()));
@@ -211,13 +237,15 @@ impl Worker {
         let carried_files = files.clone();
         let written = prepared.write(files, dead, |i| match &sources[i] {
             Source::Carried(source) => {
-                crate::ops::compact::encode_carried(store, &rt, source, &carried_files[i], props)
+                crate::table::files::encode_carried(store, &rt, source, &carried_files[i], props)
             }
             Source::Window(buf, w) => {
-                let batches = buf.window_batches(w).map_err(|source| CommitError::Encode {
-                    path: paths[i].clone(),
-                    source: Box::new(source),
-                })?;
+                let batches = buf
+                    .window_batches(w)
+                    .map_err(|source| CommitError::Encode {
+                        path: paths[i].clone(),
+                        source: Box::new(source),
+                    })?;
                 encode_data_file(schema, &batches, props, &paths[i])
             }
         })?;
@@ -296,7 +324,7 @@ enum Source<'a> {
 }
 
 /// A replace swaps every file of its ranges at once: each re-derived range must be whole.
-fn whole_ranges(plan: &crate::ops::backfill::Plan, proposals: &[Proposal]) -> Result<()> {
+fn whole_ranges(plan: &crate::load::runs::Plan, proposals: &[Proposal]) -> Result<()> {
     for want in &plan.ranges {
         let got = proposals
             .iter()
@@ -327,6 +355,5 @@ pub(crate) fn should_pause(
     buffered: crate::config::Buffered,
     policy: &crate::config::CommitPolicy,
 ) -> bool {
-    in_flight
-        && (buffered.bytes >= policy.max_buffered_bytes || buffered.rows >= policy.max_rows)
+    in_flight && (buffered.bytes >= policy.max_buffered_bytes || buffered.rows >= policy.max_rows)
 }

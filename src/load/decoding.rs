@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use crate::config::{BadRecordPolicy, LateRecords};
 use crate::error::{LoadError, Result};
+use crate::load::metrics::Metrics;
 use crate::load::partition::{PartState, Partitions};
-use crate::ops::metrics::Metrics;
 use crate::record::buffer::DecodedChunk;
 use crate::record::decode::{ChunkDecoder, DeadRecord, RawChunk};
 use crate::record::window::WindowSize;

@@ -10,9 +10,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::TopicPartitionList;
 
 use crate::error::{LoadError, Result};
-use crate::load::committing::{should_pause, Batch, Finished, SealedPart};
+use crate::load::committing::{should_pause, Batch, Finished, InFlight, SealedPart};
 use crate::load::run::Loader;
-use crate::load::Run;
+use crate::load::runs::Run;
 use crate::record::source::{self, LoaderContext};
 use crate::table::entry::{Entry, Watermark};
 use crate::table::state::Refusal;
@@ -20,22 +20,6 @@ use crate::table::state::Refusal;
 /// Failed commits in a row (each re-reads its partitions and tries again after a pause) before
 /// the loader stops with the last error.
 const FAILED_COMMITS: u32 = 10;
-
-/// A commit handed to the committer thread: which partitions, from where, in which generation.
-pub(crate) struct InFlight {
-    parts: Vec<(String, i32, i64, u64)>,
-}
-
-impl InFlight {
-    /// Where the sealed range of `topic`/`partition` starts, if the partition is still in the
-    /// generation it was sealed in.
-    fn sealed_from(&self, topic: &str, partition: i32, generation: u64) -> Option<i64> {
-        self.parts
-            .iter()
-            .find(|(t, p, _, g)| t == topic && *p == partition && *g == generation)
-            .map(|(_, _, from, _)| *from)
-    }
-}
 
 impl Loader {
     /// Whether a batch may be handed to the committer thread now: none in flight, and no
@@ -68,8 +52,20 @@ impl Loader {
         } else {
             self.watermarks(consumer, false)
         };
+        let parts = self.seal(&keys);
+        self.hand_over(Batch {
+            parts,
+            watermarks,
+            started: Instant::now(),
+        })
+    }
+
+    /// Seals the ranges of partitions `keys` (their records all decoded): their rows leave
+    /// for the committer thread, and each reads on into fresh buffers from where its sealed
+    /// range ends.
+    pub(crate) fn seal(&mut self, keys: &[(String, i32)]) -> Vec<SealedPart> {
         let mut parts = Vec::new();
-        for (t, p) in &keys {
+        for (t, p) in keys {
             let Some(b) = self.parts.get_mut(t, *p) else {
                 continue;
             };
@@ -83,11 +79,7 @@ impl Loader {
                 });
             }
         }
-        self.hand_over(Batch {
-            parts,
-            watermarks,
-            started: Instant::now(),
-        })
+        parts
     }
 
     /// With nothing to load: an entry of watermarks alone, when an idle partition's would
@@ -121,7 +113,7 @@ impl Loader {
             .collect();
         let lane = self.lane.as_ref().ok_or_else(committer_gone)?;
         lane.batches.send(batch).map_err(|_| committer_gone())?;
-        self.in_flight = Some(InFlight { parts });
+        self.in_flight = Some(InFlight::new(parts));
         Ok(())
     }
 
@@ -202,11 +194,7 @@ impl Loader {
         }
     }
 
-    fn on_finished(
-        &mut self,
-        consumer: &BaseConsumer<LoaderContext>,
-        f: Finished,
-    ) -> Result<()> {
+    fn on_finished(&mut self, consumer: &BaseConsumer<LoaderContext>, f: Finished) -> Result<()> {
         let Some(in_flight) = self.in_flight.take() else {
             return Ok(());
         };
@@ -221,7 +209,7 @@ impl Loader {
             if entry.ranges.is_empty() {
                 tracing::debug!(seq = entry.seq, closed_through_ms = ?entry.closed_through_ms, "watermarks");
                 if let Some(closed) = entry.closed_through_ms {
-                    self.compact_in_background(closed);
+                    self.compactor.start(closed);
                 }
             } else {
                 self.published(consumer, &in_flight, &entry, f.started);
@@ -257,10 +245,9 @@ impl Loader {
         self.metrics.failed_commits.fetch_add(1, Ordering::Relaxed);
         self.retry_at = Some(Instant::now() + pause);
         let again: Vec<(String, i32, i64)> = in_flight
-            .parts
-            .iter()
+            .parts()
             .filter(|(t, p, _, g)| self.parts.get(t, *p).is_some_and(|b| b.generation == *g))
-            .map(|(t, p, from, _)| (t.clone(), *p, *from))
+            .map(|(t, p, from, _)| (t.to_string(), p, from))
             .collect();
         self.reposition(consumer, &again)?;
         self.flow(consumer);
@@ -404,7 +391,7 @@ impl Loader {
             "committed"
         );
         if let Some(closed) = entry.closed_through_ms {
-            self.compact_in_background(closed);
+            self.compactor.start(closed);
         }
         crate::failpoint::hit("before-group-commit");
         source::commit_group_offsets(consumer, &group_offsets);

@@ -14,13 +14,13 @@ use rdkafka::Offset;
 
 use crate::config::{Job, StartOffset};
 use crate::error::{LoadError, Result};
-use crate::load::committing::{Batch, Finished, Worker};
+use crate::load::background::{CompactClosed, Compactor};
+use crate::load::committing::{Batch, Finished, InFlight, Worker};
 use crate::load::decoding::{decode_thread, Decoding, LateRule, DECODE_QUEUE};
-use crate::load::flush::InFlight;
+use crate::load::metrics::Metrics;
 use crate::load::partition::{PartState, Partitions, Stop};
 use crate::load::progress::Progress;
-use crate::load::{Run, RunStats, CHUNK_BYTES, CHUNK_RECORDS, KAFKA_TIMEOUT};
-use crate::ops::metrics::Metrics;
+use crate::load::runs::{Run, RunStats, CHUNK_BYTES, CHUNK_RECORDS, KAFKA_TIMEOUT};
 use crate::record::decode::ChunkDecoder;
 use crate::record::encode;
 use crate::record::source::{self, Assignment, LoaderContext, TopicPartition};
@@ -60,7 +60,7 @@ pub struct Loader {
     /// Windows closed through here (ms; `i64::MIN`: none), for the decode thread.
     pub(crate) closed_through: Arc<std::sync::atomic::AtomicI64>,
     /// The background compaction of closed windows, when one runs.
-    pub(crate) compactor: crate::load::background::Compactor,
+    pub(crate) compactor: Compactor,
 }
 
 impl Loader {
@@ -89,8 +89,7 @@ impl Loader {
         let schema = crate::schema_def(&job)?;
         let delta = crate::open_delta(&job, &manifest)?;
         let committer = Committer::open(manifest, rt, writer)?;
-        let verdict =
-            crate::table::evolve::compare(committer.snapshot().schema.as_ref(), &schema);
+        let verdict = crate::table::evolve::compare(committer.snapshot().schema.as_ref(), &schema);
         match &verdict {
             Verdict::Same => {}
             Verdict::Unreadable(_) => {
@@ -128,7 +127,7 @@ impl Loader {
             metrics: Arc::new(Metrics::default()),
             progress: Progress::new(),
             closed_through: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
-            compactor: None,
+            compactor: Compactor::default(),
         })
     }
 
@@ -152,6 +151,18 @@ impl Loader {
         })
     }
 
+    /// A continuous run compacts the windows each commit closes with `compact`, on a thread
+    /// of its own.
+    pub fn with_compaction(mut self, compact: CompactClosed) -> Self {
+        self.compactor = Compactor::new(Some(compact));
+        self
+    }
+
+    /// The table's manifest.
+    pub fn manifest(&self) -> &crate::table::manifest::Manifest {
+        self.committer.manifest()
+    }
+
     /// The loader's metrics (served by `run --metrics-addr`).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -162,7 +173,7 @@ impl Loader {
     pub fn run(mut self, run: Run) -> Result<RunStats> {
         self.run = run;
         let ctx = LoaderContext::new(self.resolver(), &self.job.brokers);
-        let consumer = source::create_consumer(&self.job, ctx)?;
+        let consumer = source::create_consumer(self.job.source(), ctx)?;
         match &self.run {
             Run::Continuous => {
                 let topics: Vec<&str> = self.job.topics.iter().map(String::as_str).collect();
@@ -176,8 +187,15 @@ impl Loader {
             Run::Once => self.assign_all(&consumer)?,
             Run::Backfill(_) => self.assign_plan(&consumer)?,
         }
-        let decoder = ChunkDecoder::for_job(&self.job, self.shutdown.clone())
-            .map_err(|e| LoadError::Payload(e.0))?;
+        let job = &self.job;
+        let decoder = ChunkDecoder::for_format(
+            job.schema.clone(),
+            job.event_time.clone(),
+            job.format,
+            job.writers.as_ref(),
+            self.shutdown.clone(),
+        )
+        .map_err(|e| LoadError::Payload(e.0))?;
         let window = self.job.window;
         self.note_closed();
         let late = LateRule {
@@ -237,7 +255,7 @@ impl Loader {
             consumer.unsubscribe();
         }
         drop(consumer);
-        self.join_compactor();
+        self.compactor.join();
         self.stats.conflicts = self.metrics.conflicts.load(Ordering::Relaxed);
         result.map(|_| self.stats)
     }

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use rdkafka::Offset;
 
+use crate::load::committing::{should_pause, Batch, SealedPart};
 use crate::load::decoding::{DecodeJob, Decoding, DECODE_QUEUE};
 use crate::load::partition::{PartState, Stop};
 use crate::load::Loader;
 use crate::record::decode::ChunkDecoder;
 use crate::record::source::Assignment;
+use crate::table::state::Refusal;
 
 /// A loader on an in-memory table with its decode thread's channels in the test's hands.
 fn loader() -> (Loader, Receiver<DecodeJob>, Sender<DecodeJob>) {
@@ -116,5 +118,160 @@ fn a_failed_rebalance_is_a_rebalance_error_not_a_corrupt_manifest() {
     assert!(
         matches!(err, crate::error::LoadError::Rebalance { .. }),
         "{err}"
+    );
+}
+
+/// The committer thread's side, on the loader's table.
+fn worker(l: &Loader) -> crate::load::committing::Worker {
+    crate::load::committing::Worker {
+        committer: l.committer.clone(),
+        job: l.job.clone(),
+        run: crate::load::Run::Continuous,
+        props: l.props.clone(),
+    }
+}
+
+/// Reads offsets `[from, from + n)` of t/0 and decodes them into the partition's buffer.
+fn decoded(
+    l: &mut Loader,
+    jobs: &Receiver<DecodeJob>,
+    done: &Sender<DecodeJob>,
+    from: i64,
+    n: i64,
+) {
+    fill(l, from, n);
+    l.send_chunk("t", 0).unwrap();
+    decode_sent(l, jobs, done);
+    l.take_decoded(true).unwrap();
+}
+
+fn batch(parts: Vec<SealedPart>) -> Batch {
+    Batch {
+        parts,
+        watermarks: Vec::new(),
+        started: std::time::Instant::now(),
+    }
+}
+
+#[test]
+fn sealed_ranges_commit_on_the_committer_thread_while_the_partition_reads_on() {
+    let (mut l, jobs, done) = loader();
+    l.parts.insert("t", 0, at(0));
+    decoded(&mut l, &jobs, &done, 0, 100);
+    let generation = l.parts.get("t", 0).unwrap().generation;
+    let first = l.seal(&[("t".into(), 0)]);
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].range.from, first[0].range.to), (0, 100));
+    assert_eq!(first[0].generation, generation);
+    // The partition reads on from the sealed end, into fresh buffers, in the same generation.
+    let buf = l.parts.get("t", 0).unwrap();
+    assert_eq!(
+        (buf.from(), buf.next, buf.buffer.rows()),
+        (Some(100), 100, 0)
+    );
+    assert_eq!(buf.generation, generation);
+
+    let w = worker(&l);
+    let (batches, batches_rx) = std::sync::mpsc::channel();
+    let (finished_tx, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| w.serve(batches_rx, finished_tx));
+        batches.send(batch(first)).unwrap();
+        // Meanwhile the poll thread reads and decodes the next records.
+        decoded(&mut l, &jobs, &done, 100, 50);
+        let f = finished.recv().unwrap();
+        assert!(f.error.is_none(), "{:?}", f.error);
+        assert!(f.refused.is_empty(), "{:?}", f.refused);
+        let e = f.entry.unwrap();
+        assert_eq!(e.seq, 1);
+        assert_eq!((e.ranges[0].from, e.ranges[0].to), (0, 100));
+        assert_eq!(e.files.iter().map(|f| f.rows).sum::<u64>(), 100);
+
+        let second = l.seal(&[("t".into(), 0)]);
+        assert_eq!((second[0].range.from, second[0].range.to), (100, 150));
+        batches.send(batch(second)).unwrap();
+        let e = finished.recv().unwrap().entry.unwrap();
+        assert_eq!(e.seq, 2);
+        assert_eq!(e.files.iter().map(|f| f.rows).sum::<u64>(), 50);
+        drop(batches);
+    });
+    let state = l.committer.snapshot();
+    let p = state.partition("t", 0).unwrap();
+    assert_eq!((p.ranges.clone(), p.rows), (vec![(0, 150)], 150));
+}
+
+#[test]
+fn a_sealed_range_another_writer_committed_first_is_refused_as_fenced() {
+    use crate::table::commit::{Committer, Encoded, Outcome, Proposal};
+    use crate::table::entry::{test_file, EntryKind, OffsetRange};
+    let (mut l, jobs, done) = loader();
+    l.parts.insert("t", 0, at(0));
+    decoded(&mut l, &jobs, &done, 0, 100);
+    let sealed = l.seal(&[("t".into(), 0)]);
+    // Another writer (a loader the group gave t/0 meanwhile) commits [0, 40) first.
+    let other = Committer::open(
+        l.committer.manifest().clone(),
+        l.committer.runtime(),
+        "other".into(),
+    )
+    .unwrap();
+    let range = OffsetRange {
+        records: Some(40),
+        ..OffsetRange::new("t", 0, 0, 40)
+    };
+    let proposal = Proposal {
+        range: range.clone(),
+        rows: 40,
+        dead_letters: 0,
+    };
+    let (prepared, _) = other
+        .prepare(EntryKind::Append, vec![proposal], vec![])
+        .unwrap();
+    let file = test_file(&range, "d");
+    let written = prepared
+        .write(vec![file], vec![], |_| Ok(Encoded::new(b"x".to_vec(), 40)))
+        .unwrap();
+    assert!(matches!(
+        written.publish().unwrap(),
+        Outcome::Published { .. }
+    ));
+
+    let f = worker(&l).commit(batch(sealed));
+    assert!(f.error.is_none(), "{:?}", f.error);
+    assert!(f.entry.is_none(), "published over another writer's range");
+    assert!(
+        matches!(&f.refused[..], [Refusal::Fenced(x)] if x.committed_end == Some(40)),
+        "{:?}",
+        f.refused
+    );
+}
+
+#[test]
+fn partitions_pause_only_while_a_commit_is_in_flight_and_the_budget_is_reached() {
+    let policy = crate::config::CommitPolicy {
+        interval: std::time::Duration::from_secs(1),
+        max_buffered_bytes: 1000,
+        max_rows: 100,
+    };
+    let held = |bytes, rows| crate::config::Buffered {
+        bytes,
+        rows,
+        ranges: true,
+    };
+    assert!(
+        !should_pause(false, held(5000, 500), &policy),
+        "nothing in flight"
+    );
+    assert!(
+        !should_pause(true, held(999, 99), &policy),
+        "under the budget"
+    );
+    assert!(
+        should_pause(true, held(1000, 0), &policy),
+        "bytes at the budget"
+    );
+    assert!(
+        should_pause(true, held(0, 100), &policy),
+        "rows at the budget"
     );
 }

@@ -8,40 +8,9 @@ use std::collections::HashMap;
 
 use crate::error::LoadError;
 use crate::record::source::TopicPartition;
-use crate::table::entry::EntryKind;
 use crate::table::state::TableState;
 
-/// One partition's range to backfill, half-open; `to: None` is the partition's end now.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PlanRange {
-    pub topic: String,
-    pub partition: i32,
-    pub from: i64,
-    pub to: Option<i64>,
-}
-
-/// What `sluice backfill` loads: ranges never loaded (a `backfill` entry), or with `replace`,
-/// loaded ranges re-derived from Kafka and swapped for the files in `removed` in one entry.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Plan {
-    pub ranges: Vec<PlanRange>,
-    pub replace: bool,
-    pub removed: Vec<String>,
-    /// Removed files holding rows of partitions the plan does not replace (compacted files):
-    /// the entry carries those rows into new files.
-    pub carried: Vec<String>,
-}
-
-impl Plan {
-    /// The kind of the entry that publishes the plan.
-    pub fn entry_kind(&self) -> EntryKind {
-        if self.replace {
-            EntryKind::Replace
-        } else {
-            EntryKind::Backfill
-        }
-    }
-}
+pub use crate::load::{Plan, PlanRange};
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
@@ -195,7 +164,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::entry::{DataFile, Entry, OffsetRange};
+    use crate::table::entry::{DataFile, Entry, EntryKind, OffsetRange};
 
     fn file(path: &str, first: i64, next: i64) -> DataFile {
         DataFile {

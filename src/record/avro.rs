@@ -29,9 +29,9 @@ use arrow::error::ArrowError;
 use arrow_avro::reader::{Decoder, DecoderMode, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 
-use crate::config::{PayloadFormat, WriterSchemas};
 use crate::error::{invalid, Invalid};
-use crate::record::decode::RawChunk;
+use crate::record::chunk::RawChunk;
+use crate::record::options::{PayloadFormat, WriterSchemas};
 use crate::record::registry::{Lookup, SchemaSource, Unavailable};
 
 /// Rows one decoder holds before it is flushed (a chunk is at most 8,192 records).

@@ -16,108 +16,11 @@ use arrow::array::{
 use arrow::compute::{cast, concat_batches, filter_record_batch};
 use arrow::json::reader::{Decoder, ReaderBuilder};
 
-use crate::config::EventTime;
 use crate::record::event_time::to_millis;
+use crate::record::options::{EventTime, PayloadFormat, WriterSchemas};
 use crate::record::schema::TableSchema;
 
-const NO_TS: i64 = i64::MIN;
-
-/// Raw records of one partition, in offset order, copied into one arena.
-#[derive(Debug, Default)]
-pub struct RawChunk {
-    data: Vec<u8>,
-    /// Per record: (payload start, payload end, key start, key end) in `data`; a missing
-    /// payload or key has `start == u32::MAX`.
-    spans: Vec<[u32; 4]>,
-    offsets: Vec<i64>,
-    timestamps: Vec<i64>,
-}
-
-impl RawChunk {
-    pub fn push(
-        &mut self,
-        offset: i64,
-        timestamp_ms: Option<i64>,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-    ) {
-        let mut put = |b: Option<&[u8]>| match b {
-            Some(b) => {
-                let s = self.data.len() as u32;
-                self.data.extend_from_slice(b);
-                (s, self.data.len() as u32)
-            }
-            None => (u32::MAX, 0),
-        };
-        let (ps, pe) = put(payload);
-        let (ks, ke) = put(key);
-        self.spans.push([ps, pe, ks, ke]);
-        self.offsets.push(offset);
-        self.timestamps.push(timestamp_ms.unwrap_or(NO_TS));
-    }
-
-    pub fn len(&self) -> usize {
-        self.offsets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.offsets.is_empty()
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.data.len()
-    }
-
-    pub fn first_offset(&self) -> Option<i64> {
-        self.offsets.first().copied()
-    }
-
-    pub fn clear(&mut self) {
-        self.data.clear();
-        self.spans.clear();
-        self.offsets.clear();
-        self.timestamps.clear();
-    }
-
-    fn slice(&self, s: u32, e: u32) -> Option<&[u8]> {
-        (s != u32::MAX).then(|| &self.data[s as usize..e as usize])
-    }
-
-    pub(crate) fn payload(&self, i: usize) -> Option<&[u8]> {
-        let [s, e, _, _] = self.spans[i];
-        self.slice(s, e)
-    }
-
-    fn key(&self, i: usize) -> Option<&[u8]> {
-        let [_, _, s, e] = self.spans[i];
-        self.slice(s, e)
-    }
-
-    fn timestamp(&self, i: usize) -> Option<i64> {
-        let t = self.timestamps[i];
-        (t != NO_TS).then_some(t)
-    }
-
-    fn dead(&self, i: usize, error: String) -> DeadRecord {
-        DeadRecord {
-            offset: self.offsets[i],
-            kafka_timestamp: self.timestamp(i),
-            key: self.key(i).map(<[u8]>::to_vec),
-            payload: self.payload(i).map(<[u8]>::to_vec),
-            error,
-        }
-    }
-}
-
-/// A record that could not be loaded, kept with everything needed to replay it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeadRecord {
-    pub offset: i64,
-    pub kafka_timestamp: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub error: String,
-}
+pub use crate::record::chunk::{DeadRecord, RawChunk};
 
 impl Decoded {
     /// Takes out the rows with an event time before `before_ms` (rows of windows closed
@@ -221,24 +124,28 @@ impl ChunkDecoder {
         }
     }
 
-    /// The decoder of a job's payloads: JSON, raw Avro or the Confluent wire format.
-    /// `stop` ends waiting for an unavailable schema registry.
-    pub fn for_job(
-        job: &crate::config::Job,
+    /// The decoder of payloads in `format`: JSON, raw Avro or the Confluent wire format
+    /// (its writer schemas from `writers`). `stop` ends waiting for an unavailable schema
+    /// registry.
+    pub fn for_format(
+        schema: TableSchema,
+        event_time: EventTime,
+        format: PayloadFormat,
+        writers: Option<&WriterSchemas>,
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Self, crate::error::Invalid> {
-        let d = Self::new(job.schema.clone(), job.event_time.clone());
-        match job.format {
-            crate::config::PayloadFormat::Json => Ok(d),
-            format => d.with_avro(format, job.writers.as_ref(), stop),
+        let d = Self::new(schema, event_time);
+        match format {
+            PayloadFormat::Json => Ok(d),
+            format => d.with_avro(format, writers, stop),
         }
     }
 
     /// Decodes Avro payloads (`format` is `avro` or `confluent-avro`) instead of JSON.
     pub fn with_avro(
         mut self,
-        format: crate::config::PayloadFormat,
-        writers: Option<&crate::config::WriterSchemas>,
+        format: PayloadFormat,
+        writers: Option<&WriterSchemas>,
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Self, crate::error::Invalid> {
         let avro = crate::record::avro::AvroDecoder::new(

@@ -14,8 +14,8 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
 
-use crate::config::Compression;
 use crate::record::decode::DeadRecord;
+use crate::record::options::Compression;
 
 pub fn writer_properties(compression: Compression, row_group_rows: usize) -> WriterProperties {
     let c = match compression {
@@ -187,9 +187,9 @@ mod tests {
     use parquet::basic::Compression as Pq;
 
     use super::*;
-    use crate::config::EventTime;
     use crate::ops::generate::{generate, GenSpec};
     use crate::record::decode::{ChunkDecoder, RawChunk};
+    use crate::record::options::EventTime;
     use crate::record::schema::TableSchema;
     use crate::record::schema::TimeFormat;
 

@@ -618,8 +618,8 @@ fn number(p: &[u8], mut i: usize) -> Option<usize> {
 mod tests {
     use proptest::prelude::*;
 
-    use crate::config::EventTime;
     use crate::record::decode::{ChunkDecoder, RawChunk};
+    use crate::record::options::EventTime;
     use crate::record::schema::TableSchema;
     use crate::record::schema::TimeFormat;
 

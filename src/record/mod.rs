@@ -11,10 +11,12 @@
 
 pub mod avro;
 pub mod buffer;
+pub mod chunk;
 pub mod decode;
 pub mod encode;
 pub(crate) mod event_time;
 pub(crate) mod flat;
+pub mod options;
 pub mod registry;
 pub mod schema;
 pub mod source;

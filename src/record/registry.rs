@@ -10,8 +10,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use crate::config::{RegistryAuth, RegistryConfig, WriterSchemas};
 use crate::error::{invalid, Invalid};
+use crate::record::options::{redact_url, RegistryAuth, RegistryConfig, WriterSchemas};
 
 /// What a registry said about an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +75,7 @@ impl SchemaSource {
     /// Where schemas come from, for messages (credentials left out).
     pub fn describe(&self) -> String {
         match &self.kind {
-            Kind::Http { config, .. } => crate::config::redact_url(&config.url),
+            Kind::Http { config, .. } => redact_url(&config.url),
             Kind::Directory(d) => d.display().to_string(),
         }
     }
@@ -124,7 +124,7 @@ async fn fetch(
         RegistryAuth::Basic { username, password } => req.basic_auth(username, Some(password)),
         RegistryAuth::Bearer(token) => req.bearer_auth(token),
     };
-    let at = crate::config::redact_url(&url);
+    let at = redact_url(&url);
     let resp = req
         .send()
         .await

@@ -12,7 +12,6 @@ use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset};
 
-use crate::config::Job;
 use crate::error::{LoadError, Result};
 
 pub type TopicPartition = (String, i32);
@@ -249,7 +248,9 @@ impl ConsumerContext for LoaderContext {
                     return;
                 }
                 tracing::info!(partitions = ?parts, cooperative, "assigned");
-                self.push(Assignment::Assigned(parts.into_iter().zip(offsets).collect()));
+                self.push(Assignment::Assigned(
+                    parts.into_iter().zip(offsets).collect(),
+                ));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(partitions = ?parts, cooperative, "revoked");
@@ -269,9 +270,20 @@ impl ConsumerContext for LoaderContext {
     }
 }
 
+/// What a consumer needs of a job.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    pub brokers: &'a str,
+    pub group_id: &'a str,
+    /// librdkafka properties passed through (`source.properties`).
+    pub properties: &'a std::collections::BTreeMap<String, String>,
+    /// The loader's buffer budget (librdkafka's prefetch is kept to a share of it).
+    pub max_buffered_bytes: u64,
+}
+
 /// The consumer configuration: the job's pass-through properties first, then the invariants
 /// the exactly-once protocol relies on.
-pub fn client_config(job: &Job) -> ClientConfig {
+pub fn client_config(job: Settings<'_>) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     // librdkafka logs only what this level lets through (by default, what the `log` crate
     // would, which sluice does not use: nothing). Connection failures are logged at error
@@ -284,14 +296,14 @@ pub fn client_config(job: &Job) -> ClientConfig {
     // librdkafka's prefetch counts against the process's memory as much as our buffers do:
     // keep it to an eighth of the buffer budget (librdkafka's defaults, 64 MiB queued plus
     // 50 MiB fetch responses, would double a 64 MiB budget).
-    let prefetch_kib = prefetch_kib(job.commit.max_buffered_bytes);
+    let prefetch_kib = prefetch_kib(job.max_buffered_bytes);
     cfg.set("queued.max.messages.kbytes", prefetch_kib.to_string());
     cfg.set("fetch.max.bytes", (prefetch_kib * 1024).to_string());
-    for (k, v) in &job.kafka_properties {
+    for (k, v) in job.properties {
         cfg.set(k, v);
     }
-    cfg.set("bootstrap.servers", &job.brokers)
-        .set("group.id", &job.group_id)
+    cfg.set("bootstrap.servers", job.brokers)
+        .set("group.id", job.group_id)
         // The manifest holds the offsets; the group offset is advisory and written by hand
         // after each manifest commit.
         .set("enable.auto.commit", "false")
@@ -307,7 +319,7 @@ pub fn client_config(job: &Job) -> ClientConfig {
         // only the partitions that move are revoked) or the eager range/roundrobin ones.
         .set(
             "partition.assignment.strategy",
-            assignment_strategy(job.kafka_properties.get("partition.assignment.strategy")),
+            assignment_strategy(job.properties.get("partition.assignment.strategy")),
         );
     cfg
 }
@@ -328,7 +340,10 @@ pub fn prefetch_kib(max_buffered_bytes: u64) -> u64 {
     (max_buffered_bytes / 8 / 1024).clamp(4 * 1024, 64 * 1024)
 }
 
-pub fn create_consumer(job: &Job, ctx: LoaderContext) -> Result<Arc<BaseConsumer<LoaderContext>>> {
+pub fn create_consumer(
+    job: Settings<'_>,
+    ctx: LoaderContext,
+) -> Result<Arc<BaseConsumer<LoaderContext>>> {
     let consumer: BaseConsumer<LoaderContext> = client_config(job)
         .create_with_context(ctx)
         .map_err(|source| LoadError::Kafka {
@@ -433,9 +448,9 @@ pub fn watermarks<C: Watched>(
 }
 
 /// A consumer for looking things up (metadata, watermarks), never for loading.
-pub fn lookup_consumer(job: &Job) -> Result<BaseConsumer<ClientWatch>> {
+pub fn lookup_consumer(job: Settings<'_>) -> Result<BaseConsumer<ClientWatch>> {
     client_config(job)
-        .create_with_context(ClientWatch::new(&job.brokers))
+        .create_with_context(ClientWatch::new(job.brokers))
         .map_err(|source| LoadError::Kafka {
             context: format!("creating a consumer for {}", job.brokers),
             source,
@@ -491,7 +506,7 @@ pub fn cached_watermarks<C: ConsumerContext>(
 /// answered (falling back to ListOffsets after `timeout`). ListOffsets alone under-reports on
 /// some brokers.
 pub fn served_high_watermarks(
-    job: &Job,
+    job: Settings<'_>,
     parts: &[TopicPartition],
     timeout: Duration,
 ) -> Result<HashMap<TopicPartition, i64>> {

@@ -40,12 +40,12 @@ pub use crate::error::CommitError;
 use crate::error::ManifestError;
 use crate::table::delta::{DeltaError, DeltaLog};
 use crate::table::entry::{
-    DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, SchemaDef, StatsJson, Watermark,
-    FORMAT_VERSION,
+    DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, SchemaDef, Watermark, FORMAT_VERSION,
 };
 use crate::table::manifest::Manifest;
 use crate::table::state::{Refusal, TableState};
 use crate::table::store::{jittered, Created};
+pub use crate::table::upload::Encoded;
 use crate::table::upload::{self, Pending};
 
 /// Lost races for the next entry after which a publish gives up ([`CommitError::Contended`]).
@@ -73,25 +73,6 @@ pub struct Committer {
     window_ms: Option<i64>,
     /// Lost races after which a publish gives up.
     max_races: u32,
-}
-
-/// A data file's encoded body, the rows it holds (read from the Parquet writer's own
-/// metadata) and the statistics of its rows.
-#[derive(Debug)]
-pub struct Encoded {
-    pub body: Vec<u8>,
-    pub rows: u64,
-    pub stats: Option<StatsJson>,
-}
-
-impl Encoded {
-    pub fn new(body: Vec<u8>, rows: u64) -> Self {
-        Encoded {
-            body,
-            rows,
-            stats: None,
-        }
-    }
 }
 
 /// One partition's range as a writer proposes it, with what its files will hold.

@@ -9,6 +9,7 @@
 //! - [`commit`]: prepare → write → publish, the exactly-once protocol on one screen.
 //! - [`delta`]: the Delta Lake log, the manifest's projection that every engine reads.
 //! - [`closed`]: the markers of closed windows, written after the entry that closes them.
+//! - [`files`]: reading data files, and the files a replace carries rows in.
 //!
 //! Nothing here touches Kafka: the loader, compaction and any table format publish entries
 //! through [`commit`]. Modules here may import `config`, `error` and `record::encode`'s
@@ -19,6 +20,7 @@ pub mod commit;
 pub mod delta;
 pub mod entry;
 pub mod evolve;
+pub mod files;
 pub mod manifest;
 pub mod state;
 pub mod store;

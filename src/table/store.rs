@@ -48,7 +48,8 @@ impl Default for Retry {
 impl Retry {
     /// The pause before attempt `attempt` (1: the second), jittered.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let full = (self.backoff * (1u32 << attempt.saturating_sub(1).min(16))).min(self.max_backoff);
+        let full =
+            (self.backoff * (1u32 << attempt.saturating_sub(1).min(16))).min(self.max_backoff);
         jittered(full)
     }
 }

@@ -8,13 +8,31 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use crate::error::StoreError;
-use crate::table::commit::{CommitError, Encoded};
+use crate::error::{CommitError, StoreError};
 use crate::table::entry::StatsJson;
 use crate::table::store::{Created, TableStore};
 
 /// Uploads in flight at once.
 const UPLOADS: usize = 8;
+
+/// A data file's encoded body, the rows it holds (read from the Parquet writer's own
+/// metadata) and the statistics of its rows.
+#[derive(Debug)]
+pub struct Encoded {
+    pub body: Vec<u8>,
+    pub rows: u64,
+    pub stats: Option<StatsJson>,
+}
+
+impl Encoded {
+    pub fn new(body: Vec<u8>, rows: u64) -> Self {
+        Encoded {
+            body,
+            rows,
+            stats: None,
+        }
+    }
+}
 
 /// One data file to write: where, and the rows its range accounts for (which its encoded body
 /// must hold; the largest are encoded first).
@@ -51,7 +69,8 @@ where
     let next = AtomicUsize::new(0);
     let sizes: Mutex<Vec<Option<Uploaded>>> = Mutex::new((0..files.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
-        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Result<Encoded, CommitError>)>(threads * 2);
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<(usize, Result<Encoded, CommitError>)>(threads * 2);
         for _ in 0..threads {
             let (tx, order, next, encode) = (tx.clone(), &order, &next, &encode);
             let encoder = std::thread::Builder::new().name("sluice-encode".into());
@@ -111,12 +130,10 @@ pub fn encode_data_file(
     props: &parquet::file::properties::WriterProperties,
     path: &str,
 ) -> Result<Encoded, CommitError> {
-    let (body, metadata) =
-        crate::record::encode::encode_with_metadata(schema, batches, props).map_err(|source| {
-            CommitError::Encode {
-                path: path.to_string(),
-                source: Box::new(source),
-            }
+    let (body, metadata) = crate::record::encode::encode_with_metadata(schema, batches, props)
+        .map_err(|source| CommitError::Encode {
+            path: path.to_string(),
+            source: Box::new(source),
         })?;
     let rows = u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0);
     let stats = crate::table::delta::stats::file_stats(batches, &metadata);
@@ -156,7 +173,9 @@ pub async fn put_fresh(store: &TableStore, rel: &str, body: Bytes) -> Result<(),
                 tracing::debug!(path = rel, "an upload whose answer was lost had landed");
                 Ok(())
             }
-            _ => Err(taken("a fresh file name was taken, not by an earlier attempt of ours")),
+            _ => Err(taken(
+                "a fresh file name was taken, not by an earlier attempt of ours",
+            )),
         },
         Created::AlreadyThere { after_retry: false } => {
             Err(taken("a fresh file name was already taken"))

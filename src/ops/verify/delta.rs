@@ -4,9 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
-
-use super::Violation;
+use crate::ops::verify::report::{DeltaReport, Violation};
 use crate::table::delta::action::{decode_path, sluice_info, Action};
 use crate::table::delta::snapshot::Snapshot;
 use crate::table::delta::{list_versions, read_checkpoint, read_commit, DeltaError};
@@ -34,17 +32,6 @@ impl EntryFiles {
                 .collect(),
         }
     }
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct DeltaReport {
-    /// Versions in the log (`0..versions`).
-    pub versions: u64,
-    pub checkpoints: u64,
-    /// Manifest entries not yet projected (the next commit or `sluice delta sync` writes them).
-    pub behind: u64,
-    /// Live files at the latest version.
-    pub files: u64,
 }
 
 /// At most this many paths per mismatch are named.

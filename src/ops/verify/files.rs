@@ -3,8 +3,8 @@
 
 use futures::StreamExt;
 
-use super::{Span, Violation};
 use crate::error::{invalid, Invalid};
+use crate::ops::verify::report::{Span, Violation};
 use crate::table::entry::{DataFile, Entry};
 use crate::table::manifest::Manifest;
 

@@ -7,8 +7,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 
-use super::{Span, VerifyReport, Violation};
 use crate::error::{LoadError, Result};
+use crate::ops::verify::report::{Span, VerifyReport, Violation};
 use crate::record::source::{ClientWatch, Watched};
 
 /// Between two spans of a partition, offsets read rather than sought past.
@@ -23,7 +23,7 @@ const READ_THROUGH: i64 = 10_000;
 /// once, in offset order, however many spans it has (a transactional topic has a marker per
 /// transaction).
 pub fn check_with_kafka(job: &crate::config::Job, report: &mut VerifyReport) -> Result<()> {
-    let consumer = crate::record::source::lookup_consumer(job)?;
+    let consumer = crate::record::source::lookup_consumer(job.source())?;
     let (holes, mut violations): (Vec<Violation>, Vec<Violation>) =
         std::mem::take(&mut report.violations)
             .into_iter()

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use arrow::array::{Array, Int64Array, StringArray};
 
-use crate::config::{EventTime, PayloadFormat, WriterSchemas};
 use crate::record::decode::{ChunkDecoder, Decoded, RawChunk};
+use crate::record::options::{EventTime, PayloadFormat, WriterSchemas};
 use crate::record::schema::{TableSchema, TimeFormat, OFFSET_COL};
 
 /// The reader (table) schema: v3.

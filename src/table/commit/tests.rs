@@ -420,11 +420,9 @@ fn ranges_that_do_not_add_up_or_overlap_loaded_offsets_are_refused_before_writin
 
     // A file of a partition that was not prepared is refused, not published.
     let err = prepared
-        .write(
-            vec![file(&OffsetRange::new("t", 7, 0, 1))],
-            vec![],
-            |_| Ok(Encoded::new(Vec::new(), 1)),
-        )
+        .write(vec![file(&OffsetRange::new("t", 7, 0, 1))], vec![], |_| {
+            Ok(Encoded::new(Vec::new(), 1))
+        })
         .unwrap_err();
     assert!(err.to_string().contains("no prepared range"), "{err}");
 }
@@ -509,7 +507,14 @@ fn a_file_whose_rows_differ_from_its_range_is_not_uploaded() {
         .write(files, vec![], |_| Ok(Encoded::new(b"short".to_vec(), 9)))
         .unwrap_err();
     assert!(
-        matches!(err, CommitError::Rows { encoded: 9, expected: 10, .. }),
+        matches!(
+            err,
+            CommitError::Rows {
+                encoded: 9,
+                expected: 10,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(!exists(&a, &path), "a short file was uploaded");

@@ -87,7 +87,10 @@ impl Table {
         let rows: Vec<u64> = files.iter().map(|f| f.rows).collect();
         let w = prepared
             .write(files, vec![], |i| {
-                Ok(crate::table::commit::Encoded::new(b"rows".to_vec(), rows[i]))
+                Ok(crate::table::commit::Encoded::new(
+                    b"rows".to_vec(),
+                    rows[i],
+                ))
             })
             .unwrap();
         match w.publish().unwrap() {

@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SLUICE = $(or $(CARGO_TARGET_DIR),target)/debug/sluice
 
-.PHONY: tools build test chaos lint demo bench clean
+.PHONY: tools build test chaos lint demo bench fuzz clean
 
 tools:
 	@tests/support/tools.sh
@@ -32,6 +32,12 @@ bench: tools
 	$(CARGO) build --release --bins --examples
 	$(if $(BASELINE),SLUICE_BENCH_BASELINE=$(abspath $(BASELINE))) tests/support/with-broker.sh $(CARGO) bench --bench e2e
 	$(CARGO) bench --bench micro -- --warm-up-time 1 --measurement-time 3
+
+# The decoders fuzzed (not part of `make test`): the JSON fast path against arrow-json, and Avro
+# payloads (raw and Confluent-framed, evolved writer schemas). FUZZ_SECONDS per target (600).
+FUZZ_SECONDS ?= 600
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/support/fuzz.sh
 
 # Formatting, clippy, and the module layering (no import circle, no upward import; see
 # tests/support/layers.py), whose checker first proves it still sees both.

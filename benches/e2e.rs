@@ -1010,6 +1010,22 @@ fn main() {
         sluice: PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
     };
     let partitions = 8;
+    let baseline = std::env::var_os("SLUICE_BENCH_BASELINE").map(PathBuf::from);
+    if std::env::var("SLUICE_BENCH_ONLY").as_deref() == Ok("continuous") {
+        // Only the continuous loader's cases, merged into the last full report.
+        let (slow, rolling) = continuous_cases(&ctx, baseline.as_deref(), runs);
+        let path = repo().join("target/bench/latest.json");
+        let mut report: Value = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| json!({}));
+        report["slow_store"] = slow;
+        report["rolling_restart"] = rolling;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        print_continuous(&report);
+        return;
+    }
     eprintln!("bench: {events} events over {partitions} partitions, {runs} runs each");
 
     // The data: payment events over 48 hourly windows, 5% up to 20 minutes out of order.
@@ -1091,7 +1107,6 @@ fn main() {
     // The bare consumer and sluice take turns, so a drift of the machine or the broker over
     // the runs weighs on both sides of the ratio alike.
     let (mut bare, mut bare_first_last, mut in_process) = (Vec::new(), Vec::new(), Vec::new());
-    let baseline = std::env::var_os("SLUICE_BENCH_BASELINE").map(PathBuf::from);
     let base_job = ctx.job("e2e-base", &topic, "");
     let (mut base_rate, mut base_cpu) = (vec![], vec![]);
     for _ in 0..runs {
@@ -1168,6 +1183,7 @@ fn main() {
 
     let (fresh_p50, fresh_p99) = freshness(&ctx, env_or("SLUICE_BENCH_FRESH_RATE", 20_000), 15);
     eprintln!("bench: freshness done");
+    let (slow, rolling) = continuous_cases(&ctx, baseline.as_deref(), runs);
     let (resume_s, resume_no_hint_s, delta_catch_up_s) =
         resume(&ctx, env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000));
 
@@ -1278,6 +1294,8 @@ fn main() {
             "e2e_events_per_s": median(avro_rate.clone()),
             "e2e_cpu_s_per_million": median(avro_cpu.clone()),
         },
+        "slow_store": slow,
+        "rolling_restart": rolling,
         "resume_s": { "entries": env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000u64), "with_checkpoint_hint": resume_s, "listing_checkpoints": resume_no_hint_s, "delta_log_from_nothing": delta_catch_up_s },
     });
     let out_dir = repo().join("target/bench");
@@ -1357,6 +1375,7 @@ fn main() {
         "freshness p50 / p99 (s)   [target p99 <= 2 s]",
         format!("{:.2} / {:.2}", fresh_p50, fresh_p99)
     );
+    print_continuous(r);
     println!(
         "{:<52} {:>14}",
         "memory: peak RSS, 64 MiB budget (MiB) [<= 164]",
@@ -1522,3 +1541,76 @@ fn main() {
     }
     println!("\nwritten to {}", out_dir.join("latest.json").display());
 }
+
+/// The continuous loader's cases: freshness with a slow store (and the baseline's, if any),
+/// and the rolling restart, eager and cooperative in turns.
+fn continuous_cases(ctx: &Ctx, baseline: Option<&Path>, runs: usize) -> (Value, Value) {
+    let slow = slow_store(
+        ctx,
+        baseline,
+        env_or("SLUICE_BENCH_SLOW_RUNS", 2usize).min(runs),
+    );
+    eprintln!("bench: slow store done");
+    let turns = env_or("SLUICE_BENCH_ROLL_RUNS", 2usize).min(runs);
+    let strategies = ["range,roundrobin", "cooperative-sticky"];
+    let mut by: Vec<Vec<Value>> = vec![vec![], vec![]];
+    for run in 0..turns {
+        for (i, s) in strategies.iter().enumerate() {
+            by[i].push(rolling_restart(ctx, s, 4, run));
+        }
+    }
+    eprintln!("bench: rolling restart done");
+    let per = |v: &[Value]| {
+        median(
+            v.iter()
+                .map(|x| x["rows_reread_per_restart"].as_f64().unwrap_or(f64::NAN))
+                .collect(),
+        )
+    };
+    let (eager, coop) = (per(&by[0]), per(&by[1]));
+    let rolling = json!({
+        "loaders": 4,
+        "partitions": 16,
+        "commit_interval_s": 5,
+        "rows_reread_per_restart": { "eager": eager, "cooperative": coop },
+        "ratio_cooperative_to_eager": coop / eager,
+        "runs": { "eager": by[0], "cooperative": by[1] },
+    });
+    (slow, rolling)
+}
+
+fn print_continuous(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    for (name, fig) in r["slow_store"]["figures"].as_object().into_iter().flatten() {
+        println!(
+            "{:<52} {:>14}",
+            format!("freshness, 200 ms store, 20k ev/s: {name} p50/p99 (s)"),
+            format!(
+                "{:.2} / {:.2}",
+                f(&fig["freshness_p50_s"]),
+                f(&fig["freshness_p99_s"])
+            )
+        );
+        println!(
+            "{:<52} {:>14}",
+            "  max.poll.interval.ms exceeded / rebalances",
+            format!(
+                "{} / {}",
+                fig["max_poll_interval_exceeded"], fig["rebalances"]
+            )
+        );
+    }
+    let rr = &r["rolling_restart"]["rows_reread_per_restart"];
+    println!(
+        "{:<52} {:>14}",
+        "rolling restart, 4 loaders: rows re-read/restart",
+        format!("{:.0} eager", f(&rr["eager"]))
+    );
+    println!(
+        "{:<52} {:>14}",
+        "  cooperative-sticky",
+        format!("{:.0}", f(&rr["cooperative"]))
+    );
+}
+
+include!("e2e/continuous.rs");

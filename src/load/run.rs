@@ -257,6 +257,8 @@ impl Loader {
         drop(consumer);
         self.compactor.join();
         self.stats.conflicts = self.metrics.conflicts.load(Ordering::Relaxed);
+        self.stats.consumed = self.metrics.events_consumed.load(Ordering::Relaxed);
+        self.stats.failed_commits = self.metrics.failed_commits.load(Ordering::Relaxed);
         result.map(|_| self.stats)
     }
 

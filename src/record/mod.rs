@@ -5,9 +5,10 @@
 //!  Kafka       payload bytes → Arrow rows                 event time   per window   Parquet bytes
 //! ```
 //!
-//! Modules here may import `config`, `error` and each other, never `table`, `load` or `ops`
+//! Modules here may import `error` and each other, never `config`, `table`, `load` or `ops`
 //! (unit tests borrow `ops::generate` for sample events): a record's path knows nothing of
-//! commits.
+//! commits or job files. The options a job sets of it live here ([`options`]); `config` reads
+//! them from job files. `make lint` checks it (tests/support/layers.py).
 
 pub mod avro;
 pub mod buffer;

@@ -1,7 +1,7 @@
 //! The table: its storage, its manifest (the commit log) and the commit protocol.
 //!
-//! - [`store`]: the one storage seam (root prefix, create-only put, get, delete, list) with
-//!   one retry policy.
+//! - [`store`]: the one storage seam (root prefix, create-only put, get, delete, list), the
+//!   one retry layer.
 //! - [`entry`]: one commit's files and the offset ranges they account for.
 //! - [`state`]: what the published entries add up to, and the checks a new entry must pass.
 //! - [`manifest`]: reading and writing the log and its checkpoints.
@@ -12,8 +12,8 @@
 //! - [`files`]: reading data files, and the files a replace carries rows in.
 //!
 //! Nothing here touches Kafka: the loader, compaction and any table format publish entries
-//! through [`commit`]. Modules here may import `config`, `error` and `record::encode`'s
-//! outputs, never `load` or `ops`.
+//! through [`commit`]. Modules here may import `error` and `record` (encoding, schema
+//! columns), never `config`, `load` or `ops`; `make lint` checks it.
 
 pub mod closed;
 pub mod commit;

@@ -87,6 +87,16 @@ struct Fleet<'a> {
     logs: Vec<String>,
 }
 
+/// A test that fails leaves no loader behind.
+impl Drop for Fleet<'_> {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
 impl Fleet<'_> {
     fn spawn(&mut self, kind: Kind) {
         let log = format!("p{}-{kind:?}.log", self.counts.spawned);

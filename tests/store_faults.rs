@@ -88,6 +88,18 @@ print(n)
     );
 }
 
+/// The continuous loaders; a test that fails leaves none behind.
+struct Loaders(Vec<(Child, String)>);
+
+impl Drop for Loaders {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A loader that exited on its own (it was not killed by the test) failed.
 fn assert_running(child: &mut Child, f: &Fixture, log: &str) {
     if let Some(status) = child.try_wait().unwrap() {
@@ -145,25 +157,27 @@ fn a_flaky_store_fails_no_writer_and_every_id_lands_once() {
 
     // Two continuous loaders; every 3 s, in turn, one of them is SIGKILLed and replaced, or a
     // scheduled run races them (and must succeed).
-    let mut loaders: Vec<(Child, String)> = (0..2)
-        .map(|i| {
-            let log = format!("run-{i}.log");
-            (f.spawn_run(&log), log)
-        })
-        .collect();
+    let mut loaders = Loaders(
+        (0..2)
+            .map(|i| {
+                let log = format!("run-{i}.log");
+                (f.spawn_run(&log), log)
+            })
+            .collect(),
+    );
     let (mut kills, mut scheduled, mut round) = (0, 0, 0);
     while !producer.is_finished() {
         std::thread::sleep(Duration::from_secs(3));
-        for (child, log) in loaders.iter_mut() {
+        for (child, log) in loaders.0.iter_mut() {
             assert_running(child, &f, log);
         }
         round += 1;
         if round % 2 == 1 {
             let victim = kills % 2;
-            let _ = loaders[victim].0.kill();
-            let _ = loaders[victim].0.wait();
+            let _ = loaders.0[victim].0.kill();
+            let _ = loaders.0[victim].0.wait();
             let log = format!("run-{}.log", kills + 2);
-            loaders[victim] = (f.spawn_run(&log), log);
+            loaders.0[victim] = (f.spawn_run(&log), log);
             kills += 1;
         } else {
             let log = format!("once-{scheduled}.log");
@@ -180,11 +194,11 @@ fn a_flaky_store_fails_no_writer_and_every_id_lands_once() {
 
     // Stopped on request, each loader commits what it holds and exits cleanly; a last
     // scheduled run loads what is left.
-    for (child, log) in loaders.iter_mut() {
+    for (child, log) in loaders.0.iter_mut() {
         assert_running(child, &f, log);
         sigterm(child);
     }
-    for (mut child, log) in loaders {
+    for (mut child, log) in std::mem::take(&mut loaders.0) {
         let status = child.wait().unwrap();
         assert!(
             status.success(),

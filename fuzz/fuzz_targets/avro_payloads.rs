@@ -7,7 +7,7 @@
 #![no_main]
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use sluice::config::{EventTime, PayloadFormat, WriterSchemas};
@@ -37,9 +37,8 @@ fn writer_dir() -> std::path::PathBuf {
     dir
 }
 
-fn decoders() -> &'static [ChunkDecoder; 2] {
-    static D: OnceLock<[ChunkDecoder; 2]> = OnceLock::new();
-    D.get_or_init(|| {
+fn decoders() -> [ChunkDecoder; 2] {
+    {
         let schema = TableSchema::parse(PAYMENT).expect("the schema parses");
         let make = |format, writers: Option<&WriterSchemas>| {
             ChunkDecoder::for_format(
@@ -56,14 +55,21 @@ fn decoders() -> &'static [ChunkDecoder; 2] {
             make(PayloadFormat::Avro, None),
             make(PayloadFormat::ConfluentAvro, Some(&writers)),
         ]
-    })
+    }
+}
+
+thread_local! {
+    static DECODERS: [ChunkDecoder; 2] = decoders();
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, mut rest)) = data.split_first() else {
+    let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    let d = &decoders()[usize::from(which % 2)];
+    DECODERS.with(|all| check(&all[usize::from(which % 2)], rest));
+});
+
+fn check(d: &ChunkDecoder, mut rest: &[u8]) {
     let mut chunk = RawChunk::default();
     while let Some((&len, tail)) = rest.split_first() {
         let n = usize::from(len).min(tail.len());
@@ -78,4 +84,4 @@ fuzz_target!(|data: &[u8]| {
     let rows = out.batch.as_ref().map_or(0, |b| b.num_rows());
     assert_eq!(rows + out.dead.len(), chunk.len(), "records lost");
     assert_eq!(out.event_ms.len(), rows, "an event time per row");
-});
+}

@@ -5,8 +5,6 @@
 //! Input: a schema selector byte, then payloads separated by 0x1E (at most 64).
 #![no_main]
 
-use std::sync::OnceLock;
-
 use libfuzzer_sys::fuzz_target;
 use sluice::config::EventTime;
 use sluice::record::chunk::RawChunk;
@@ -46,22 +44,27 @@ fn paths(schema: &str, time: EventTime) -> Paths {
     }
 }
 
-fn decoders() -> &'static [Paths; 2] {
-    static D: OnceLock<[Paths; 2]> = OnceLock::new();
-    D.get_or_init(|| {
-        let created = EventTime::Field {
-            name: "created_at".into(),
-            format: TimeFormat::Rfc3339,
-        };
-        [paths(PAYMENT, created), paths(RICH, EventTime::KafkaTimestamp)]
-    })
+fn decoders() -> [Paths; 2] {
+    let created = EventTime::Field {
+        name: "created_at".into(),
+        format: TimeFormat::Rfc3339,
+    };
+    [paths(PAYMENT, created), paths(RICH, EventTime::KafkaTimestamp)]
+}
+
+thread_local! {
+    // Decoders keep state between chunks (buffers, a parse cache): one set per thread.
+    static DECODERS: [Paths; 2] = decoders();
 }
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    let d = &decoders()[usize::from(which % 2)];
+    DECODERS.with(|all| check(&all[usize::from(which % 2)], rest));
+});
+
+fn check(d: &Paths, rest: &[u8]) {
     let mut chunk = RawChunk::default();
     for (o, payload) in rest.split(|&b| b == 0x1e).take(64).enumerate() {
         chunk.push(o as i64, Some(1_000), None, Some(payload));
@@ -74,4 +77,4 @@ fuzz_target!(|data: &[u8]| {
     // Every record is a row or a dead letter.
     let rows = a.batch.as_ref().map_or(0, |b| b.num_rows());
     assert_eq!(rows + a.dead.len(), chunk.len(), "records lost: {}", shown());
-});
+}

@@ -221,7 +221,7 @@ impl Loader {
 
     /// A commit failed (its store did not answer in time, other writers kept taking the next
     /// entry): its partitions are read again from where their sealed ranges started, after a
-    /// pause, up to [`FAILED_COMMITS`] times in a row. Whether anything of it landed, the log
+    /// pause, up to [`FAILED_COMMITS`] times in a row (not once a stop was requested). Whether anything of it landed, the log
     /// says at the next commit (fencing: a range already committed is refused and re-read from
     /// the committed end). Other errors stop the loader.
     fn failed(
@@ -237,7 +237,10 @@ impl Loader {
                 | LoadError::Commit(crate::error::CommitError::Contended { .. })
         );
         self.failures += 1;
-        if !retried || self.failures >= FAILED_COMMITS {
+        // Stopping (SIGTERM) is no time to wait and read again: the error says that what was
+        // buffered is not loaded (the next run loads it from the committed end).
+        let stopping = self.shutdown.load(Ordering::Relaxed);
+        if !retried || stopping || self.failures >= FAILED_COMMITS {
             return Err(e);
         }
         let pause = crate::table::store::jittered(Duration::from_secs(1 << self.failures.min(5)));

@@ -53,7 +53,7 @@ pub struct Loader {
     pub(crate) props: WriterProperties,
     pub(crate) parts: Partitions,
     pub(crate) stats: RunStats,
-    shutdown: Arc<AtomicBool>,
+    pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) run: Run,
     pub(crate) metrics: Arc<Metrics>,
     progress: Progress,

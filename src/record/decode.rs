@@ -334,6 +334,22 @@ impl ChunkDecoder {
             .map(|d| (d, large && capacity == SPARE_ROWS))
     }
 
+    /// Why `payload` is not one JSON record, as a fresh decoder with room for two values finds
+    /// (a function of the payload alone); `None` if it finds nothing wrong.
+    fn diagnose(&self, payload: &[u8]) -> Option<String> {
+        let mut dec = ReaderBuilder::new(self.schema.payload.clone())
+            .with_batch_size(2)
+            .build_decoder()
+            .ok()?;
+        match dec.decode(payload) {
+            Err(e) => Some(format!("invalid JSON: {e}")),
+            Ok(n) if n != payload.len() => Some("payload holds more than one JSON value".into()),
+            Ok(_) if dec.has_partial_record() => Some("truncated JSON: incomplete value".into()),
+            Ok(_) if dec.len() > 1 => Some("payload holds more than one JSON value".into()),
+            Ok(_) => None,
+        }
+    }
+
     /// Decodes the records `idx` (ascending), pushing good batches in order and bad records.
     fn decode_rows(
         &self,
@@ -384,6 +400,10 @@ impl ChunkDecoder {
                 match problem {
                     None => fed.push(i),
                     Some(reason) => {
+                        // The reason, found again on a fresh decoder: what this one said depends
+                        // on how full it was (fuzzing found two paths naming one payload's fault
+                        // differently).
+                        let reason = self.diagnose(payload).unwrap_or(reason);
                         // The decoder state is spoiled: decode what came before on its own,
                         // drop this record, and go on after it with a fresh decoder.
                         bad.push((i, reason));

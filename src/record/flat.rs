@@ -764,6 +764,24 @@ mod tests {
         }
     }
 
+    /// Found by `make fuzz`: a payload with something after its object was named differently
+    /// by the two paths (the general path's decoder said "more than one value" or "invalid
+    /// JSON" depending on how many records it had room for).
+    #[test]
+    fn a_bad_payload_is_named_alike_whatever_else_the_chunk_holds() {
+        let (fast, slow) = decoders();
+        // The fuzzer's input: a schema byte (0: payments), then payloads split on 0x1E.
+        let input = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/json_paths/regression-trailing-garbage-reason"
+        ));
+        let chunk = input[1..].split(|&b| b == 0x1e).map(<[u8]>::to_vec);
+        let (a, b) = both_paths(&fast, &slow, chunk, false);
+        assert_eq!(a.dead.len(), 2);
+        assert_eq!(a.dead, b.dead);
+        assert_eq!(a.batch, b.batch);
+    }
+
     /// Record by record: whatever the fast path accepts, arrow-json accepts too and decodes to
     /// the same row (and it accepts most well-formed records, odd ones included).
     #[test]

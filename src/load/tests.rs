@@ -275,3 +275,45 @@ fn partitions_pause_only_while_a_commit_is_in_flight_and_the_budget_is_reached()
         "rows at the budget"
     );
 }
+
+#[test]
+fn the_poll_thread_pauses_its_partitions_at_the_budget_and_resumes_when_the_commit_is_back() {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::TopicPartitionList;
+    let (mut l, jobs, done) = loader();
+    l.job.commit.max_rows = 50;
+    // A consumer that never reaches a broker: assigning and pausing are local.
+    let ctx = crate::record::source::LoaderContext::new(
+        Box::new(|parts: &[(String, i32)]| Ok(vec![Offset::Beginning; parts.len()])),
+        "127.0.0.1:1",
+    );
+    let consumer = crate::record::source::create_consumer(l.job.source(), ctx).unwrap();
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset("t", 0, Offset::Offset(0))
+        .unwrap();
+    consumer.assign(&list).unwrap();
+    l.parts.insert("t", 0, at(0));
+    decoded(&mut l, &jobs, &done, 0, 100);
+
+    // Over the budget, nothing in flight: no pause (the next commit takes the rows).
+    l.flow(&consumer);
+    assert!(!l.paused);
+    // A commit in flight and the budget reached: paused.
+    l.in_flight = Some(crate::load::committing::InFlight::new(vec![]));
+    l.flow(&consumer);
+    assert!(l.paused);
+    assert_eq!(
+        l.metrics.pauses.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    l.flow(&consumer);
+    assert_eq!(
+        l.metrics.pauses.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "paused once"
+    );
+    // The commit is back: resumed.
+    l.in_flight = None;
+    l.flow(&consumer);
+    assert!(!l.paused);
+}

@@ -1011,14 +1011,20 @@ fn main() {
     };
     let partitions = 8;
     let baseline = std::env::var_os("SLUICE_BENCH_BASELINE").map(PathBuf::from);
-    if std::env::var("SLUICE_BENCH_ONLY").as_deref() == Ok("continuous") {
-        // Only the continuous loader's cases, merged into the last full report.
-        let (slow, rolling) = continuous_cases(&ctx, baseline.as_deref(), runs);
+    let only = std::env::var("SLUICE_BENCH_ONLY").unwrap_or_default();
+    if only == "continuous" || only == "rolling" {
+        // Only the continuous loader's cases (`rolling`: the rolling restart alone), merged
+        // into the last full report.
         let path = repo().join("target/bench/latest.json");
         let mut report: Value = std::fs::read_to_string(&path)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_else(|| json!({}));
+        let (slow, rolling) = if only == "rolling" {
+            (report["slow_store"].clone(), rolling_cases(&ctx, runs))
+        } else {
+            continuous_cases(&ctx, baseline.as_deref(), runs)
+        };
         report["slow_store"] = slow;
         report["rolling_restart"] = rolling;
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -1551,6 +1557,11 @@ fn continuous_cases(ctx: &Ctx, baseline: Option<&Path>, runs: usize) -> (Value, 
         env_or("SLUICE_BENCH_SLOW_RUNS", 2usize).min(runs),
     );
     eprintln!("bench: slow store done");
+    (slow, rolling_cases(ctx, runs))
+}
+
+/// The rolling restart, eager and cooperative in turns.
+fn rolling_cases(ctx: &Ctx, runs: usize) -> Value {
     let turns = env_or("SLUICE_BENCH_ROLL_RUNS", 2usize).min(runs);
     let strategies = ["range,roundrobin", "cooperative-sticky"];
     let mut by: Vec<Vec<Value>> = vec![vec![], vec![]];
@@ -1568,15 +1579,14 @@ fn continuous_cases(ctx: &Ctx, baseline: Option<&Path>, runs: usize) -> (Value, 
         )
     };
     let (eager, coop) = (per(&by[0]), per(&by[1]));
-    let rolling = json!({
+    json!({
         "loaders": 4,
         "partitions": 16,
         "commit_interval_s": 5,
         "rows_reread_per_restart": { "eager": eager, "cooperative": coop },
         "ratio_cooperative_to_eager": coop / eager,
         "runs": { "eager": by[0], "cooperative": by[1] },
-    });
-    (slow, rolling)
+    })
 }
 
 fn print_continuous(r: &Value) {

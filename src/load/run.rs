@@ -257,7 +257,6 @@ impl Loader {
         drop(consumer);
         self.compactor.join();
         self.stats.conflicts = self.metrics.conflicts.load(Ordering::Relaxed);
-        self.stats.consumed = self.metrics.events_consumed.load(Ordering::Relaxed);
         self.stats.failed_commits = self.metrics.failed_commits.load(Ordering::Relaxed);
         result.map(|_| self.stats)
     }
@@ -446,6 +445,7 @@ impl Loader {
             }
         }
         buf.keep(offset);
+        self.stats.consumed += 1;
         let ts = msg.timestamp().to_millis();
         if let Some(ts) = ts {
             buf.newest_ts = Some(buf.newest_ts.map_or(ts, |n| n.max(ts)));

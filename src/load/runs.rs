@@ -49,8 +49,8 @@ pub struct RunStats {
     pub fenced: u64,
     /// Lost races for a manifest entry (re-read and retried, or refused).
     pub conflicts: u64,
-    /// Records read from Kafka, re-reads included (a partition re-read after a rebalance, a
-    /// fence or a failed commit counts again).
+    /// Records read from Kafka and kept, re-reads included (a partition re-read after a
+    /// rebalance, a fence or a failed commit counts again).
     pub consumed: u64,
     /// Commits that failed and were tried again.
     pub failed_commits: u64,

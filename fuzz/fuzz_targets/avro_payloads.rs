@@ -80,7 +80,10 @@ fn check(d: &ChunkDecoder, mut rest: &[u8]) {
         }
     }
     let out = d.decode(&chunk, "t", 0);
-    assert!(out.interrupted.is_none(), "a schema directory never interrupts");
+    assert!(
+        out.interrupted.is_none(),
+        "a schema directory never interrupts"
+    );
     let rows = out.batch.as_ref().map_or(0, |b| b.num_rows());
     assert_eq!(rows + out.dead.len(), chunk.len(), "records lost");
     assert_eq!(out.event_ms.len(), rows, "an event time per row");

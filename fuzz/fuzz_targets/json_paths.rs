@@ -49,7 +49,10 @@ fn decoders() -> [Paths; 2] {
         name: "created_at".into(),
         format: TimeFormat::Rfc3339,
     };
-    [paths(PAYMENT, created), paths(RICH, EventTime::KafkaTimestamp)]
+    [
+        paths(PAYMENT, created),
+        paths(RICH, EventTime::KafkaTimestamp),
+    ]
 }
 
 thread_local! {
@@ -76,5 +79,10 @@ fn check(d: &Paths, rest: &[u8]) {
     assert_eq!(a.dead, b.dead, "dead letters differ: {}", shown());
     // Every record is a row or a dead letter.
     let rows = a.batch.as_ref().map_or(0, |b| b.num_rows());
-    assert_eq!(rows + a.dead.len(), chunk.len(), "records lost: {}", shown());
+    assert_eq!(
+        rows + a.dead.len(),
+        chunk.len(),
+        "records lost: {}",
+        shown()
+    );
 }

@@ -206,7 +206,17 @@ impl Committer {
     /// Re-reads the log past the current snapshot; returns the new snapshot and the
     /// `(seq, commit_id)` of each entry applied. The state is copied only when the log moved.
     pub fn refresh(&self) -> Result<(Arc<TableState>, Applied), ManifestError> {
-        let snap = self.snapshot();
+        self.refresh_from(self.snapshot())
+    }
+
+    /// Re-reads the log past `snap` (not past the current snapshot, which another reader may
+    /// have moved on): the entries applied are those after `snap`. A publish looks for its own
+    /// entry among them — relative to the state it put on, so an entry of ours that another
+    /// reader's refresh already took in is still found.
+    fn refresh_from(
+        &self,
+        snap: Arc<TableState>,
+    ) -> Result<(Arc<TableState>, Applied), ManifestError> {
         let mut fresh = Vec::new();
         while let Some(e) = self
             .rt
@@ -499,7 +509,7 @@ impl Written<'_> {
         let outcome = loop {
             // The one place that decides whether a put of ours landed: the log says so.
             if !first {
-                let (now, applied) = match c.refresh() {
+                let (now, applied) = match c.refresh_from(s.clone()) {
                     Ok(x) => x,
                     Err(e) => {
                         // Unknown whether the put landed: the files stay (a retry or gc).
@@ -535,7 +545,7 @@ impl Written<'_> {
                     std::thread::sleep(race_pause(conflicts));
                     first = false;
                     // Re-read before deciding again (the pause let others publish).
-                    let (now, _) = c.refresh()?;
+                    let (now, _) = c.refresh_from(s.clone())?;
                     s = now;
                 }
                 None => {}

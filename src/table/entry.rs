@@ -334,29 +334,6 @@ impl Entry {
         format!("{LOG_DIR}/{seq:020}.json")
     }
 
-    /// Takes partitions out of the entry: their ranges, files and dead letters. Returns the
-    /// paths of the files taken out.
-    pub fn drop_partitions(&mut self, gone: &[(String, i32)]) -> Vec<String> {
-        let is_gone = |t: &str, p: i32| gone.iter().any(|(gt, gp)| gt == t && *gp == p);
-        let mut paths = Vec::new();
-        self.files.retain(|f| {
-            let keep = !f.partitions().iter().any(|(t, p)| is_gone(t, *p));
-            if !keep {
-                paths.push(f.path.clone());
-            }
-            keep
-        });
-        self.dead_letters.retain(|d| {
-            let keep = !is_gone(&d.topic, d.partition);
-            if !keep {
-                paths.push(d.path.clone());
-            }
-            keep
-        });
-        self.ranges.retain(|r| !is_gone(&r.topic, r.partition));
-        paths
-    }
-
     /// Rows and dead letters the entry holds for a partition.
     pub fn kept(&self, topic: &str, partition: i32) -> (u64, u64) {
         let rows = self.files.iter().map(|f| f.rows_of(topic, partition)).sum();

@@ -272,7 +272,7 @@ impl CommitPolicy {
     }
 }
 
-/// Defaults, documented in the README.
+/// Defaults, documented in docs/configuration.md.
 pub mod defaults {
     pub const WINDOW: &str = "1h";
     pub const COMPRESSION: &str = "zstd";
@@ -366,7 +366,7 @@ impl Job {
             if FORCED_PROPERTIES.contains(&k.as_str()) {
                 return Err(invalid(
                     &key,
-                    "sluice sets this property itself (see README: the exactly-once protocol relies on it)"
+                    "sluice sets this property itself (the exactly-once protocol relies on it: docs/configuration.md, DESIGN.md)"
                         .into(),
                 ));
             }
@@ -786,6 +786,72 @@ pub(crate) fn test_job(storage_url: &str) -> Result<Job, ConfigError> {
          [storage]\nurl = \"{storage_url}\"\n"
     );
     Job::parse(Path::new("/job.toml"), &text, &|_| None)
+}
+
+/// Every key a job file may set, dotted (`source.brokers`), from the parser's own structs: the
+/// reference (docs/configuration.md) is checked against it. `source.properties` and
+/// `storage.options` are maps of free-form keys, listed as themselves.
+pub fn job_keys() -> Vec<String> {
+    fn under(section: &str, fields: &[&str]) -> Vec<String> {
+        fields.iter().map(|f| format!("{section}.{f}")).collect()
+    }
+    let mut keys = Vec::new();
+    for top in fields_of::<RawJob>() {
+        let more = match *top {
+            "name" => vec!["name".to_string()],
+            "source" => under("source", fields_of::<RawSource>()),
+            "schema" => fields_of::<RawSchema>()
+                .iter()
+                .flat_map(|f| match *f {
+                    "registry" => under("schema.registry", fields_of::<RawRegistry>()),
+                    f => vec![format!("schema.{f}")],
+                })
+                .collect(),
+            "event_time" => under("event_time", fields_of::<RawEventTime>()),
+            "window" => under("window", fields_of::<RawWindow>()),
+            "storage" => under("storage", fields_of::<RawStorage>()),
+            "parquet" => under("parquet", fields_of::<RawParquet>()),
+            "commit" => under("commit", fields_of::<RawCommit>()),
+            "bad_records" => under("bad_records", fields_of::<RawBadRecords>()),
+            "delta" => under("delta", fields_of::<RawDelta>()),
+            "compaction" => under("compaction", fields_of::<RawCompaction>()),
+            // A section added to the parser but not here: named so that no reference can
+            // document it, and the check fails until it is listed above.
+            other => vec![format!("{other}.<keys not listed in config::job_keys>")],
+        };
+        keys.extend(more);
+    }
+    keys
+}
+
+/// The field names serde's derive gives a struct (its `deserialize_struct` call), read by a
+/// deserializer that answers nothing else.
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor};
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("probed"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
 }
 
 #[cfg(test)]

@@ -232,10 +232,10 @@ pub enum LoadError {
     #[error("{0}")]
     Payload(String),
     /// The job's schema changes the table's incompatibly (and the operator did not allow it).
-    #[error("the job's schema changes the table's incompatibly; nothing was loaded. Field by field:\n{diff}Keep the old schema, load into a new table (another storage.url), or pass --allow-incompatible-schema to record it (readers keep reading every file; the removed columns stay in older files only; see README: schema evolution)")]
+    #[error("the job's schema changes the table's incompatibly; nothing was loaded. Field by field:\n{diff}Keep the old schema, load into a new table (another storage.url), or pass --allow-incompatible-schema to record it (readers keep reading every file; the removed columns stay in older files only; see docs/schemas.md: schema evolution)")]
     SchemaChange { diff: String },
     /// The job's schema would leave the table's older files unreadable: a new table.
-    #[error("the job's schema would leave the table's older files unreadable; nothing was loaded. Field by field:\n{diff}Such a schema is a new table: give the job another storage.url and reload history into it with `sluice backfill` (see README: schema evolution)")]
+    #[error("the job's schema would leave the table's older files unreadable; nothing was loaded. Field by field:\n{diff}Such a schema is a new table: give the job another storage.url and reload history into it with `sluice backfill` (see docs/schemas.md: schema evolution)")]
     SchemaUnreadable { diff: String },
     /// A backfill or replace that the table's state does not allow.
     #[error("refused: {message}")]

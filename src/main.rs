@@ -27,41 +27,124 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a job and an Avro schema from a sample of a live topic: JSON payloads get an
+    /// inferred schema, Confluent Avro ones the registry's latest schema of `<topic>-value`.
+    /// Prints what it chose and why, and how many sampled records the schema accepts.
+    #[command(
+        after_help = "Examples:\n  sluice init --brokers localhost:9092 --topic orders\n  sluice init --brokers localhost:9092 --topic orders --registry http://localhost:8081\n  sluice init --brokers b1:9093 --topic orders --property security.protocol=SASL_SSL \\\n      --property sasl.mechanism=SCRAM-SHA-512 --property sasl.username=loader --property sasl.password=$PW\nThen: sluice run --once --job jobs/orders.toml"
+    )]
+    Init(InitArgs),
     /// Load the job's topics into its table: continuously, or with --once up to the current end.
+    #[command(
+        after_help = "Examples:\n  sluice run --job jobs/payments.toml                 # continuous; SIGTERM commits what is buffered\n  sluice run --job jobs/payments.toml --once          # load up to the current end, commit, exit\n  sluice run --job jobs/payments.toml --metrics-addr 127.0.0.1:9464"
+    )]
     Run(RunArgs),
     /// Print the table's committed data files, one URL a line.
+    #[command(
+        after_help = "Examples:\n  sluice files --job jobs/payments.toml\n  sluice files --job jobs/payments.toml --json\n  sluice files --job jobs/payments.toml --dead-letters"
+    )]
     Files(FilesArgs),
     /// Load an offset range (half-open) through the same commit path: fill offsets never
     /// loaded, or with --replace re-derive loaded ones and swap their files atomically.
+    #[command(
+        after_help = "Examples:\n  sluice backfill --job jobs/payments.toml --from 0 --to 5000 --partition 3 --dry-run\n  sluice backfill --job jobs/payments.toml --from 0 --to latest --replace\n  sluice backfill --job jobs/payments.toml --from 0 --to latest --to-table /tmp/sandbox"
+    )]
     Backfill(BackfillArgs),
     /// Show each partition's committed offset, the broker's high watermark, the lag, the last
     /// commit, the latest event time loaded, files and rows.
+    #[command(after_help = "Example:\n  sluice status --job jobs/payments.toml --json")]
     Status(StatusArgs),
     /// Audit the table: files exist with the recorded size and row count, offset ranges are
     /// contiguous and never overlap, checkpoints agree with the entries. Exits 1 on violations.
+    #[command(
+        after_help = "Examples:\n  sluice verify --job jobs/payments.toml\n  sluice verify --job jobs/payments.toml --kafka      # ask the broker about every hole"
+    )]
     Verify(VerifyArgs),
     /// Delete data and dead-letter files no manifest entry references (left by crashes before
     /// a commit) that are older than the grace period and that no Delta version inside the
     /// retention period references.
+    #[command(
+        after_help = "Example:\n  sluice gc --job jobs/payments.toml --dry-run --older-than 24h"
+    )]
     Gc(GcArgs),
     /// Merge windows' small files into files of about the target size, in one `compact` entry
     /// per window; each new file records the offset spans of every row it holds.
+    #[command(
+        after_help = "Examples:\n  sluice compact --job jobs/payments.toml --dry-run\n  sluice compact --job jobs/payments.toml --window 2026-11-24T13:00:00Z --target-size 128MiB"
+    )]
     Compact(CompactArgs),
     /// Accept a retention gap: record offsets Kafka deleted before they were loaded as lost, so
     /// the loader reads on from --to (only offsets Kafka no longer has can be skipped).
+    #[command(
+        after_help = "Example:\n  sluice skip --job jobs/payments.toml --topic payments --partition 3 --to 1500"
+    )]
     Skip(SkipArgs),
     /// Wait until a window is closed (no more rows will be added to it, but late additions
     /// and backfills): exits 0 once it is, 2 on timeout, 1 on an error.
+    #[command(
+        after_help = "Example:\n  sluice wait --job jobs/payments.toml --window-closed 2026-11-24T13:00:00Z --timeout 2h"
+    )]
     Wait(WaitArgs),
     /// The table's Delta Lake log (`_delta_log/`), kept in step with the manifest.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  sluice delta sync --job jobs/payments.toml"
+    )]
     Delta(DeltaCommand),
     /// The job's schema against the table's.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  sluice schema check --job jobs/payments.toml"
+    )]
     Schema(SchemaCommand),
     /// Produce realistic payment events (about 250 bytes of JSON) to a topic, for demos and
     /// benchmarks.
+    #[command(
+        after_help = "Example:\n  sluice generate --topic payments --count 100000 --create-partitions 4"
+    )]
     Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    #[arg(long, env = "SLUICE_BROKERS")]
+    brokers: String,
+    /// The topic to sample and load.
+    #[arg(long)]
+    topic: String,
+    /// Records to sample at most: the newest of each partition, shared out evenly.
+    #[arg(long, default_value_t = 1000)]
+    sample: usize,
+    /// A Confluent-compatible schema registry, for Confluent Avro payloads.
+    #[arg(long)]
+    registry: Option<String>,
+    /// Registry basic-auth user (the password from SCHEMA_REGISTRY_PASSWORD).
+    #[arg(long, requires = "registry")]
+    registry_username: Option<String>,
+    #[arg(
+        long,
+        env = "SCHEMA_REGISTRY_PASSWORD",
+        hide_env_values = true,
+        hide = true
+    )]
+    registry_password: Option<String>,
+    /// The job file to write [default: jobs/<topic>.toml].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The schema file to write [default: schemas/<topic>.avsc].
+    #[arg(long)]
+    schema_out: Option<PathBuf>,
+    /// The table's storage URL (s3://bucket/prefix, a folder…) [default: warehouse/<topic>].
+    #[arg(long)]
+    table: Option<String>,
+    /// A librdkafka property for the sample, also written into the job (repeatable);
+    /// passwords and secrets are written as `${SLUICE_…}` references to the environment.
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+    /// Overwrite the job and schema files if they exist.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -265,6 +348,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
+        Command::Init(a) => init(a),
         Command::Run(a) => run(a),
         Command::Files(a) => files(a),
         Command::Backfill(a) => backfill(a),
@@ -344,6 +428,40 @@ fn shutdown_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
         flag.store(true, Ordering::Relaxed);
     });
     shutdown
+}
+
+fn init(a: InitArgs) -> anyhow::Result<()> {
+    let mut properties = std::collections::BTreeMap::new();
+    for p in &a.properties {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--property {p}: expected KEY=VALUE"))?;
+        properties.insert(k.trim().to_string(), v.to_string());
+    }
+    let opts = ops::init::Options {
+        out: a
+            .out
+            .unwrap_or_else(|| PathBuf::from("jobs").join(format!("{}.toml", a.topic))),
+        schema_out: a
+            .schema_out
+            .unwrap_or_else(|| PathBuf::from("schemas").join(format!("{}.avsc", a.topic))),
+        brokers: a.brokers,
+        topic: a.topic,
+        sample: a.sample.max(1),
+        registry: a.registry.map(|url| ops::init::Registry {
+            url,
+            username: a.registry_username,
+            password: a.registry_password,
+        }),
+        table: a.table,
+        properties,
+        force: a.force,
+    };
+    let report = ops::init::init(&opts)?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 fn run(a: RunArgs) -> anyhow::Result<()> {

@@ -94,28 +94,47 @@ impl SchemaSource {
                 }
             }
             Kind::Http { config, client, rt } => {
-                let rt = rt
-                    .get_or_init(|| {
-                        tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .map_err(|e| e.to_string())
-                    })
-                    .as_ref()
-                    .map_err(|e| Unavailable(format!("no runtime for registry calls: {e}")))?;
+                let rt = runtime(rt)?;
                 rt.block_on(fetch(client, config, id))
+            }
+        }
+    }
+    /// The newest schema registered under `subject` (`GET {url}/subjects/{subject}/versions/latest`):
+    /// its id and Avro text, or `None` when the registry has no such subject. A directory of
+    /// `<id>.avsc` files has no subjects: `None`.
+    pub fn latest(&self, subject: &str) -> Result<Option<(u32, String)>, Unavailable> {
+        match &self.kind {
+            Kind::Directory(_) => Ok(None),
+            Kind::Http { config, client, rt } => {
+                let rt = runtime(rt)?;
+                rt.block_on(fetch_latest(client, config, subject))
             }
         }
     }
 }
 
-async fn fetch(
+/// The runtime of registry calls, built on the first one in the thread that decodes (never
+/// inside a runtime).
+fn runtime(
+    rt: &OnceLock<Result<tokio::runtime::Runtime, String>>,
+) -> Result<&tokio::runtime::Runtime, Unavailable> {
+    rt.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| Unavailable(format!("no runtime for registry calls: {e}")))
+}
+
+/// A GET to the registry with the job's credentials: the status and the body.
+async fn get(
     client: &reqwest::Client,
     config: &RegistryConfig,
-    id: u32,
-) -> Result<Lookup, Unavailable> {
-    let url = format!("{}/schemas/ids/{id}", config.url);
-    let mut req = client.get(&url).header(
+    url: &str,
+) -> Result<(reqwest::StatusCode, String), Unavailable> {
+    let mut req = client.get(url).header(
         "Accept",
         "application/vnd.schemaregistry.v1+json, application/json",
     );
@@ -124,7 +143,7 @@ async fn fetch(
         RegistryAuth::Basic { username, password } => req.basic_auth(username, Some(password)),
         RegistryAuth::Bearer(token) => req.bearer_auth(token),
     };
-    let at = redact_url(&url);
+    let at = redact_url(url);
     let resp = req
         .send()
         .await
@@ -134,6 +153,61 @@ async fn fetch(
         .text()
         .await
         .map_err(|e| Unavailable(format!("GET {at}: reading the answer: {e}")))?;
+    Ok((status, body))
+}
+
+async fn fetch_latest(
+    client: &reqwest::Client,
+    config: &RegistryConfig,
+    subject: &str,
+) -> Result<Option<(u32, String)>, Unavailable> {
+    let url = format!("{}/subjects/{subject}/versions/latest", config.url);
+    let at = redact_url(&url);
+    let (status, body) = get(client, config, &url).await?;
+    let code = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error_code").and_then(serde_json::Value::as_i64));
+    // 40401: no such subject (Confluent's code; Apicurio's ccompat API answers the same).
+    if status == reqwest::StatusCode::NOT_FOUND && code == Some(40401) {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        let hint = match status.as_u16() {
+            401 | 403 => " (check the registry credentials)",
+            404 => " (check the registry URL)",
+            _ => "",
+        };
+        return Err(Unavailable(format!(
+            "GET {at}: HTTP {status}{hint}: {}",
+            body.chars().take(200).collect::<String>()
+        )));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        id: u32,
+        schema: String,
+        #[serde(default, rename = "schemaType")]
+        schema_type: Option<String>,
+    }
+    let answer: Answer = serde_json::from_str(&body)
+        .map_err(|e| Unavailable(format!("GET {at}: not a registry answer: {e}")))?;
+    match answer.schema_type.as_deref() {
+        None | Some("AVRO") => Ok(Some((answer.id, answer.schema))),
+        Some(other) => Err(Unavailable(format!(
+            "GET {at}: the subject's latest schema (id {}) is a {other} schema, not Avro",
+            answer.id
+        ))),
+    }
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    config: &RegistryConfig,
+    id: u32,
+) -> Result<Lookup, Unavailable> {
+    let url = format!("{}/schemas/ids/{id}", config.url);
+    let at = redact_url(&url);
+    let (status, body) = get(client, config, &url).await?;
     if status == reqwest::StatusCode::NOT_FOUND {
         // Only the registry's own answer (error code 40403, "schema not found") says the id
         // does not exist; any other 404 is a wrong URL, and deciding on it would dead-letter

@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SLUICE = $(or $(CARGO_TARGET_DIR),target)/debug/sluice
 
-.PHONY: tools build test chaos lint demo bench fuzz clean
+.PHONY: tools build test chaos lint demo bench fuzz clean broker broker-stop sql
 
 tools:
 	@tests/support/tools.sh
@@ -49,6 +49,23 @@ lint:
 
 demo: tools build
 	SLUICE=$(SLUICE) tests/support/with-broker.sh tests/support/demo.sh
+
+# A local Apache Kafka (from .tools/) for trying sluice on: `eval $$(make -s broker)` starts it
+# (or finds it running) and exports SLUICE_BROKERS; `make broker-stop` stops it.
+BROKER_DIR = $(CURDIR)/.tools/broker
+broker:
+	@tests/support/tools.sh >&2
+	@if [ -f $(BROKER_DIR)/pid ] && kill -0 $$(cat $(BROKER_DIR)/pid) 2>/dev/null; then \
+	  . $(BROKER_DIR)/env; echo "export SLUICE_BROKERS=$$SLUICE_TEST_BROKERS"; \
+	else \
+	  echo "export SLUICE_BROKERS=$$(tests/support/broker.sh start $(BROKER_DIR))"; \
+	fi
+broker-stop:
+	tests/support/broker.sh stop $(BROKER_DIR)
+
+# DuckDB with its Delta extension (offline, from .tools/venv): make sql Q="SELECT count(*) FROM delta_scan('warehouse/orders')"
+sql:
+	@.tools/venv/bin/python tests/support/sql.py "$(Q)"
 
 clean:
 	rm -rf demo-warehouse

@@ -122,7 +122,11 @@ fn init_writes_a_job_that_loads_every_valid_record_of_the_payment_shape() {
         field_type(&schema, &["created_at"]),
         serde_json::json!({"type": "long", "logicalType": "timestamp-micros"})
     );
-    assert_eq!(field_type(&schema, &["amount"]), "string");
+    assert_eq!(
+        field_type(&schema, &["amount"]),
+        serde_json::json!({"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": 2}),
+        "amounts written as decimal strings"
+    );
     let names: Vec<&str> = schema["fields"]
         .as_array()
         .unwrap()

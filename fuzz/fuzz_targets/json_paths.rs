@@ -14,7 +14,7 @@ use sluice::record::schema::{TableSchema, TimeFormat};
 const PAYMENT: &str = include_str!("../../schemas/payment.avsc");
 
 /// Every kind of column the fast path reads: nested record, array, numbers, booleans,
-/// nullable strings, decimals, timestamps, enums.
+/// nullable strings, decimals, timestamps (RFC 3339 strings or numbers), dates, enums.
 const RICH: &str = r#"{
   "type": "record", "name": "rich", "fields": [
     {"name": "id", "type": "string"},
@@ -25,6 +25,8 @@ const RICH: &str = r#"{
     {"name": "note", "type": ["null", "string"], "default": null},
     {"name": "amt", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 3}},
     {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "seen", "type": ["null", {"type": "long", "logicalType": "timestamp-micros"}], "default": null},
+    {"name": "day", "type": ["null", {"type": "int", "logicalType": "date"}], "default": null},
     {"name": "tags", "type": {"type": "array", "items": "string"}},
     {"name": "inner", "type": {"type": "record", "name": "inner", "fields": [
       {"name": "a", "type": "int"}, {"name": "b", "type": ["null", "double"], "default": null}]}},

@@ -50,11 +50,11 @@ echo "== 6. sluice status (the table against the broker) and sluice verify (an a
 echo
 echo "== 7. an analyst's query: DuckDB reads the Delta table ($table/_delta_log), no sluice step"
 "$py" - "$table" "$sluice" "$job" <<'PY'
-import os, subprocess, sys, duckdb, duckdb_extension_delta
+import os, subprocess, sys
+sys.path.insert(0, "tests/support")
+from sql import connect  # DuckDB with the Delta extension from the venv's wheel, offline
 table, sluice, job = os.path.abspath(sys.argv[1]), sys.argv[2], sys.argv[3]
-con = duckdb.connect(config={"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"})
-ext = os.path.join(os.path.dirname(duckdb_extension_delta.__file__), "extensions", f"v{duckdb.__version__}", "delta.duckdb_extension")
-con.execute(f"LOAD '{ext}'")
+con = connect()
 con.execute(f"CREATE VIEW payments AS SELECT * FROM delta_scan('{table}')")
 print(con.sql("""
   SELECT date, hour, count(*) AS events, count(DISTINCT event_id) AS distinct_ids,

@@ -102,6 +102,12 @@ pub struct Shape {
     /// Strings that are RFC 3339 timestamps / calendar dates (`YYYY-MM-DD`).
     times: u64,
     dates: u64,
+    /// Strings that are decimal numbers (`12.34`, `-7`; no leading zeros, so codes such as
+    /// zip codes stay strings), those with a fraction, and the most digits seen either side.
+    decimals: u64,
+    fractions: u64,
+    int_digits: u32,
+    scale: u32,
     object: Option<Box<Object>>,
     arrays: u64,
     items: Option<Box<Shape>>,
@@ -172,6 +178,11 @@ impl Shape {
                 } else if s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
                 {
                     self.dates += 1;
+                } else if let Some((int, frac)) = decimal_digits(s) {
+                    self.decimals += 1;
+                    self.fractions += u64::from(frac > 0);
+                    self.int_digits = self.int_digits.max(int);
+                    self.scale = self.scale.max(frac);
                 }
             }
             Json::Arr(items) => {
@@ -422,6 +433,16 @@ impl Cx {
                 json!({"type": "int", "logicalType": "date"}),
                 "calendar dates (YYYY-MM-DD)".to_string(),
             ),
+            "string"
+                if s.decimals == s.strings && s.fractions > 0 && s.int_digits + s.scale <= 38 =>
+            {
+                // Room for larger amounts than the sample's: 18 digits fit a 64-bit integer.
+                let precision = (s.int_digits + s.scale).max(18).max(s.scale + 10).min(38);
+                (
+                    json!({"type": "bytes", "logicalType": "decimal", "precision": precision, "scale": s.scale}),
+                    format!("decimal strings, up to {} decimal places", s.scale),
+                )
+            }
             "string" => (json!("string"), String::new()),
             "boolean" => (json!("boolean"), String::new()),
             "number" if s.floats > 0 => (
@@ -550,6 +571,10 @@ impl Shape {
         self.strings += other.strings;
         self.times += other.times;
         self.dates += other.dates;
+        self.decimals += other.decimals;
+        self.fractions += other.fractions;
+        self.int_digits = self.int_digits.max(other.int_digits);
+        self.scale = self.scale.max(other.scale);
         self.arrays += other.arrays;
         if let Some(o) = &other.object {
             let mine = self.object.get_or_insert_with(Box::default);
@@ -572,6 +597,24 @@ impl Shape {
             self.items.get_or_insert_with(Box::default).merge(i);
         }
     }
+}
+
+/// The digits before and after the point of a plain decimal string (`-12.345` → (2, 3)); `None`
+/// for anything else, and for leading zeros (`007`, a code rather than an amount).
+fn decimal_digits(s: &str) -> Option<(u32, u32)> {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || (int.len() > 1 && int.starts_with('0')) {
+        return None;
+    }
+    if body.contains('.') && !digits(frac) {
+        return None;
+    }
+    Some((
+        u32::try_from(int.len()).ok()?,
+        u32::try_from(frac.len()).ok()?,
+    ))
 }
 
 /// Objects keyed by data rather than by a fixed set of names.
@@ -771,8 +814,8 @@ mod tests {
     fn types_nullability_and_times() {
         let i = infer_from(
             &[
-                json!({"id": "a", "n": 1, "x": 1.5, "ok": true, "at": "2026-11-24T13:00:00Z", "d": "2026-11-24", "opt": null}),
-                json!({"id": "b", "n": 2, "x": 2, "ok": false, "at": "2026-11-24T13:00:01.5+02:00", "d": "2026-11-25", "opt": "y", "later": 3}),
+                json!({"id": "a", "n": 1, "x": 1.5, "ok": true, "at": "2026-11-24T13:00:00Z", "d": "2026-11-24", "opt": null, "amount": "12.34", "zip": "01234"}),
+                json!({"id": "b", "n": 2, "x": 2, "ok": false, "at": "2026-11-24T13:00:01.5+02:00", "d": "2026-11-25", "opt": "y", "later": 3, "amount": "-7", "zip": "12.5"}),
             ],
             None,
         );
@@ -789,6 +832,11 @@ mod tests {
             &json!({"type": "int", "logicalType": "date"})
         );
         assert_eq!(field(&i, "opt"), &json!(["null", "string"]));
+        assert_eq!(
+            field(&i, "amount"),
+            &json!({"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": 2})
+        );
+        assert_eq!(field(&i, "zip"), &json!("string"), "leading zeros: a code");
         assert_eq!(field(&i, "later"), &json!(["null", "long"]));
         let later = i.choices.iter().find(|c| c.path == "later");
         assert!(

@@ -1194,7 +1194,11 @@ mod tests {
         };
         let mut pick = || TIMES[next(TIMES.len() as u64) as usize];
         let (at, ms, local, day, when, seen) = (pick(), pick(), pick(), pick(), pick(), pick());
-        let day = if seed % 3 == 0 { "\"2026-11-24\"" } else { day };
+        let day = if seed.is_multiple_of(3) {
+            "\"2026-11-24\""
+        } else {
+            day
+        };
         format!(
             r#"{{"at":{at},"ms":{ms},"local":{local},"day":{day},"nested":{{"when":{when}}},"seen":[{seen},{at}]}}"#
         )

@@ -815,6 +815,17 @@ mod tests {
         (fast.decode(&chunk, "t", 0), slow.decode(&chunk, "t", 0))
     }
 
+    /// Both paths made the same rows, event times and dead letters.
+    fn agree(
+        a: &crate::record::decode::Decoded,
+        b: &crate::record::decode::Decoded,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(&a.batch, &b.batch);
+        prop_assert_eq!(&a.event_ms, &b.event_ms);
+        prop_assert_eq!(&a.dead, &b.dead);
+        Ok(())
+    }
+
     proptest! {
         /// The fast path changes nothing but speed: rows, event times and dead letters are the
         /// general path's, for clean chunks and for chunks with every kind of oddity.
@@ -822,9 +833,7 @@ mod tests {
         fn fast_path_decodes_as_arrow_json_does(seeds in proptest::collection::vec(any::<u64>(), 1..60), clean in any::<bool>()) {
             let (fast, slow) = decoders();
             let (a, b) = both_paths(&fast, &slow, seeds.iter().map(|s| record(*s)), clean);
-            prop_assert_eq!(&a.batch, &b.batch);
-            prop_assert_eq!(&a.event_ms, &b.event_ms);
-            prop_assert_eq!(&a.dead, &b.dead);
+            agree(&a, &b)?;
         }
     }
 
@@ -1060,9 +1069,7 @@ mod tests {
         fn nested_and_numeric_fields_decode_as_arrow_json_does(seeds in proptest::collection::vec(any::<u64>(), 1..60), clean in any::<bool>()) {
             let (fast, slow) = sensor_decoders();
             let (a, b) = both_paths(&fast, &slow, seeds.iter().map(|s| sensor_record(*s)), clean);
-            prop_assert_eq!(&a.batch, &b.batch);
-            prop_assert_eq!(&a.event_ms, &b.event_ms);
-            prop_assert_eq!(&a.dead, &b.dead);
+            agree(&a, &b)?;
         }
     }
 
@@ -1211,9 +1218,7 @@ mod tests {
         fn fast_path_decodes_times_as_arrow_json_does(seeds in proptest::collection::vec(any::<u64>(), 1..60), clean in any::<bool>()) {
             let (fast, slow) = time_decoders();
             let (a, b) = both_paths(&fast, &slow, seeds.iter().map(|s| time_record(*s)), clean);
-            prop_assert_eq!(&a.batch, &b.batch);
-            prop_assert_eq!(&a.event_ms, &b.event_ms);
-            prop_assert_eq!(&a.dead, &b.dead);
+            agree(&a, &b)?;
         }
     }
 

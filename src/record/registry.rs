@@ -171,31 +171,14 @@ async fn fetch_latest(
     if status == reqwest::StatusCode::NOT_FOUND && code == Some(40401) {
         return Ok(None);
     }
-    if !status.is_success() {
-        let hint = match status.as_u16() {
-            401 | 403 => " (check the registry credentials)",
-            404 => " (check the registry URL)",
-            _ => "",
-        };
-        return Err(Unavailable(format!(
-            "GET {at}: HTTP {status}{hint}: {}",
-            body.chars().take(200).collect::<String>()
-        )));
-    }
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        id: u32,
-        schema: String,
-        #[serde(default, rename = "schemaType")]
-        schema_type: Option<String>,
-    }
-    let answer: Answer = serde_json::from_str(&body)
-        .map_err(|e| Unavailable(format!("GET {at}: not a registry answer: {e}")))?;
+    let answer = schema_answer(&at, status, &body)?;
+    let id = answer
+        .id
+        .ok_or_else(|| Unavailable(format!("GET {at}: not a registry answer: no `id`")))?;
     match answer.schema_type.as_deref() {
-        None | Some("AVRO") => Ok(Some((answer.id, answer.schema))),
+        None | Some("AVRO") => Ok(Some((id, answer.schema))),
         Some(other) => Err(Unavailable(format!(
-            "GET {at}: the subject's latest schema (id {}) is a {other} schema, not Avro",
-            answer.id
+            "GET {at}: the subject's latest schema (id {id}) is a {other} schema, not Avro"
         ))),
     }
 }
@@ -225,9 +208,38 @@ async fn fetch(
             body.chars().take(200).collect::<String>()
         )));
     }
+    let answer = schema_answer(&at, status, &body)?;
+    match answer.schema_type.as_deref() {
+        None | Some("AVRO") => Ok(Lookup::Found(answer.schema)),
+        Some(other) => Ok(Lookup::Missing(format!(
+            "schema id {id} is a {other} schema, not Avro"
+        ))),
+    }
+}
+
+/// A registry's answer holding a schema.
+#[derive(serde::Deserialize)]
+struct SchemaAnswer {
+    #[serde(default)]
+    id: Option<u32>,
+    schema: String,
+    #[serde(default, rename = "schemaType")]
+    schema_type: Option<String>,
+}
+
+/// The schema in a successful answer; any other status is no answer (with a hint for the
+/// ones a user can fix).
+fn schema_answer(
+    at: &str,
+    status: reqwest::StatusCode,
+    body: &str,
+) -> Result<SchemaAnswer, Unavailable> {
     if !status.is_success() {
         let hint = match status.as_u16() {
-            401 | 403 => " (check schema.registry credentials)",
+            401 | 403 => {
+                " (check the registry credentials: schema.registry.* in the job, --registry-username with init)"
+            }
+            404 => " (check the registry URL)",
             _ => "",
         };
         return Err(Unavailable(format!(
@@ -235,20 +247,8 @@ async fn fetch(
             body.chars().take(200).collect::<String>()
         )));
     }
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        schema: String,
-        #[serde(default, rename = "schemaType")]
-        schema_type: Option<String>,
-    }
-    let answer: Answer = serde_json::from_str(&body)
-        .map_err(|e| Unavailable(format!("GET {at}: not a registry answer: {e}")))?;
-    match answer.schema_type.as_deref() {
-        None | Some("AVRO") => Ok(Lookup::Found(answer.schema)),
-        Some(other) => Ok(Lookup::Missing(format!(
-            "schema id {id} is a {other} schema, not Avro"
-        ))),
-    }
+    serde_json::from_str(body)
+        .map_err(|e| Unavailable(format!("GET {at}: not a registry answer: {e}")))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -733,8 +733,14 @@ pub fn describe(ty: &Value) -> String {
             .collect::<Vec<_>>()
             .join("|"),
         Value::Object(o) => {
-            if let Some(l) = o.get("logicalType").and_then(Value::as_str) {
-                return l.to_string();
+            match (
+                o.get("logicalType").and_then(Value::as_str),
+                o.get("precision"),
+                o.get("scale"),
+            ) {
+                (Some("decimal"), Some(p), Some(s)) => return format!("decimal({p},{s})"),
+                (Some(l), _, _) => return l.to_string(),
+                _ => {}
             }
             match o.get("type").and_then(Value::as_str) {
                 Some("record") => format!(

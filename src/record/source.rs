@@ -387,8 +387,20 @@ fn ask<C: Watched, T>(
                     )
                 );
                 if !again || std::time::Instant::now() >= deadline {
+                    let unreachable = matches!(
+                        source.rdkafka_error_code(),
+                        Some(C::BrokerTransportFailure | C::AllBrokersDown)
+                    );
                     return Err(LoadError::Kafka {
-                        context: context(),
+                        context: if unreachable {
+                            format!(
+                                "{} (no broker answered at {}: check source.brokers, or --brokers, and that the broker is up)",
+                                context(),
+                                consumer.context().watch().brokers
+                            )
+                        } else {
+                            context()
+                        },
                         source,
                     });
                 }

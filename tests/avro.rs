@@ -1,7 +1,6 @@
 //! Avro payloads against the real broker: raw datums and the Confluent wire format with a
-//! schema registry (the test stand-in `tests/support/registry.py`: Confluent's and Apicurio's
-//! registries come from Maven Central, which these machines cannot reach), encoded by fastavro
-//! (`tests/avro_encode.py`), not by sluice. Also table schema changes: compatible ones widen
+//! schema registry (Apicurio Registry, serving Confluent's API, started by
+//! `tests/support/registry.sh`), encoded by fastavro (`tests/avro_encode.py`), not by sluice. Also table schema changes: compatible ones widen
 //! the table, incompatible ones are refused with a field-by-field diff.
 
 mod common;
@@ -113,10 +112,7 @@ impl Registry {
     fn start_with(auth: Option<&str>, tls: Option<&Tls>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Command::new(repo().join("tests/support/registry.sh"));
-        c.arg("start")
-            .arg(dir.path())
-            // Ids unlike version numbers, as a shared registry's are.
-            .env("REGISTRY_FIRST_ID", "1000");
+        c.arg("start").arg(dir.path());
         if let Some(a) = auth {
             c.env("REGISTRY_BASIC_AUTH", a);
         }
@@ -190,6 +186,12 @@ enum Msg {
         partition: i32,
         bytes: Vec<u8>,
     },
+    /// The Confluent frame of `schema`'s registered id around `datum` (bytes as they are).
+    Framed {
+        partition: i32,
+        schema: &'static str,
+        datum: Vec<u8>,
+    },
 }
 
 /// The events of `spec` as (partition, JSON record).
@@ -241,6 +243,14 @@ fn encode(
             Msg::Raw { partition, bytes } => {
                 let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 serde_json::json!({"partition": partition, "raw_hex": hex})
+            }
+            Msg::Framed {
+                partition,
+                schema,
+                datum,
+            } => {
+                let hex: String = datum.iter().map(|b| format!("{b:02x}")).collect();
+                serde_json::json!({"partition": partition, "schema": schema, "datum_hex": hex})
             }
         };
         input.push_str(&line.to_string());
@@ -410,13 +420,11 @@ fn interleaved_writer_versions_make_one_file_per_window_and_bad_records_dead_let
             });
         }
         if i == 400 {
-            // Id 1000 is v1 (registered first); the datum ends inside its first string.
-            let mut b = vec![0u8];
-            b.extend_from_slice(&1000u32.to_be_bytes());
-            b.extend_from_slice(b"\x40abc");
-            msgs.push(Msg::Raw {
+            // v1's id, and a datum that ends inside its first string.
+            msgs.push(Msg::Framed {
                 partition: 0,
-                bytes: b,
+                schema: "payment_v1",
+                datum: b"\x40abc".to_vec(),
             });
         }
     }

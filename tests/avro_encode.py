@@ -2,8 +2,9 @@
 """Encodes test events as Avro with fastavro (an implementation independent of sluice's).
 
 Reads JSON lines on stdin: {"partition": P, "schema": NAME, "record": {...}} (the record as the
-JSON payload sluice would load), or {"partition": P, "raw_hex": "..."} for a payload given as
-is. Writes one line per input: "P HEX" with the encoded payload.
+JSON payload sluice would load), {"partition": P, "raw_hex": "..."} for a payload given as
+is, or {"partition": P, "schema": NAME, "datum_hex": "..."} for NAME's Confluent frame (magic
+byte, registered id) around datum bytes given as they are. Writes one line per input: "P HEX" with the encoded payload.
 
   --schema NAME=FILE     a writer schema (repeatable)
   --format raw           a bare Avro datum
@@ -86,6 +87,10 @@ def main():
             out.write(f"{m['partition']} {m['raw_hex']}\n")
             continue
         raw, parsed, sid = schemas[m["schema"]]
+        if "datum_hex" in m:
+            frame = (b"\x00" + struct.pack(">I", sid)).hex()
+            out.write(f"{m['partition']} {frame}{m['datum_hex']}\n")
+            continue
         buf = io.BytesIO()
         if a.format == "confluent":
             buf.write(b"\x00" + struct.pack(">I", sid))

@@ -14,7 +14,8 @@ JSON shapes (one JSON object per record):
 --bad K writes K more records that are not JSON at all, spread over the run.
 --confluent writes the sensor shape as Confluent Avro instead: the schema registered under
 subject T-value, each payload magic byte 0, the 4-byte id, the fastavro datum.
-Prints {"produced": N + K, "valid": N, "bad": K} on stdout, every record acknowledged.
+Prints {"produced": N + K, "valid": N, "bad": K, "id": the registered id or null} on stdout,
+every record acknowledged.
 """
 import argparse
 import io
@@ -130,6 +131,7 @@ def main():
     now_ms = int(time.time() * 1000)
     make = {"payments": payment, "sensor": sensor, "nested": order}[a.shape]
     encode = lambda rec: json.dumps(rec).encode()
+    sid = None
     if a.confluent:
         import fastavro
         parsed = fastavro.parse_schema(SENSOR_AVSC)
@@ -162,7 +164,7 @@ def main():
     left = p.flush(60)
     if left or failed:
         sys.exit(f"init_producer: {left} unflushed, {len(failed)} failed: {failed[:3]}")
-    print(json.dumps({"produced": a.count + a.bad, "valid": a.count, "bad": a.bad}))
+    print(json.dumps({"produced": a.count + a.bad, "valid": a.count, "bad": a.bad, "id": sid}))
 
 
 if __name__ == "__main__":

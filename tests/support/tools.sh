@@ -6,7 +6,8 @@
 #    and polars; moto (an S3 server) and azure-storage-blob (to create Azurite containers);
 #    fastavro (an independent Avro encoder/decoder for the schema-registry tests); confluent-kafka
 #    (an independent producer: transactions, tombstones);
-#  - Azurite (an Azure Blob emulator) from npm.
+#  - Azurite (an Azure Blob emulator) from npm;
+#  - Apicurio Registry (a schema registry with Confluent's API) from Maven.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tools="$root/.tools"
@@ -49,10 +50,23 @@ if [ ! -x "$tools/node_modules/.bin/azurite-blob" ]; then
   npm install --prefix "$tools" --no-audit --no-fund --silent azurite@3
 fi
 
-# Schema registry: nothing to install. tests/support/registry.sh runs registry.py, a stdlib-only
-# in-memory test stand-in for the Confluent REST API. A real registry (Apicurio Registry,
-# io.apicurio:apicurio-registry-app) would come from Maven Central, which is not reachable from
-# this project's machines (only crates.io, PyPI, Debian and npm are), so it cannot be installed here.
+# Apicurio Registry, a real Confluent-compatible schema registry for the Avro tests: its packaged
+# application (io.apicurio:apicurio-registry-app, classifier `all`, a tar.gz) from Maven, checked
+# against tests/support/registry/apicurio.sha256. It needs Java 21 or later (registry.sh finds one).
+APICURIO_VERSION=$(sed -n 's/.*apicurio-registry-app-\(.*\)-all.tar.gz$/\1/p' "$root/tests/support/registry/apicurio.sha256")
+apicurio="$tools/apicurio/$APICURIO_VERSION"
+if [ ! -f "$apicurio/quarkus-run.jar" ]; then
+  echo "tools: installing Apicurio Registry $APICURIO_VERSION (from Maven) into .tools/apicurio" >&2
+  command -v mvn >/dev/null || { echo "tools: Maven is needed to install the schema registry" >&2; exit 1; }
+  rm -rf "$tools/apicurio/dl" "$apicurio.tmp" && mkdir -p "$tools/apicurio/dl" "$apicurio.tmp"
+  mvn -q -B -C org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
+    -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
+    -DoutputDirectory="$tools/apicurio/dl"
+  (cd "$tools/apicurio/dl" && sha256sum -c --quiet --strict "$root/tests/support/registry/apicurio.sha256")
+  tar xzf "$tools/apicurio/dl/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$apicurio.tmp"
+  rm -rf "$apicurio" "$tools/apicurio/dl" && mv "$apicurio.tmp" "$apicurio"
+fi
+ln -sfn "$APICURIO_VERSION" "$tools/apicurio/current"
 
 # openssl makes the test CA and certificate of the https:// registry test.
 if ! command -v openssl >/dev/null 2>&1; then

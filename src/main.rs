@@ -31,7 +31,7 @@ enum Command {
     /// inferred schema, Confluent Avro ones the registry's latest schema of `<topic>-value`.
     /// Prints what it chose and why, and how many sampled records the schema accepts.
     #[command(
-        after_help = "Examples:\n  sluice init --brokers localhost:9092 --topic orders\n  sluice init --brokers localhost:9092 --topic orders --registry http://localhost:8081\n  sluice init --brokers b1:9093 --topic orders --property security.protocol=SASL_SSL \\\n      --property sasl.mechanism=SCRAM-SHA-512 --property sasl.username=loader --property sasl.password=$PW\nThen: sluice run --once --job jobs/orders.toml"
+        after_help = "Examples:\n  sluice init --brokers localhost:9092 --topic orders\n  sluice init --brokers localhost:9092 --topic orders --registry http://localhost:8081\n  SLUICE_SASL_PASSWORD=... sluice init --brokers b1:9093 --topic orders --property security.protocol=SASL_SSL \\\n      --property sasl.mechanism=SCRAM-SHA-512 --property sasl.username=loader --property sasl.password\nThen: sluice run --once --job jobs/orders.toml"
     )]
     Init(InitArgs),
     /// Load the job's topics into its table: continuously, or with --once up to the current end.
@@ -139,7 +139,9 @@ struct InitArgs {
     #[arg(long)]
     table: Option<String>,
     /// A librdkafka property for the sample, also written into the job (repeatable);
-    /// passwords and secrets are written as `${SLUICE_…}` references to the environment.
+    /// passwords and secrets are written as `${SLUICE_…}` references to the environment, and
+    /// a secret given without `=VALUE` is read from that variable (`--property sasl.password`
+    /// reads SLUICE_SASL_PASSWORD), so it is never on a command line.
     #[arg(long = "property", value_name = "KEY=VALUE")]
     properties: Vec<String>,
     /// Overwrite the job and schema files if they exist.
@@ -447,10 +449,21 @@ fn shutdown_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
 fn init(a: InitArgs) -> anyhow::Result<()> {
     let mut properties = std::collections::BTreeMap::new();
     for p in &a.properties {
-        let (k, v) = p
-            .split_once('=')
-            .with_context(|| format!("--property {p}: expected KEY=VALUE"))?;
-        properties.insert(k.trim().to_string(), v.to_string());
+        let (k, v) = match p.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), v.to_string()),
+            // A secret named without its value comes from the variable the job will read it
+            // from, so it is never on a command line.
+            None => match ops::init::secret_var(p.trim()) {
+                Some(var) => {
+                    let v = std::env::var(&var).with_context(|| {
+                        format!("--property {p}: its value comes from ${var}, which is not set")
+                    })?;
+                    (p.trim().to_string(), v)
+                }
+                None => anyhow::bail!("--property {p}: expected KEY=VALUE"),
+            },
+        };
+        properties.insert(k, v);
     }
     let opts = ops::init::Options {
         out: a

@@ -318,3 +318,69 @@ fn init_refuses_clearly_and_never_overwrites_without_force() {
         .unwrap()
         .contains("[event_time]"));
 }
+
+/// On the SASL_SSL listener (SCRAM-SHA-512 over TLS), as on a managed Kafka: the password comes
+/// from the environment for the sample, and the job written names the variable, never the
+/// secret; the job then loads with the variable set.
+#[test]
+fn init_on_an_authenticated_listener_keeps_the_password_out_of_files_and_output() {
+    let env = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
+    };
+    let f = Fixture::new("init-sasl", 2);
+    let produced = produce(&f, "payments", 500, 0, &[]);
+    let password = env("SLUICE_TEST_SASL_PASSWORD");
+    let props = [
+        "security.protocol=SASL_SSL".to_string(),
+        "sasl.mechanism=SCRAM-SHA-512".to_string(),
+        format!("sasl.username={}", env("SLUICE_TEST_SASL_USER")),
+        "sasl.password".to_string(),
+        format!("ssl.ca.location={}/ca.pem", env("SLUICE_TEST_TLS_DIR")),
+    ];
+    let sasl = env("SLUICE_TEST_SASL_BROKERS");
+    let mut args = vec!["init", "--brokers", &sasl, "--topic", &f.topic];
+    for p in &props {
+        args.extend(["--property", p.as_str()]);
+    }
+    // Without the variable: refused, naming it.
+    let out = sluice_in(f.dir.path(), &args);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("$SLUICE_SASL_PASSWORD"),
+        "{}",
+        text(&out)
+    );
+
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .current_dir(f.dir.path())
+            .env_remove("SLUICE_BROKERS")
+            .env_remove("SLUICE_TABLE_URL")
+            .env("SLUICE_SASL_PASSWORD", &password)
+            .env("SLUICE_LOG", "debug")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&args);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("export SLUICE_SASL_PASSWORD"), "{said}");
+    let job = std::fs::read_to_string(f.dir.path().join(format!("jobs/{}.toml", f.topic))).unwrap();
+    assert!(job.contains("\"${SLUICE_SASL_PASSWORD}\""), "{job}");
+    assert!(
+        !job.contains(&password) && !said.contains(&password),
+        "the secret leaked"
+    );
+
+    let job = format!("jobs/{}.toml", f.topic);
+    let out = run(&["run", "--once", "--job", &job]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains(&password),
+        "the secret leaked into the run's logs"
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["rows"], produced["valid"], "{stats}");
+}

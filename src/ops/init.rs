@@ -605,8 +605,9 @@ fn span(ms: i64) -> String {
     }
 }
 
-/// The environment variable the job reads a secret property from.
-fn secret_var(key: &str) -> Option<String> {
+/// The environment variable the job reads a secret property from (`sasl.password` →
+/// `SLUICE_SASL_PASSWORD`); `None` for a property that is no secret.
+pub fn secret_var(key: &str) -> Option<String> {
     let k = key.to_ascii_lowercase();
     (k.contains("password") || k.contains("secret") || k.ends_with(".key.pem")).then(|| {
         format!(

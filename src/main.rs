@@ -522,9 +522,13 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
 
 fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     if let Some(n) = a.create_partitions {
-        runtime()?
-            .block_on(ops::generate::create_topic(&a.brokers, &a.topic, n))
-            .with_context(|| format!("creating topic {}", a.topic))?;
+        match runtime()?.block_on(ops::generate::create_topic(&a.brokers, &a.topic, n)) {
+            // A second run of the same command: produce to the topic there is.
+            Err(rdkafka::error::KafkaError::AdminOp(
+                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+            )) => eprintln!("topic {} exists: producing to it as it is", a.topic),
+            r => r.with_context(|| format!("creating topic {}", a.topic))?,
+        }
     }
     let start_ms = chrono::DateTime::parse_from_rfc3339(&a.start)
         .with_context(|| format!("--start {}", a.start))?

@@ -319,9 +319,9 @@ struct GenerateArgs {
     /// Create the topic with this many partitions first.
     #[arg(long)]
     create_partitions: Option<i32>,
-    /// Spread events over this many partitions.
-    #[arg(long, default_value_t = 4)]
-    partitions: i32,
+    /// Spread events over this many partitions [default: --create-partitions, else 4].
+    #[arg(long)]
+    partitions: Option<i32>,
     #[arg(long, default_value_t = 0)]
     first_id: u64,
     /// Event times start here (RFC 3339).
@@ -538,7 +538,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<()> {
     let spec = ops::generate::GenSpec {
         first_id: a.first_id,
         count: a.count,
-        partitions: a.partitions,
+        partitions: a.partitions.or(a.create_partitions).unwrap_or(4),
         start_ms,
         span_ms,
         disorder_permille: a.disorder_permille,

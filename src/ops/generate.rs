@@ -142,10 +142,11 @@ pub fn generate(spec: &GenSpec, mut f: impl FnMut(GenRecord)) {
     }
 }
 
-/// Counts failed deliveries.
+/// Counts failed deliveries, and keeps the first one's error.
 #[derive(Default)]
 struct Deliveries {
     failed: AtomicU64,
+    first: std::sync::OnceLock<KafkaError>,
 }
 
 impl ClientContext for Deliveries {}
@@ -153,8 +154,9 @@ impl ClientContext for Deliveries {}
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if result.is_err() {
+        if let Err((e, _)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = self.first.set(e.clone());
         }
     }
 }
@@ -222,7 +224,12 @@ pub fn produce(brokers: &str, topic: &str, spec: &GenSpec) -> Result<u64, KafkaE
     producer.flush(Duration::from_secs(120))?;
     let failed = producer.context().failed.load(Ordering::Relaxed);
     if failed > 0 {
-        return Err(KafkaError::MessageProduction(RDKafkaErrorCode::Fail));
+        return Err(producer
+            .context()
+            .first
+            .get()
+            .cloned()
+            .unwrap_or(KafkaError::MessageProduction(RDKafkaErrorCode::Fail)));
     }
     Ok(malformed)
 }

@@ -484,8 +484,7 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
         properties,
         force: a.force,
     };
-    let report = ops::init::init(&opts)?;
-    for line in &report.lines {
+    for line in ops::init::init(&opts)? {
         println!("{line}");
     }
     Ok(())

@@ -12,13 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
-}
-
 fn tls(file: &str) -> String {
-    format!("{}/{file}", env("SLUICE_TEST_TLS_DIR"))
+    format!("{}/{file}", test_env("SLUICE_TEST_TLS_DIR"))
 }
 
 /// The job on the SASL_SSL listener; the password comes from `SASL_PASSWORD` in the
@@ -26,13 +21,13 @@ fn tls(file: &str) -> String {
 fn sasl_job(f: &mut Fixture, table: &str) {
     let job = f
         .job_file(table)
-        .set("source", "brokers", env("SLUICE_TEST_SASL_BROKERS"))
+        .set("source", "brokers", test_env("SLUICE_TEST_SASL_BROKERS"))
         .set("source.properties", "security.protocol", "SASL_SSL")
         .set("source.properties", "sasl.mechanism", "SCRAM-SHA-512")
         .set(
             "source.properties",
             "sasl.username",
-            env("SLUICE_TEST_SASL_USER"),
+            test_env("SLUICE_TEST_SASL_USER"),
         )
         .set("source.properties", "sasl.password", "${SASL_PASSWORD:-}")
         .set("source.properties", "ssl.ca.location", tls("ca.pem"));
@@ -42,7 +37,7 @@ fn sasl_job(f: &mut Fixture, table: &str) {
 fn mtls_job(f: &mut Fixture, table: &str, ca: &str, cert: &str, key: &str) {
     let job = f
         .job_file(table)
-        .set("source", "brokers", env("SLUICE_TEST_MTLS_BROKERS"))
+        .set("source", "brokers", test_env("SLUICE_TEST_MTLS_BROKERS"))
         .set("source.properties", "security.protocol", "SSL")
         .set("source.properties", "ssl.ca.location", tls(ca))
         .set("source.properties", "ssl.certificate.location", tls(cert))
@@ -62,16 +57,8 @@ fn sluice_with(f: &Fixture, password: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn assert_refused(f: &Fixture, out: &Output, started: Instant, expect: &[&str]) {
-    let t = text(out);
+    let t = output_text(out);
     assert!(!out.status.success(), "the run succeeded: {t}");
     assert!(
         started.elapsed() < Duration::from_secs(45),
@@ -91,7 +78,7 @@ fn assert_refused(f: &Fixture, out: &Output, started: Instant, expect: &[&str]) 
 
 #[test]
 fn sasl_scram_over_tls_loads_and_a_wrong_password_commits_nothing() {
-    let password = env("SLUICE_TEST_SASL_PASSWORD");
+    let password = test_env("SLUICE_TEST_SASL_PASSWORD");
     let mut f = Fixture::new("sasl", 2);
     f.produce(spec(0, 5_000));
 
@@ -106,9 +93,9 @@ fn sasl_scram_over_tls_loads_and_a_wrong_password_commits_nothing() {
         &["Authentication failed", "authentication"],
     );
     assert!(
-        !text(&out).contains("not-the-password-7f3a"),
+        !output_text(&out).contains("not-the-password-7f3a"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     // A continuous loader stops too (librdkafka alone would retry forever).
     let started = Instant::now();
@@ -122,14 +109,17 @@ fn sasl_scram_over_tls_loads_and_a_wrong_password_commits_nothing() {
 
     // The right one: everything loads once; status and verify --kafka work through it.
     let out = sluice_with(&f, &password, &["run", "--once"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(!text(&out).contains(&password), "the password was logged");
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        !output_text(&out).contains(&password),
+        "the password was logged"
+    );
     assert_exactly_once(&f.read(), 5_000, 0);
     for args in [&["status", "--json"][..], &["verify", "--kafka", "--json"]] {
         let out = sluice_with(&f, &password, args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(out.status.success(), "{args:?}: {}", output_text(&out));
         assert!(
-            !text(&out).contains(&password),
+            !output_text(&out).contains(&password),
             "{args:?} logged the password"
         );
     }
@@ -163,10 +153,10 @@ fn mutual_tls_loads_and_untrusted_certificates_commit_nothing() {
     // The right ones.
     mtls_job(&mut f, "table", "ca.pem", "client.pem", "client.key");
     let out = sluice_with(&f, "", &["run", "--once"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert_exactly_once(&f.read(), 5_000, 0);
     // No key material in the logs.
     let key = std::fs::read_to_string(tls("client.key")).unwrap();
     let secret_line = key.lines().nth(1).unwrap();
-    assert!(!text(&out).contains(secret_line));
+    assert!(!output_text(&out).contains(secret_line));
 }

@@ -10,6 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::registry::Registry;
 use common::*;
 
 fn produce(f: &Fixture, shape: &str, count: u64, bad: u64, extra: &[&str]) -> serde_json::Value {
@@ -47,14 +48,6 @@ fn sluice_in(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn init(f: &Fixture, extra: &[&str]) -> Output {
     let mut args = vec!["init", "--brokers", &f.brokers, "--topic", &f.topic];
     args.extend_from_slice(extra);
@@ -86,12 +79,12 @@ fn field_type(schema: &serde_json::Value, path: &[&str]) -> serde_json::Value {
 fn load_and_count(f: &Fixture, produced: &serde_json::Value) {
     let job = format!("jobs/{}.toml", f.topic);
     let out = sluice_in(f.dir.path(), &["run", "--once", "--job", &job]);
-    assert!(out.status.success(), "run --once: {}", text(&out));
+    assert!(out.status.success(), "run --once: {}", output_text(&out));
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(stats["rows"], produced["valid"], "{stats}");
     assert_eq!(stats["dead_letters"], produced["bad"], "{stats}");
     let out = sluice_in(f.dir.path(), &["verify", "--job", &job, "--json"]);
-    assert!(out.status.success(), "verify: {}", text(&out));
+    assert!(out.status.success(), "verify: {}", output_text(&out));
     let table = f.dir.path().join("warehouse").join(&f.topic);
     let read = read_delta(table.to_str().unwrap(), "deltalake", &[]);
     assert_eq!(read["rows"], produced["valid"], "{read}");
@@ -108,10 +101,27 @@ fn init_writes_a_job_that_loads_every_valid_record_of_the_payment_shape() {
     let f = Fixture::new("init-pay", 3);
     let produced = produce(&f, "payments", 3000, 9, &[]);
     let out = init(&f, &[]);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(out.status.success(), "{said}");
-    // The sample is 1,000 records; the bad ones are a few in 3,009, so most samples hold
-    // none: the share accepted is what the sample held.
+    // The share accepted is every JSON object of the sample: the junk among the 1,000 sampled
+    // records (whatever share of the 9 in 3,009 it caught) is all that is refused.
+    let number_after = |what: &str| -> u64 {
+        let at = said
+            .find(what)
+            .unwrap_or_else(|| panic!("no `{what}` in {said}"))
+            + what.len();
+        said[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        number_after("the schema accepts "),
+        number_after("payloads: "),
+        "{said}"
+    );
     assert!(
         said.contains("event time: `created_at`, a timestamp"),
         "{said}"
@@ -146,7 +156,7 @@ fn init_infers_the_sensor_shape_numbers_nulls_nested_and_epoch_millis() {
     let f = Fixture::new("init-sensor", 3);
     let produced = produce(&f, "sensor", 3000, 6, &[]);
     let out = init(&f, &["--sample", "900"]);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("sampled 900 records"), "{said}");
     let schema = written_schema(&f);
@@ -180,7 +190,7 @@ fn init_infers_nested_records_arrays_optional_fields_and_maps() {
     let f = Fixture::new("init-nested", 2);
     let produced = produce(&f, "nested", 2500, 5, &[]);
     let out = init(&f, &[]);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(out.status.success(), "{said}");
     let schema = written_schema(&f);
     use serde_json::json;
@@ -202,38 +212,22 @@ fn init_infers_nested_records_arrays_optional_fields_and_maps() {
 
 #[test]
 fn init_takes_a_confluent_avro_topics_schema_from_the_registry() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(repo().join("tests/support/registry.sh"))
-        .arg("start")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    struct Stop<'a>(&'a Path);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new(repo().join("tests/support/registry.sh"))
-                .arg("stop")
-                .arg(self.0)
-                .status();
-        }
-    }
-    let _stop = Stop(dir.path());
-    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let registry = Registry::start();
+    let url = registry.url.clone();
     let f = Fixture::new("init-avro", 2);
     let produced = produce(&f, "sensor", 2000, 4, &["--confluent", "--registry", &url]);
 
     let refused = init(&f, &[]);
     assert!(!refused.status.success());
     assert!(
-        text(&refused).contains(&format!("Confluent Avro (schema ids {})", produced["id"]))
-            && text(&refused).contains("--registry"),
+        output_text(&refused).contains(&format!("Confluent Avro (schema ids {})", produced["id"]))
+            && output_text(&refused).contains("--registry"),
         "{}",
-        text(&refused)
+        output_text(&refused)
     );
 
     let out = init(&f, &["--registry", &url]);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains(&format!("(id {})", produced["id"])), "{said}");
     let job = std::fs::read_to_string(f.dir.path().join(format!("jobs/{}.toml", f.topic))).unwrap();
@@ -252,9 +246,9 @@ fn init_refuses_clearly_and_never_overwrites_without_force() {
     let out = init(&f, &["--out", "x.toml"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("has no records to sample"),
+        output_text(&out).contains("has no records to sample"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(!f.dir.path().join("x.toml").exists());
 
@@ -270,9 +264,9 @@ fn init_refuses_clearly_and_never_overwrites_without_force() {
     );
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("topic `no-such-topic-for-init` does not exist"),
+        output_text(&out).contains("topic `no-such-topic-for-init` does not exist"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
     // Payloads that are neither JSON objects nor Confluent Avro.
@@ -283,7 +277,7 @@ fn init_refuses_clearly_and_never_overwrites_without_force() {
     );
     let out = init(&f, &[]);
     assert!(!out.status.success());
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(
         said.contains("is a JSON object or Confluent Avro"),
         "{said}"
@@ -302,9 +296,9 @@ fn init_refuses_clearly_and_never_overwrites_without_force() {
     let out = init(&g, &[]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("exists; pass --force"),
+        output_text(&out).contains("exists; pass --force"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert_eq!(std::fs::read_to_string(&job).unwrap(), "# mine\n");
     assert!(!g
@@ -313,7 +307,7 @@ fn init_refuses_clearly_and_never_overwrites_without_force() {
         .join(format!("schemas/{}.avsc", g.topic))
         .exists());
     let out = init(&g, &["--force"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(std::fs::read_to_string(&job)
         .unwrap()
         .contains("[event_time]"));
@@ -324,21 +318,17 @@ fn init_refuses_clearly_and_never_overwrites_without_force() {
 /// secret; the job then loads with the variable set.
 #[test]
 fn init_on_an_authenticated_listener_keeps_the_password_out_of_files_and_output() {
-    let env = |name: &str| {
-        std::env::var(name)
-            .unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
-    };
     let f = Fixture::new("init-sasl", 2);
     let produced = produce(&f, "payments", 500, 0, &[]);
-    let password = env("SLUICE_TEST_SASL_PASSWORD");
+    let password = test_env("SLUICE_TEST_SASL_PASSWORD");
     let props = [
         "security.protocol=SASL_SSL".to_string(),
         "sasl.mechanism=SCRAM-SHA-512".to_string(),
-        format!("sasl.username={}", env("SLUICE_TEST_SASL_USER")),
+        format!("sasl.username={}", test_env("SLUICE_TEST_SASL_USER")),
         "sasl.password".to_string(),
-        format!("ssl.ca.location={}/ca.pem", env("SLUICE_TEST_TLS_DIR")),
+        format!("ssl.ca.location={}/ca.pem", test_env("SLUICE_TEST_TLS_DIR")),
     ];
-    let sasl = env("SLUICE_TEST_SASL_BROKERS");
+    let sasl = test_env("SLUICE_TEST_SASL_BROKERS");
     let mut args = vec!["init", "--brokers", &sasl, "--topic", &f.topic];
     for p in &props {
         args.extend(["--property", p.as_str()]);
@@ -347,9 +337,9 @@ fn init_on_an_authenticated_listener_keeps_the_password_out_of_files_and_output(
     let out = sluice_in(f.dir.path(), &args);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("$SLUICE_SASL_PASSWORD"),
+        output_text(&out).contains("$SLUICE_SASL_PASSWORD"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
     let run = |args: &[&str]| {
@@ -364,7 +354,7 @@ fn init_on_an_authenticated_listener_keeps_the_password_out_of_files_and_output(
             .unwrap()
     };
     let out = run(&args);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("export SLUICE_SASL_PASSWORD"), "{said}");
     let job = std::fs::read_to_string(f.dir.path().join(format!("jobs/{}.toml", f.topic))).unwrap();
@@ -376,9 +366,9 @@ fn init_on_an_authenticated_listener_keeps_the_password_out_of_files_and_output(
 
     let job = format!("jobs/{}.toml", f.topic);
     let out = run(&["run", "--once", "--job", &job]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(
-        !text(&out).contains(&password),
+        !output_text(&out).contains(&password),
         "the secret leaked into the run's logs"
     );
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -112,16 +112,9 @@ struct Sampled {
     payload: Option<Vec<u8>>,
 }
 
-/// What `sluice init` did, to print.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub lines: Vec<String>,
-    pub accepted: usize,
-    pub sampled: usize,
-}
-
-/// Reads the sample, decides, checks, and writes the job and the schema.
-pub fn init(opts: &Options) -> Result<Report, InitError> {
+/// Reads the sample, decides, checks, and writes the job and the schema; returns what it did,
+/// a line each, to print.
+pub fn init(opts: &Options) -> Result<Vec<String>, InitError> {
     for k in opts.properties.keys() {
         if FORCED_PROPERTIES.contains(&k.as_str()) {
             return Err(InitError::Property(
@@ -150,13 +143,15 @@ pub fn init(opts: &Options) -> Result<Report, InitError> {
 
     // What the payloads are.
     let mut objects = infer::Object::default();
-    let (mut json, mut tombstones, mut ids) = (0usize, 0usize, BTreeSet::new());
+    let (mut json, mut confluent, mut tombstones) = (0usize, 0usize, 0usize);
+    let mut ids = BTreeSet::new();
     let mut other: Option<String> = None;
     for r in &records {
         match r.payload.as_deref() {
             None => tombstones += 1,
-            Some(p) if p.len() >= 5 && p.first() == Some(&0) => {
-                ids.insert(u32::from_be_bytes([p[1], p[2], p[3], p[4]]));
+            Some(&[0, a, b, c, d, ..]) => {
+                confluent += 1;
+                ids.insert(u32::from_be_bytes([a, b, c, d]));
             }
             Some(p) => match serde_json::from_slice::<infer::Json>(p) {
                 Ok(infer::Json::Obj(o)) => {
@@ -176,10 +171,6 @@ pub fn init(opts: &Options) -> Result<Report, InitError> {
             },
         }
     }
-    let confluent = records
-        .iter()
-        .filter(|r| matches!(r.payload.as_deref(), Some(p) if p.len() >= 5 && p[0] == 0))
-        .count();
     let format = if json == 0 && confluent == 0 {
         return Err(InitError::Unknown {
             topic: opts.topic.clone(),
@@ -219,33 +210,7 @@ pub fn init(opts: &Options) -> Result<Report, InitError> {
                 "schema: inferred from {json} JSON objects, {} fields:",
                 inferred.choices.len()
             ));
-            let width = inferred
-                .choices
-                .iter()
-                .map(|c| c.path.len())
-                .max()
-                .unwrap_or(0);
-            let tyw = inferred
-                .choices
-                .iter()
-                .map(|c| c.ty.len())
-                .max()
-                .unwrap_or(0);
-            for c in &inferred.choices {
-                let why = if c.why.is_empty() {
-                    String::new()
-                } else {
-                    format!("  {}", c.why)
-                };
-                lines.push(
-                    format!("  {:width$}  {:tyw$}{why}", c.path, c.ty)
-                        .trim_end()
-                        .to_string(),
-                );
-            }
-            for s in &inferred.skipped {
-                lines.push(format!("  left out: {s}"));
-            }
+            lines.extend(inferred.report());
             (infer::avsc_text(&inferred.avsc), None)
         }
         _ => {
@@ -439,11 +404,7 @@ pub fn init(opts: &Options) -> Result<Report, InitError> {
         "next: sluice run --once --job {}",
         opts.out.display()
     ));
-    Ok(Report {
-        lines,
-        accepted,
-        sampled,
-    })
+    Ok(lines)
 }
 
 /// Reads up to `opts.sample` records, the newest of each partition, shared out evenly.
@@ -482,8 +443,8 @@ fn sample(opts: &Options) -> Result<(Vec<Sampled>, usize), InitError> {
     let take = share(&avail, opts.sample as i64);
     let mut tpl = TopicPartitionList::new();
     let mut open = BTreeSet::new();
-    for ((p, n), key) in parts.iter().zip(&take).zip(&parts) {
-        let Some(&(_, hi)) = marks.get(key) else {
+    for (p, n) in parts.iter().zip(&take) {
+        let Some(&(_, hi)) = marks.get(p) else {
             continue;
         };
         if *n > 0 {
@@ -719,25 +680,29 @@ fn job_text(
             }
         }
     }
-    line(String::new());
-    line("[window]".into());
-    line("# Files are grouped by hour of event time; a window closes once every partition is 10 minutes past it.".into());
-    line("size = \"1h\"".into());
-    line("allowed_lateness = \"10m\"".into());
-    line("late_records = \"load\"".into());
-    line(String::new());
-    line("[storage]".into());
-    line("# A local folder (relative to this file), or s3://bucket/prefix, gs://…, az://… with [storage.options].".into());
-    line(format!("url = {}", quote(table)));
-    line(String::new());
-    line("[commit]".into());
-    line("# A continuous loader commits at least this often; --once commits at the end.".into());
-    line("interval = \"60s\"".into());
-    line("max_buffered_bytes = \"256MiB\"".into());
-    line(String::new());
-    line("[bad_records]".into());
-    line("# Records that do not fit the schema go to the commit's dead-letter file (sluice files --dead-letters).".into());
-    line("policy = \"dead_letter\"".into());
+    t.push_str(&format!(
+        r#"
+[window]
+# Files are grouped by hour of event time; a window closes once every partition is 10 minutes past it.
+size = "1h"
+allowed_lateness = "10m"
+late_records = "load"
+
+[storage]
+# A local folder (relative to this file), or s3://bucket/prefix, gs://…, az://… with [storage.options].
+url = {table}
+
+[commit]
+# A continuous loader commits at least this often; --once commits at the end.
+interval = "60s"
+max_buffered_bytes = "256MiB"
+
+[bad_records]
+# Records that do not fit the schema go to the commit's dead-letter file (sluice files --dead-letters).
+policy = "dead_letter"
+"#,
+        table = quote(table)
+    ));
     t
 }
 

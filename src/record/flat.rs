@@ -1,5 +1,6 @@
 //! A fast path for the common case: every payload of a chunk is a JSON object whose values are
-//! plain strings, numbers, booleans, nulls, nested objects and arrays of the schema.
+//! plain strings, numbers, booleans, nulls, nested objects and arrays of the schema, and
+//! timestamps and dates (strings parsed as arrow-json parses them, or integer literals).
 //!
 //! It reads each object once, straight into the column builders, and refuses a record at the
 //! first thing it does not fully understand: an escape sequence, a control character, an
@@ -9,7 +10,8 @@
 //! per-record isolation), so this path changes nothing but speed: what it accepts, it decodes
 //! exactly as arrow-json does (decimals through the same `parse_decimal`, floats correctly
 //! rounded as arrow-json's parser rounds them), which differential property tests check on two
-//! shapes (flat strings and decimals; numbers, booleans, a nullable nested record, an array).
+//! shapes (flat strings and decimals; numbers, booleans, a nullable nested record, an array),
+//! and on timestamps and dates.
 
 use std::sync::Arc;
 

@@ -9,6 +9,23 @@ use std::time::{Duration, Instant};
 use sluice::ops::generate::GenSpec;
 use sluice::table::state::TableState;
 
+pub mod registry;
+
+/// A process's stdout then stderr, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// An environment variable `make test` sets (the broker's listeners and credentials).
+pub fn test_env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests with `make test`"))
+}
+
 pub fn brokers() -> String {
     std::env::var("SLUICE_TEST_BROKERS").expect(
         "SLUICE_TEST_BROKERS is not set: run the tests with `make test`, which starts a broker",

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # registry.sh start DIR  -> starts a schema registry on free loopback ports, waits until it answers,
-#                           prints its Confluent-compatible base URL
-#                           (http://127.0.0.1:PORT/apis/ccompat/v7), writes DIR/pid; its log is
-#                           DIR/registry.log
+#                           prints its Confluent-compatible base URL (http://127.0.0.1:PORT
+#                           followed by the path of Apicurio's Confluent API, $ccompat below),
+#                           writes DIR/pid; its log is DIR/registry.log
 # registry.sh stop DIR   -> stops it
 #
 # The registry is Apicurio Registry (installed into .tools/apicurio by tools.sh from Maven), with
-# its in-memory storage, serving Confluent's REST API under /apis/ccompat/v7. Ids come from one
+# its in-memory storage, serving Confluent's REST API under the URL path $ccompat. Ids come from one
 # counter shared with its other records: never assume them, read them from the answers.
 # Optional: REGISTRY_BASIC_AUTH=user:pass makes it demand basic auth; REGISTRY_TLS_CERT=chain.pem
 # REGISTRY_TLS_KEY=key.pem serves HTTPS only (the URL printed is https://). REGISTRY_JAVA names
@@ -17,6 +17,8 @@ root=$(cd "$here/../.." && pwd)
 cmd=${1:?start|stop}
 dir=${2:?state dir}
 mkdir -p "$dir"
+# The URL path of Apicurio's Confluent-compatible API.
+ccompat=apis/ccompat/v7
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -66,7 +68,7 @@ case "$cmd" in
     "$java" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 "${args[@]}" -jar "$app" \
       >"$dir/registry.log" 2>&1 &
     echo $! >"$dir/pid"
-    url="$scheme://127.0.0.1:$port/apis/ccompat/v7"
+    url="$scheme://127.0.0.1:$port/$ccompat"
     for _ in $(seq 1 1200); do
       # Any HTTP answer (a 401 too, with basic auth on) means it is serving.
       if python3 - "$url/subjects" 2>/dev/null <<'PY'

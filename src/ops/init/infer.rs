@@ -10,11 +10,11 @@ use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value};
 
 /// 2000-01-01 and 2100-01-01, as epoch seconds: integers between them may be times.
-const EPOCH_S: (i64, i64) = (946_684_800, 4_102_444_800);
+pub(super) const EPOCH_S: (i64, i64) = (946_684_800, 4_102_444_800);
 /// The same in milliseconds.
-const EPOCH_MS: (i64, i64) = (EPOCH_S.0 * 1000, EPOCH_S.1 * 1000);
-/// An integer within this of its record's Kafka timestamp (as a time) is near it.
-const NEAR_MS: i64 = 24 * 3600 * 1000;
+pub(super) const EPOCH_MS: (i64, i64) = (EPOCH_S.0 * 1000, EPOCH_S.1 * 1000);
+/// A time within this of its record's Kafka timestamp is near it.
+pub(super) const NEAR_MS: i64 = 24 * 3600 * 1000;
 /// An object with more distinct keys than this, none in most of the objects, is a map.
 const MAP_KEYS: usize = 64;
 
@@ -234,6 +234,21 @@ pub struct Inferred {
     pub skipped: Vec<String>,
 }
 
+impl Inferred {
+    /// A line per field (path, type, why, in aligned columns), then the keys left out.
+    pub fn report(&self) -> Vec<String> {
+        let width = self.choices.iter().map(|c| c.path.len()).max().unwrap_or(0);
+        let tyw = self.choices.iter().map(|c| c.ty.len()).max().unwrap_or(0);
+        let fields = self.choices.iter().map(|c| {
+            format!("  {:width$}  {:tyw$}  {}", c.path, c.ty, c.why)
+                .trim_end()
+                .to_string()
+        });
+        let skipped = self.skipped.iter().map(|s| format!("  left out: {s}"));
+        fields.chain(skipped).collect()
+    }
+}
+
 /// Column names sluice adds to every row; a payload key may not take them.
 const RESERVED: [&str; 4] = ["_topic", "_partition", "_offset", "_kafka_timestamp"];
 
@@ -355,21 +370,17 @@ impl Cx {
             });
             let (ty, why) = self.avro_type(shape, &path, &format!("{record}_{key}"), key);
             let mut reasons = vec![why];
-            let nullable = shape.nulls > 0 || absent > 0 || ty == json!("null");
+            let ty = value_type(ty, shape.nulls > 0 || absent > 0);
+            let nullable = ty.is_array();
             if shape.nulls > 0 {
                 reasons.push(format!("null in {}", of(shape.nulls, obj.count)));
             }
             if absent > 0 {
                 reasons.push(format!("absent from {}", of(absent, obj.count)));
             }
-            let ty = if ty == json!("null") {
-                json!("string")
-            } else {
-                ty
-            };
             let shown = describe(&ty);
             let field = if nullable {
-                json!({"name": key, "type": ["null", ty], "default": null})
+                json!({"name": key, "type": ty, "default": null})
             } else {
                 json!({"name": key, "type": ty})
             };
@@ -484,18 +495,7 @@ impl Cx {
                         values.merge(v);
                     }
                     let (vt, _) = self.avro_type(&values, &format!("{path}{{}}"), record, key);
-                    let vt = if values.nulls > 0 || vt == json!("null") {
-                        json!([
-                            "null",
-                            if vt == json!("null") {
-                                json!("string")
-                            } else {
-                                vt
-                            }
-                        ])
-                    } else {
-                        vt
-                    };
+                    let vt = value_type(vt, values.nulls > 0);
                     (
                         json!({"type": "map", "values": vt}),
                         format!(
@@ -524,18 +524,7 @@ impl Cx {
                             &format!("{record}_item"),
                             key,
                         );
-                        let it = if items.nulls > 0 || it == json!("null") {
-                            json!([
-                                "null",
-                                if it == json!("null") {
-                                    json!("string")
-                                } else {
-                                    it
-                                }
-                            ])
-                        } else {
-                            it
-                        };
+                        let it = value_type(it, items.nulls > 0);
                         let why = if why.is_empty() {
                             String::new()
                         } else {
@@ -615,6 +604,18 @@ fn decimal_digits(s: &str) -> Option<(u32, u32)> {
         u32::try_from(int.len()).ok()?,
         u32::try_from(frac.len()).ok()?,
     ))
+}
+
+/// A place's Avro type: one only ever null in the sample is typed string, and one that may be
+/// null is `["null", T]`.
+fn value_type(ty: Value, may_be_null: bool) -> Value {
+    let only_null = ty == json!("null");
+    let ty = if only_null { json!("string") } else { ty };
+    if may_be_null || only_null {
+        json!(["null", ty])
+    } else {
+        ty
+    }
 }
 
 /// Objects keyed by data rather than by a fixed set of names.

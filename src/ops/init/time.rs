@@ -11,10 +11,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 
 use crate::record::schema::{TimeFormat, KAFKA_TS_COL, SOURCE_COLS};
 
-use super::infer::time_name;
-
-/// An event time is "near" its Kafka timestamp within this.
-const NEAR_MS: i64 = 24 * 3600 * 1000;
+use super::infer::{time_name, EPOCH_MS, EPOCH_S, NEAR_MS};
 
 /// A column that could be the event time, and how well it fits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +81,7 @@ pub fn candidates(batch: &RecordBatch) -> Vec<Candidate> {
 /// The column's values as epoch milliseconds, if every one is a time in `format`.
 fn millis(col: &dyn Array, format: TimeFormat) -> Option<Int64Array> {
     let in_range =
-        |a: &Int64Array, lo: i64, hi: i64| a.iter().flatten().all(|v| (lo..hi).contains(&v));
+        |a: &Int64Array, (lo, hi): (i64, i64)| a.iter().flatten().all(|v| (lo..hi).contains(&v));
     match format {
         TimeFormat::Logical => {
             let ms = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None)).ok()?;
@@ -104,12 +101,10 @@ fn millis(col: &dyn Array, format: TimeFormat) -> Option<Int64Array> {
         TimeFormat::EpochMillis | TimeFormat::EpochSeconds => {
             let ints = cast(col, &DataType::Int64).ok()?;
             let ints = ints.as_any().downcast_ref::<Int64Array>()?.clone();
-            // 2000-01-01 to 2100-01-01.
-            let (lo, hi) = (946_684_800, 4_102_444_800);
             if format == TimeFormat::EpochMillis {
-                in_range(&ints, lo * 1000, hi * 1000).then_some(ints)
+                in_range(&ints, EPOCH_MS).then_some(ints)
             } else {
-                in_range(&ints, lo, hi).then(|| ints.iter().map(|v| v.map(|v| v * 1000)).collect())
+                in_range(&ints, EPOCH_S).then(|| ints.iter().map(|v| v.map(|v| v * 1000)).collect())
             }
         }
     }

@@ -104,7 +104,16 @@ SLUICE_TEST_MTLS_BROKERS=127.0.0.1:$mtls
 SLUICE_TEST_TLS_DIR=$dir/tls
 EOF
   local cluster
-  cluster=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+  # A cluster id as Kafka's `random-uuid` makes one: never starting with `-`, which the storage
+  # tool's argument parser would take for an option (one id in 64 did, and the broker never
+  # started).
+  cluster=$(python3 -c '
+import base64, uuid
+while True:
+    c = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not c.startswith("-"):
+        print(c)
+        break')
   "$java" -cp "$libs/*" -Dlog4j2.configurationFile="$root/tests/support/kafka/log4j2.yaml" \
     kafka.tools.StorageTool format -t "$cluster" -c "$dir/server.properties" \
     --add-scram "SCRAM-SHA-512=[name=sluice,password=$password]" >"$dir/format.log" 2>&1 || {

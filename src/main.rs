@@ -424,19 +424,21 @@ fn open_table(job: &Job) -> anyhow::Result<(Arc<tokio::runtime::Runtime>, Manife
     Ok((runtime()?, sluice::open_manifest(job)?))
 }
 
-/// A flag set on SIGINT or SIGTERM.
+/// A flag set on SIGINT or SIGTERM. The handlers are in place when this returns (a signal
+/// before that ends the process as it would any program, with nothing done yet).
 fn shutdown_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
+    use tokio::signal::unix::{signal, SignalKind};
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
+    let _context = rt.enter();
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot listen for SIGINT/SIGTERM: stop with SIGKILL");
+        return shutdown;
+    };
     rt.spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::warn!("cannot listen for SIGINT/SIGTERM: stop with SIGKILL");
-            return;
-        };
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}

@@ -30,11 +30,7 @@ fn started_at_latest(name: &str, history: u64) -> (Fixture, std::process::Child)
     f.write("table", &job);
     f.produce(spec(0, history * 4));
     let child = f.spawn_run("run.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !f.log("run.log").contains("assigned") {
-        assert!(std::time::Instant::now() < deadline, "{}", f.log("run.log"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    f.wait_log("run.log", "assigned", 60);
     std::thread::sleep(Duration::from_secs(1));
     (f, child)
 }

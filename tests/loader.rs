@@ -162,11 +162,7 @@ fn sigterm_commits_what_is_buffered_and_exits_zero() {
     f.write_job("table", "[commit]\ninterval = \"10m\"\n");
     f.produce(spec(0, 10_000));
     let child = f.spawn_run("run.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !f.log("run.log").contains("assigned") {
-        assert!(std::time::Instant::now() < deadline, "{}", f.log("run.log"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    f.wait_log("run.log", "assigned", 60);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         f.state().seq,

@@ -194,7 +194,10 @@ fn a_flaky_store_fails_no_writer_and_every_id_lands_once() {
 
     // Stopped on request, each loader commits what it holds and exits cleanly; a last
     // scheduled run loads what is left.
+    // (A loader replaced in the last round may not have put its signal handlers in place yet:
+    // it logs `starting` once it has.)
     for (child, log) in loaders.0.iter_mut() {
+        f.wait_log(log, "starting", 30);
         assert_running(child, &f, log);
         sigterm(child);
     }

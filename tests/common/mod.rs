@@ -333,6 +333,19 @@ impl Fixture {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
+    /// Waits until the log `name` contains `needle`, or panics after `secs`.
+    pub fn wait_log(&self, name: &str, needle: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log(name).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in {name} after {secs} s: {}",
+                self.log(name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until `cond` holds for the committed state, or panics after `secs`.
     pub fn wait_for(&self, secs: u64, what: &str, cond: impl Fn(&TableState) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);

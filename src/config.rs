@@ -44,7 +44,16 @@ struct RawJob {
     commit: Option<RawCommit>,
     bad_records: Option<RawBadRecords>,
     delta: Option<RawDelta>,
+    iceberg: Option<RawIceberg>,
     compaction: Option<RawCompaction>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIceberg {
+    enabled: Option<bool>,
+    retention: Option<String>,
+    max_snapshots: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +227,8 @@ pub struct Job {
     pub bad_records: BadRecordPolicy,
     /// The Delta Lake log kept beside the manifest (`None`: `[delta] enabled = false`).
     pub delta: Option<DeltaConfig>,
+    /// The Apache Iceberg metadata kept beside the manifest (`None`: off, the default).
+    pub iceberg: Option<IcebergConfig>,
     pub compaction: CompactionConfig,
     /// Record a schema that changes the table's incompatibly (`--allow-incompatible-schema`;
     /// never set by the job file).
@@ -244,6 +255,16 @@ pub struct DeltaConfig {
     pub checkpoint_every: u64,
     /// How long a removed file stays readable by time travel; `gc` keeps it as long.
     pub retention: Duration,
+}
+
+/// `[iceberg]`: how the table's Iceberg metadata is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcebergConfig {
+    /// Snapshots older than this (by their entries' commit times) are expired from the
+    /// metadata; `gc` keeps the files they reference as long.
+    pub retention: Duration,
+    /// At most this many snapshots are kept in the metadata (the newest).
+    pub max_snapshots: usize,
 }
 
 /// When a loader commits: every `interval`, or sooner when its buffers reach a limit.
@@ -284,6 +305,8 @@ pub mod defaults {
     pub const DELTA_CHECKPOINT_EVERY: u64 = 100;
     /// Delta's own default `delta.deletedFileRetentionDuration`.
     pub const DELTA_RETENTION: &str = "7d";
+    pub const ICEBERG_RETENTION: &str = "1d";
+    pub const ICEBERG_MAX_SNAPSHOTS: usize = 1000;
     pub const ALLOWED_LATENESS: &str = "10m";
     pub const IDLE_TIMEOUT: &str = "5m";
     pub const COMPACTION_TARGET_SIZE: &str = "128MiB";
@@ -595,6 +618,27 @@ impl Job {
             }
         };
 
+        let ri = raw.iceberg.as_ref();
+        let iceberg = match ri.and_then(|i| i.enabled).unwrap_or(false) {
+            false => None,
+            true => {
+                let text = ri
+                    .and_then(|i| i.retention.as_deref())
+                    .unwrap_or(defaults::ICEBERG_RETENTION);
+                let ms = parse_duration_ms(text).map_err(|m| invalid("iceberg.retention", m.0))?;
+                let max_snapshots = ri
+                    .and_then(|i| i.max_snapshots)
+                    .unwrap_or(defaults::ICEBERG_MAX_SNAPSHOTS);
+                if max_snapshots == 0 {
+                    return Err(invalid("iceberg.max_snapshots", "must be positive".into()));
+                }
+                Some(IcebergConfig {
+                    retention: Duration::from_millis(ms.unsigned_abs()),
+                    max_snapshots,
+                })
+            }
+        };
+
         let rc = raw.compaction.as_ref();
         let target_text = rc
             .and_then(|c| c.target_size.as_deref())
@@ -653,6 +697,7 @@ impl Job {
             checkpoint_every,
             bad_records,
             delta,
+            iceberg,
             compaction,
             allow_incompatible_schema: false,
         })
@@ -814,6 +859,7 @@ pub fn job_keys() -> Vec<String> {
             "commit" => under("commit", fields_of::<RawCommit>()),
             "bad_records" => under("bad_records", fields_of::<RawBadRecords>()),
             "delta" => under("delta", fields_of::<RawDelta>()),
+            "iceberg" => under("iceberg", fields_of::<RawIceberg>()),
             "compaction" => under("compaction", fields_of::<RawCompaction>()),
             // A section added to the parser but not here: named so that no reference can
             // document it, and the check fails until it is listed above.

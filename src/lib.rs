@@ -72,6 +72,46 @@ pub fn schema_def(job: &config::Job) -> Result<table::entry::SchemaDef> {
     })
 }
 
+/// The job's Iceberg metadata over `manifest`'s storage, when `[iceberg] enabled = true`.
+pub fn open_iceberg(
+    job: &config::Job,
+    manifest: &Manifest,
+) -> Result<Option<table::iceberg::IcebergLog>> {
+    let Some(i) = job.iceberg else {
+        return Ok(None);
+    };
+    let event_time = match &job.event_time {
+        config::EventTime::Field { name, .. } => Some(name.clone()),
+        config::EventTime::KafkaTimestamp => None,
+    };
+    let settings = table::iceberg::IcebergSettings {
+        name: job.name.clone(),
+        location: iceberg_location(&job.storage_url),
+        schema: schema_def(job)?,
+        event_time,
+        window_ms: Some(job.window.millis()),
+        retention: i.retention,
+        max_snapshots: i.max_snapshots,
+    };
+    Ok(Some(table::iceberg::IcebergLog::new(
+        manifest.store().clone(),
+        settings,
+    )))
+}
+
+/// The table's location as Iceberg metadata names it: a local table by its absolute path
+/// (every engine reads one), any other by its URL.
+pub fn iceberg_location(storage_url: &str) -> String {
+    let trimmed = storage_url.trim_end_matches('/');
+    match url::Url::parse(storage_url) {
+        Ok(u) if u.scheme() == "file" => u
+            .to_file_path()
+            .map(|p| p.display().to_string().trim_end_matches('/').to_string())
+            .unwrap_or_else(|_| trimmed.to_string()),
+        _ => trimmed.to_string(),
+    }
+}
+
 /// The job's Delta log over `manifest`'s storage, unless `[delta] enabled = false`.
 pub fn open_delta(
     job: &config::Job,

@@ -692,7 +692,13 @@ fn gc(a: GcArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
     let (rt, manifest) = open_table(&job)?;
     let retention = job.delta.map(|d| d.retention);
-    let report = rt.block_on(ops::gc::gc(&manifest, older_than, retention, a.dry_run))?;
+    let report = rt.block_on(ops::gc::gc(
+        &manifest,
+        older_than,
+        retention,
+        job.iceberg.is_some(),
+        a.dry_run,
+    ))?;
     let verb = if a.dry_run { "would delete" } else { "deleted" };
     for p in &report.deleted {
         println!("{verb} {p}");

@@ -88,6 +88,7 @@ impl Loader {
         );
         let schema = crate::schema_def(&job)?;
         let delta = crate::open_delta(&job, &manifest)?;
+        let iceberg = crate::open_iceberg(&job, &manifest)?;
         let committer = Committer::open(manifest, rt, writer)?;
         let verdict = crate::table::evolve::compare(committer.snapshot().schema.as_ref(), &schema);
         match &verdict {
@@ -109,6 +110,7 @@ impl Loader {
         }
         let committer = committer
             .with_table(schema, delta)
+            .with_iceberg(iceberg)
             .with_windows(job.window.millis());
         Ok(Loader {
             props: encode::writer_properties(job.compression, job.row_group_rows),

@@ -79,7 +79,10 @@ pub fn committer(
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
     let writer = format!("{host}/{}/{role}", std::process::id());
     let delta = crate::open_delta(job, &manifest)?;
-    Ok(Committer::open(manifest, rt, writer)?.with_table(crate::schema_def(job)?, delta))
+    let iceberg = crate::open_iceberg(job, &manifest)?;
+    Ok(Committer::open(manifest, rt, writer)?
+        .with_table(crate::schema_def(job)?, delta)
+        .with_iceberg(iceberg))
 }
 
 /// The background compaction of a continuous loader: each call compacts the windows closed

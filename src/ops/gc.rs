@@ -1,7 +1,8 @@
 //! `sluice gc`: deletes data and dead-letter files no manifest entry references (left by
 //! crashes before a commit, or swapped out by a replace) once they are older than a grace
 //! period. A file the Delta log still shows, or removed from it less than the Delta retention
-//! ago (readers may time-travel to a version that holds it), is kept.
+//! ago (readers may time-travel to a version that holds it), is kept; so is a file any Iceberg
+//! snapshot the metadata keeps lists.
 
 use std::collections::HashSet;
 
@@ -11,6 +12,7 @@ use crate::error::ManifestError;
 use crate::table::delta::action::decode_path;
 use crate::table::delta::{latest_version, load_snapshot, DeltaError};
 use crate::table::entry::{DEAD_LETTER_DIR, LOG_DIR};
+use crate::table::iceberg::{avro, load_latest, IcebergError};
 use crate::table::manifest::{Manifest, CHECKPOINT_DIR, LAST_CHECKPOINT};
 use crate::table::store::TableStore;
 
@@ -41,15 +43,19 @@ pub async fn gc(
     m: &Manifest,
     older_than: std::time::Duration,
     delta_retention: Option<std::time::Duration>,
+    iceberg: bool,
     dry_run: bool,
 ) -> Result<GcReport, GcError> {
     // List first, read the manifest second: a file committed in between is then referenced.
     let listed = m.store().list("").await?;
     let state = m.load().await?;
-    let time_travel = match delta_retention {
+    let mut time_travel = match delta_retention {
         Some(r) => delta_references(m.store(), r).await?,
         None => HashSet::new(),
     };
+    if iceberg {
+        time_travel.extend(iceberg_references(m.store()).await?);
+    }
     let referenced: HashSet<&str> = state
         .files
         .iter()
@@ -100,6 +106,55 @@ pub enum GcError {
     Store(#[from] crate::error::StoreError),
     #[error("reading the Delta log (gc deletes nothing it cannot check): {0}")]
     Delta(#[from] DeltaError),
+    #[error("reading the Iceberg metadata (gc deletes nothing it cannot check): {0}")]
+    Iceberg(#[from] IcebergError),
+}
+
+/// Files an Iceberg reader may still open: those every snapshot the latest metadata keeps
+/// lists (its manifests read once each).
+async fn iceberg_references(store: &TableStore) -> Result<HashSet<String>, IcebergError> {
+    let Some(latest) = load_latest(store).await? else {
+        return Ok(HashSet::new());
+    };
+    let loc = latest.meta.location.trim_end_matches('/').to_string();
+    let rel = |abs: &str| -> Result<String, IcebergError> {
+        abs.strip_prefix(&loc)
+            .and_then(|r| r.strip_prefix('/'))
+            .map(str::to_string)
+            .ok_or_else(|| IcebergError::Corrupt {
+                path: abs.to_string(),
+                message: "outside the table's location".into(),
+            })
+    };
+    let read = |r: String| async move {
+        store.get(&r).await?.ok_or(IcebergError::Corrupt {
+            path: r,
+            message: "listed by a kept snapshot, and missing".into(),
+        })
+    };
+    let mut manifests = HashSet::new();
+    let mut out = HashSet::new();
+    for snap in &latest.meta.snapshots {
+        let list = read(rel(&snap.manifest_list)?).await?;
+        let list = avro::read_manifest_list(&list).map_err(|e| IcebergError::Corrupt {
+            path: snap.manifest_list.clone(),
+            message: e.to_string(),
+        })?;
+        for mf in list {
+            if !manifests.insert(mf.path.clone()) {
+                continue;
+            }
+            let body = read(rel(&mf.path)?).await?;
+            let entries = avro::read_manifest(&body).map_err(|e| IcebergError::Corrupt {
+                path: mf.path.clone(),
+                message: e.to_string(),
+            })?;
+            for e in entries.iter().filter(|e| e.status != avro::DELETED) {
+                out.insert(rel(&e.file.path)?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Files a Delta reader may still open: live at the log's latest version, or removed from it

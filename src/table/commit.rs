@@ -42,6 +42,7 @@ use crate::table::delta::{DeltaError, DeltaLog};
 use crate::table::entry::{
     DataFile, DeadLetterFile, Entry, EntryKind, OffsetRange, SchemaDef, Watermark, FORMAT_VERSION,
 };
+use crate::table::iceberg::{IcebergError, IcebergLog};
 use crate::table::manifest::Manifest;
 use crate::table::state::{Refusal, TableState};
 use crate::table::store::{jittered, Created};
@@ -69,6 +70,7 @@ pub struct Committer {
     /// The schema this writer's files have, recorded in the entries where it takes effect.
     schema: Option<SchemaDef>,
     delta: Option<DeltaLog>,
+    iceberg: Option<IcebergLog>,
     /// The table's window size: entries record the windows they close.
     window_ms: Option<i64>,
     /// Lost races after which a publish gives up.
@@ -153,6 +155,7 @@ impl Committer {
             writer,
             schema: None,
             delta: None,
+            iceberg: None,
             window_ms: None,
             max_races: MAX_LOST_RACES,
         })
@@ -164,6 +167,13 @@ impl Committer {
         self.schema = Some(schema);
         self.delta = delta;
         self.sync_delta(None);
+        self
+    }
+
+    /// Keeps `iceberg` (the table's Iceberg metadata) in step with the manifest, starting now.
+    pub fn with_iceberg(mut self, iceberg: Option<IcebergLog>) -> Self {
+        self.iceberg = iceberg;
+        self.sync_iceberg(None);
         self
     }
 
@@ -266,6 +276,31 @@ impl Committer {
         self.rt.block_on(delta.sync(&self.manifest, head, fresh))
     }
 
+    /// Brings the Iceberg metadata up to the manifest as last read; `fresh` is an entry just
+    /// published. Returns the versions written. Errors are the caller's to report.
+    pub fn iceberg_sync(&self, fresh: Option<&Entry>) -> std::result::Result<u64, IcebergError> {
+        let Some(iceberg) = &self.iceberg else {
+            return Ok(0);
+        };
+        let state = self.snapshot();
+        self.rt
+            .block_on(iceberg.sync(&self.manifest, &state, fresh))
+    }
+
+    /// [`Committer::iceberg_sync`], logging a failure (as for the Delta log).
+    fn sync_iceberg(&self, fresh: Option<&Entry>) {
+        match self.iceberg_sync(fresh) {
+            Ok(_) => {}
+            Err(e @ IcebergError::Foreign { .. }) => {
+                tracing::error!(error = %e, "Iceberg metadata")
+            }
+            Err(IcebergError::Stopped(_)) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not bring the Iceberg metadata up to the manifest; trying again at the next commit")
+            }
+        }
+    }
+
     /// [`Committer::delta_sync`], logging a failure (the load goes on: the manifest is the
     /// truth, and the next commit tries again).
     fn sync_delta(&self, fresh: Option<&Entry>) {
@@ -300,6 +335,7 @@ impl Committer {
         let mut refused = s.check_ranges(kind, &ranges, &removed);
         // Entries other writers published (and perhaps did not project before they died).
         self.sync_delta(None);
+        self.sync_iceberg(None);
         refused.extend(proposals.iter().filter_map(|p| {
             p.range
                 .unaccounted(p.rows, p.dead_letters)
@@ -330,6 +366,7 @@ impl Committer {
             self.rt.block_on(self.manifest.checkpoint_if_due(&s));
         }
         self.sync_delta(Some(entry));
+        self.sync_iceberg(Some(entry));
         if entry.closed_through_ms.is_some() {
             crate::failpoint::hit("before-markers");
             self.sync_markers();

@@ -8,6 +8,7 @@
 //! - [`upload`]: encoding and uploading a commit's files on every core.
 //! - [`commit`]: prepare → write → publish, the exactly-once protocol on one screen.
 //! - [`delta`]: the Delta Lake log, the manifest's projection that every engine reads.
+//! - [`iceberg`]: the Apache Iceberg metadata, a second projection of the manifest.
 //! - [`closed`]: the markers of closed windows, written after the entry that closes them.
 //! - [`files`]: reading data files, and the files a replace carries rows in.
 //!
@@ -21,6 +22,7 @@ pub mod delta;
 pub mod entry;
 pub mod evolve;
 pub mod files;
+pub mod iceberg;
 pub mod manifest;
 pub mod state;
 pub mod store;

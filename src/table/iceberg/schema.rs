@@ -1,0 +1,454 @@
+//! The table's schema as an Iceberg schema: the data files' columns (the Delta schema without
+//! the layout's folder columns, which no data file holds) with field ids that are kept by name
+//! across schema changes and never reused, the `schema.name-mapping.default` that maps the
+//! Parquet files' columns (written without field ids) to them, and the partition spec the
+//! window gives.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::table::entry::SchemaDef;
+
+/// An Iceberg schema (`{"type": "struct", "schema-id", "fields"}`) and what the projection
+/// needs to know of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IceSchema {
+    pub json: Value,
+}
+
+impl IceSchema {
+    pub fn id(&self) -> i32 {
+        self.json["schema-id"].as_i64().unwrap_or(0) as i32
+    }
+
+    /// Every field id by its name path (`a.b`, list elements `a.element`, map `m.key`/`m.value`).
+    pub fn ids(&self) -> BTreeMap<String, i32> {
+        let mut out = BTreeMap::new();
+        collect_ids(&self.json, "", &mut out);
+        out
+    }
+
+    /// The largest field id in the schema.
+    pub fn max_id(&self) -> i32 {
+        self.ids().values().copied().max().unwrap_or(0)
+    }
+
+    /// A top-level field's id and Iceberg type (a primitive type's name, or `None` for nested).
+    pub fn top(&self, name: &str) -> Option<(i32, Option<String>)> {
+        self.json["fields"].as_array()?.iter().find_map(|f| {
+            (f["name"] == name).then(|| {
+                (
+                    f["id"].as_i64().unwrap_or(0) as i32,
+                    f["type"].as_str().map(str::to_string),
+                )
+            })
+        })
+    }
+
+    /// The fields without the `schema-id`: what tells two schemas apart.
+    fn fields(&self) -> &Value {
+        &self.json["fields"]
+    }
+}
+
+fn collect_ids(ty: &Value, prefix: &str, out: &mut BTreeMap<String, i32>) {
+    let join = |name: &str| match prefix {
+        "" => name.to_string(),
+        p => format!("{p}.{name}"),
+    };
+    match ty["type"].as_str() {
+        Some("struct") => {
+            for f in ty["fields"].as_array().into_iter().flatten() {
+                let name = join(f["name"].as_str().unwrap_or_default());
+                if let Some(id) = f["id"].as_i64() {
+                    out.insert(name.clone(), id as i32);
+                }
+                collect_ids(&f["type"], &name, out);
+            }
+        }
+        Some("list") => {
+            let name = join("element");
+            if let Some(id) = ty["element-id"].as_i64() {
+                out.insert(name.clone(), id as i32);
+            }
+            collect_ids(&ty["element"], &name, out);
+        }
+        Some("map") => {
+            for part in ["key", "value"] {
+                let name = join(part);
+                if let Some(id) = ty[format!("{part}-id")].as_i64() {
+                    out.insert(name.clone(), id as i32);
+                }
+                collect_ids(&ty[part], &name, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaError(pub String);
+
+/// Assigns ids: a name path the previous schemas knew keeps its id, a new one takes the next
+/// id after `last_id` (ids are never reused).
+struct Ids<'a> {
+    known: &'a BTreeMap<String, i32>,
+    last_id: i32,
+}
+
+impl Ids<'_> {
+    fn id(&mut self, path: &str) -> i32 {
+        match self.known.get(path) {
+            Some(&id) => id,
+            None => {
+                self.last_id += 1;
+                self.last_id
+            }
+        }
+    }
+}
+
+/// The Iceberg schema of `def` (its data-file columns), with ids kept from `known` (every name
+/// path of the table's earlier schemas) and new ids after `last_id`; returns the schema (its
+/// `schema-id` to be set by the caller) and the new last column id.
+pub fn iceberg_schema(
+    def: &SchemaDef,
+    known: &BTreeMap<String, i32>,
+    last_id: i32,
+) -> Result<(Value, i32), SchemaError> {
+    let delta: Value = serde_json::from_str(&def.columns)
+        .map_err(|e| SchemaError(format!("the table's schema is not JSON: {e}")))?;
+    let mut ids = Ids { known, last_id };
+    let mut fields = Vec::new();
+    for f in delta["fields"].as_array().into_iter().flatten() {
+        let name = f["name"].as_str().unwrap_or_default();
+        if def.partition_columns.iter().any(|p| p == name) {
+            continue;
+        }
+        fields.push(field(f, "", &mut ids)?);
+    }
+    Ok((
+        json!({"type": "struct", "schema-id": 0, "fields": fields}),
+        ids.last_id,
+    ))
+}
+
+fn field(f: &Value, prefix: &str, ids: &mut Ids) -> Result<Value, SchemaError> {
+    let name = f["name"].as_str().unwrap_or_default();
+    let path = match prefix {
+        "" => name.to_string(),
+        p => format!("{p}.{name}"),
+    };
+    let id = ids.id(&path);
+    let ty = ice_type(&f["type"], &path, ids)?;
+    Ok(json!({
+        "id": id,
+        "name": name,
+        "required": !f["nullable"].as_bool().unwrap_or(true),
+        "type": ty,
+    }))
+}
+
+/// The Iceberg type of a Delta type.
+fn ice_type(t: &Value, path: &str, ids: &mut Ids) -> Result<Value, SchemaError> {
+    if let Some(name) = t.as_str() {
+        let prim = match name {
+            "boolean" => "boolean",
+            "byte" | "short" | "integer" => "int",
+            "long" => "long",
+            "float" => "float",
+            "double" => "double",
+            "string" => "string",
+            "binary" => "binary",
+            "date" => "date",
+            "timestamp" => "timestamptz",
+            "timestamp_ntz" => "timestamp",
+            d if d.starts_with("decimal(") => {
+                let inner = d.trim_start_matches("decimal(").trim_end_matches(')');
+                let (p, s) = inner
+                    .split_once(',')
+                    .ok_or_else(|| SchemaError(format!("`{path}`: bad decimal type {d}")))?;
+                return Ok(json!(format!("decimal({}, {})", p.trim(), s.trim())));
+            }
+            other => {
+                return Err(SchemaError(format!(
+                    "`{path}`: type {other} has no Iceberg type"
+                )))
+            }
+        };
+        return Ok(json!(prim));
+    }
+    match t["type"].as_str() {
+        Some("struct") => {
+            let fields = t["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| field(f, path, ids))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(json!({"type": "struct", "fields": fields}))
+        }
+        Some("array") => {
+            let elem = format!("{path}.element");
+            let id = ids.id(&elem);
+            Ok(json!({
+                "type": "list",
+                "element-id": id,
+                "element": ice_type(&t["elementType"], &elem, ids)?,
+                "element-required": !t["containsNull"].as_bool().unwrap_or(true),
+            }))
+        }
+        Some("map") => {
+            let (k, v) = (format!("{path}.key"), format!("{path}.value"));
+            let key_id = ids.id(&k);
+            let key = ice_type(&t["keyType"], &k, ids)?;
+            let value_id = ids.id(&v);
+            Ok(json!({
+                "type": "map",
+                "key-id": key_id,
+                "key": key,
+                "value-id": value_id,
+                "value": ice_type(&t["valueType"], &v, ids)?,
+                "value-required": !t["valueContainsNull"].as_bool().unwrap_or(true),
+            }))
+        }
+        _ => Err(SchemaError(format!("`{path}`: unknown type {t}"))),
+    }
+}
+
+/// Whether two schemas have the same fields (ids, names, types), whatever their schema ids.
+pub fn same_fields(a: &IceSchema, b: &Value) -> bool {
+    a.fields() == &b["fields"]
+}
+
+/// `schema.name-mapping.default`: the table's columns by the names the Parquet files give
+/// them (sluice's files carry no field ids). A list's element is `element` or `item` (Arrow's
+/// name), a map's entries `key` and `value`.
+pub fn name_mapping(schema: &IceSchema) -> String {
+    fn fields(ty: &Value) -> Vec<Value> {
+        match ty["type"].as_str() {
+            Some("struct") => ty["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| mapped(f["id"].clone(), vec![f["name"].clone()], &f["type"]))
+                .collect(),
+            Some("list") => vec![mapped(
+                ty["element-id"].clone(),
+                vec![json!("element"), json!("item")],
+                &ty["element"],
+            )],
+            Some("map") => vec![
+                mapped(ty["key-id"].clone(), vec![json!("key")], &ty["key"]),
+                mapped(ty["value-id"].clone(), vec![json!("value")], &ty["value"]),
+            ],
+            _ => vec![],
+        }
+    }
+    fn mapped(id: Value, names: Vec<Value>, ty: &Value) -> Value {
+        let inner = fields(ty);
+        if inner.is_empty() {
+            json!({"field-id": id, "names": names})
+        } else {
+            json!({"field-id": id, "names": names, "fields": inner})
+        }
+    }
+    Value::Array(fields(&schema.json)).to_string()
+}
+
+/// A partition transform sluice writes: the event-time column's hour or day, which every file
+/// of a window that fits in one hour (one day) has a single value of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    Hour,
+    Day,
+}
+
+impl Transform {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::Hour => "hour",
+            Transform::Day => "day",
+        }
+    }
+
+    fn unit_ms(self) -> i64 {
+        match self {
+            Transform::Hour => 3_600_000,
+            Transform::Day => 86_400_000,
+        }
+    }
+
+    /// The transform for windows of `window_ms`: hours when a window fits in an hour, days
+    /// when it fits in a day, else none.
+    pub fn for_window(window_ms: i64) -> Option<Transform> {
+        [Transform::Hour, Transform::Day]
+            .into_iter()
+            .find(|t| window_ms > 0 && t.unit_ms() % window_ms == 0)
+    }
+
+    /// The partition value of a file whose rows' event times lie in `[start_ms, end_ms)`, if
+    /// they all have the same one.
+    pub fn value(self, start_ms: i64, end_ms: i64) -> Option<i32> {
+        let unit = self.unit_ms();
+        let first = start_ms.div_euclid(unit);
+        let last = (end_ms - 1).div_euclid(unit);
+        (end_ms > start_ms && first == last)
+            .then(|| i32::try_from(first).ok())
+            .flatten()
+    }
+}
+
+/// A partition spec: its id and its one field (none: unpartitioned).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub id: i32,
+    pub field: Option<SpecField>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecField {
+    pub source_id: i32,
+    pub field_id: i32,
+    pub name: String,
+    pub transform: Transform,
+}
+
+impl Spec {
+    pub fn json(&self) -> Value {
+        json!({"spec-id": self.id, "fields": self.fields_json()})
+    }
+
+    pub fn fields_json(&self) -> Value {
+        Value::Array(
+            self.field
+                .iter()
+                .map(|f| {
+                    json!({
+                        "source-id": f.source_id,
+                        "field-id": f.field_id,
+                        "name": f.name,
+                        "transform": f.transform.name(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Reads a spec of the metadata (`None`: one sluice does not write).
+    pub fn parse(v: &Value) -> Option<Spec> {
+        let id = v["spec-id"].as_i64()? as i32;
+        let fields = v["fields"].as_array()?;
+        let field = match fields.as_slice() {
+            [] => None,
+            [f] => Some(SpecField {
+                source_id: f["source-id"].as_i64()? as i32,
+                field_id: f["field-id"].as_i64()? as i32,
+                name: f["name"].as_str()?.to_string(),
+                transform: match f["transform"].as_str()? {
+                    "hour" => Transform::Hour,
+                    "day" => Transform::Day,
+                    _ => return None,
+                },
+            }),
+            _ => return None,
+        };
+        Some(Spec { id, field })
+    }
+
+    /// Whether two specs partition alike (whatever their ids).
+    pub fn same_as(&self, source_id: i32, transform: Transform) -> bool {
+        self.field
+            .as_ref()
+            .is_some_and(|f| f.source_id == source_id && f.transform == transform)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(columns: Value, parts: &[&str]) -> SchemaDef {
+        SchemaDef {
+            fingerprint: "fp".into(),
+            layout: "date={date}/hour={hour}".into(),
+            columns: columns.to_string(),
+            partition_columns: parts.iter().map(|s| s.to_string()).collect(),
+            features: vec![],
+        }
+    }
+
+    fn col(name: &str, ty: Value, nullable: bool) -> Value {
+        json!({"name": name, "type": ty, "nullable": nullable, "metadata": {}})
+    }
+
+    #[test]
+    fn types_map_ids_are_kept_by_name_and_never_reused() {
+        let v1 = def(
+            json!({"type": "struct", "fields": [
+                col("id", json!("string"), false),
+                col("amount", json!("decimal(18,2)"), true),
+                col("ts", json!("timestamp"), false),
+                col("tags", json!({"type": "array", "elementType": "long", "containsNull": true}), true),
+                col("m", json!({"type": "map", "keyType": "string", "valueType": "double", "valueContainsNull": false}), true),
+                col("inner", json!({"type": "struct", "fields": [col("x", json!("integer"), true)]}), true),
+                col("date", json!("date"), true),
+                col("hour", json!("integer"), true),
+            ]}),
+            &["date", "hour"],
+        );
+        let (s1, last1) = iceberg_schema(&v1, &BTreeMap::new(), 0).unwrap();
+        let s1 = IceSchema { json: s1 };
+        let names: Vec<_> = s1.json["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["id", "amount", "ts", "tags", "m", "inner"]);
+        assert_eq!(
+            s1.top("amount").unwrap().1.as_deref(),
+            Some("decimal(18, 2)")
+        );
+        assert_eq!(s1.top("ts").unwrap().1.as_deref(), Some("timestamptz"));
+        assert_eq!(s1.json["fields"][0]["required"], true);
+        let ids = s1.ids();
+        assert_eq!(ids.len() as i32, last1);
+        assert!(ids.contains_key("tags.element") && ids.contains_key("m.value"));
+        assert!(ids.contains_key("inner.x"));
+        // Drop `amount`, add `note`: kept ids stay, the new field takes a new id.
+        let v2 = def(
+            json!({"type": "struct", "fields": [
+                col("id", json!("string"), false),
+                col("note", json!("string"), true),
+                col("ts", json!("timestamp"), false),
+            ]}),
+            &[],
+        );
+        let (s2, last2) = iceberg_schema(&v2, &ids, last1).unwrap();
+        let s2 = IceSchema { json: s2 };
+        assert_eq!(s2.top("id").unwrap().0, ids["id"]);
+        assert_eq!(s2.top("ts").unwrap().0, ids["ts"]);
+        assert_eq!(s2.top("note").unwrap().0, last1 + 1);
+        assert_eq!(last2, last1 + 1);
+        let mapping: Value = serde_json::from_str(&name_mapping(&s1)).unwrap();
+        assert_eq!(mapping[0]["names"][0], "id");
+        assert_eq!(mapping[3]["fields"][0]["names"][1], "item");
+    }
+
+    #[test]
+    fn a_window_gives_the_transform_every_file_has_one_value_of() {
+        assert_eq!(Transform::for_window(900_000), Some(Transform::Hour));
+        assert_eq!(Transform::for_window(3_600_000), Some(Transform::Hour));
+        assert_eq!(Transform::for_window(6 * 3_600_000), Some(Transform::Day));
+        assert_eq!(Transform::for_window(86_400_000), Some(Transform::Day));
+        assert_eq!(Transform::for_window(2 * 86_400_000), None);
+        let h = 3_600_000;
+        assert_eq!(Transform::Hour.value(5 * h, 6 * h), Some(5));
+        assert_eq!(Transform::Hour.value(5 * h, 6 * h + 1), None);
+        assert_eq!(Transform::Hour.value(-h, 0), Some(-1));
+        assert_eq!(Transform::Day.value(24 * h, 30 * h), Some(1));
+    }
+}

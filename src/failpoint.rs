@@ -4,7 +4,7 @@
 //! load.
 //!
 //! Points: `mid-encode`, `after-upload`, `manifest-put`, `after-manifest-put`,
-//! `before-group-commit`, `before-markers`.
+//! `before-group-commit`, `before-markers`, `after-delta-commit`, `after-iceberg-commit`.
 
 #[cfg(feature = "failpoints")]
 mod armed {

@@ -143,6 +143,13 @@ fn replace_swaps_files_atomically_while_readers_query() {
         let (table, done) = (table.clone(), done.display().to_string());
         std::thread::spawn(move || read_delta_lines(&table, "deltalake", &["--loop-until", &done]))
     };
+    // And one on the Iceberg table (pyiceberg).
+    let iceberg_reader = {
+        let (table, done) = (table.clone(), done.display().to_string());
+        std::thread::spawn(move || {
+            read_iceberg_lines(&table, "pyiceberg", &["--loop-until", &done])
+        })
+    };
     let stats = ok(backfill(
         &f,
         &["--from", "0", "--to", "latest", "--replace"],
@@ -153,6 +160,12 @@ fn replace_swaps_files_atomically_while_readers_query() {
     assert!(reads >= 3);
     std::fs::write(&done, "").unwrap();
     let delta_reads = delta_reader.join().unwrap();
+    let iceberg_reads = iceberg_reader.join().unwrap();
+    assert!(iceberg_reads.len() >= 2, "{iceberg_reads:?}");
+    for r in &iceberg_reads {
+        assert_eq!(n(r, "rows"), 20_000, "an Iceberg reader saw {r}");
+        assert_eq!(n(r, "distinct_ids"), 20_000, "an Iceberg reader saw {r}");
+    }
     assert!(delta_reads.len() >= 2, "{delta_reads:?}");
     for r in &delta_reads {
         assert_eq!(n(r, "rows"), 20_000, "a Delta reader saw {r}");
@@ -198,6 +211,23 @@ fn replace_swaps_files_atomically_while_readers_query() {
             committed_rows(&state),
             "version {version}: {r}"
         );
+    }
+    // The same through Iceberg: every kept snapshot is the table after its entry, file for
+    // file (the replace's snapshot an `overwrite`).
+    let states = f.states();
+    let snapshots = f.iceberg_snapshots();
+    assert_eq!(snapshots.len(), states.len());
+    for (seq, id) in snapshots {
+        let s = &states[seq as usize - 1];
+        let mut want: Vec<String> = s.files.iter().map(|x| x.path.clone()).collect();
+        want.sort();
+        let r = read_iceberg(&table, "pyiceberg", &["--snapshot", &id.to_string()]);
+        assert_eq!(
+            r["files"],
+            serde_json::json!(want),
+            "Iceberg snapshot of entry {seq}"
+        );
+        assert_eq!(n(&r, "rows") as u64, committed_rows(s), "entry {seq}: {r}");
     }
     // Partition pruning: a query on one hour opens that window's files only (DuckDB's own
     // file-system log), and counts that window's rows.

@@ -56,7 +56,28 @@ fn compaction_merges_hundreds_of_small_files_into_target_sized_ones_with_the_sam
     assert!(!plans.as_array().unwrap().is_empty(), "{plans}");
     assert_eq!(f.state().files.len() as i64, files_before);
 
+    // An analyst on the Iceberg table reads in a loop while the compaction commits: every
+    // read sees each row once (never both a window's small files and its compacted ones).
+    let table = f.job_table_dir().display().to_string();
+    let flag = f.dir.path().join("compact-done");
+    let iceberg_reader = {
+        let (table, flag) = (table.clone(), flag.display().to_string());
+        std::thread::spawn(move || {
+            read_iceberg_lines(&table, "pyiceberg", &["--loop-until", &flag])
+        })
+    };
     let done = f.cli_json(&["compact"]);
+    std::fs::write(&flag, "").unwrap();
+    let reads = iceberg_reader.join().unwrap();
+    assert!(reads.len() >= 2, "{reads:?}");
+    for r in &reads {
+        assert_eq!(n(r, "rows"), count as i64, "an Iceberg reader saw {r}");
+        assert_eq!(
+            n(r, "distinct_offsets"),
+            count as i64,
+            "an Iceberg reader saw {r}"
+        );
+    }
     let windows = done.as_array().unwrap();
     assert!(!windows.is_empty(), "{done}");
     assert!(windows.iter().all(|w| w["refused"].is_null()), "{done}");

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""An independent reader of a Delta Lake table, as an analyst would read it, with three engines.
+"""An independent reader of a Delta Lake table, as an analyst would read it, with four engines.
 
-    delta_reader.py --table PATH_OR_URL --engine {deltalake,duckdb,polars} [--version N]
+    delta_reader.py --table PATH_OR_URL --engine {deltalake,duckdb,polars,spark} [--version N]
                     [--where SQL_PREDICATE_ON_PARTITION_COLUMNS] [--s3-endpoint http://127.0.0.1:PORT]
                     [--loop-until FILE]
 
@@ -18,6 +18,10 @@ null if the engine only reports a count), files_scanned and columns (name -> typ
   so an s3:// table prints {"engine": "duckdb", "unsupported": "s3", ...} and exits 0.
 - polars: scan_delta at a pinned version, counts with polars SQL/expressions, files from the optimized
   plan (polars prints the full list only for one or two files, otherwise the first file and a count).
+- spark: Apache Spark with Delta Lake, through the test run's one Spark session (tests/support/spark_server.py,
+  started by run-tests.sh; its port file is named by $SLUICE_TEST_SPARK, waited for up to 120 s); files from
+  DataFrame.inputFiles() under --where; the result also has "plan", Spark's executed plan of the scan.
+  Local tables only: an s3:// table prints {"engine": "spark", "unsupported": "s3", ...} and exits 0.
 
 --rows prints instead {"engine", "version", "rows": [every row, ordered by (_partition, _offset), in one canonical
 JSON form: bytes as hex, decimals as strings, dates and timestamps as ISO 8601 (timestamps in UTC), maps as objects,
@@ -69,13 +73,15 @@ def relative(paths, root):
     return sorted(out)
 
 
-def sql_counts(run, has_id, where):
-    """The counts, through any SQL engine: run(sql) -> first row as a tuple."""
+def sql_counts(run, has_id, where, keys=OFFSET_COLS):
+    """The counts, through any SQL engine: run(sql) -> first row as a tuple; keys: the columns that
+    identify a record."""
     w = f"WHERE {where}" if where else ""
     ids = ("count(DISTINCT event_id), min(CAST(substr(event_id, 5) AS BIGINT)), "
            "max(CAST(substr(event_id, 5) AS BIGINT))" if has_id else "NULL AS a, NULL AS b, NULL AS c")
     rows, distinct_ids, id_min, id_max = run(f"SELECT count(*), {ids} FROM t {w}")
-    (distinct_offsets,) = run(f'SELECT count(*) FROM (SELECT DISTINCT _topic, _partition, "_offset" FROM t {w}) d')
+    cols = ", ".join(f'"{c}"' for c in keys)
+    (distinct_offsets,) = run(f"SELECT count(*) FROM (SELECT DISTINCT {cols} FROM t {w}) d")
     return dict(rows=rows, distinct_offsets=distinct_offsets, distinct_ids=distinct_ids, id_min=id_min, id_max=id_max)
 
 
@@ -168,7 +174,66 @@ def read_polars(a, so):
                 columns={k: str(v) for k, v in schema.items()})
 
 
-ENGINES = {"deltalake": read_deltalake, "duckdb": read_duckdb, "polars": read_polars}
+SPARK_WAIT_S = 120
+_spark_port = None
+
+
+def spark_call(port, request, timeout):
+    """One request to the Spark server: one JSON line out, one JSON line back."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.settimeout(timeout)
+        s.sendall((json.dumps(request) + "\n").encode())
+        line = s.makefile("rb").readline()
+    if not line:
+        raise RuntimeError(f"the Spark server on port {port} closed the connection without an answer")
+    return json.loads(line)
+
+
+def spark_port():
+    """The Spark server's port, from the file $SLUICE_TEST_SPARK names, once it answers a ping."""
+    global _spark_port
+    if _spark_port is not None:
+        return _spark_port
+    port_file = os.environ.get("SLUICE_TEST_SPARK")
+    if not port_file:
+        raise RuntimeError("SLUICE_TEST_SPARK is not set: start tests/support/spark_server.py PORT_FILE "
+                           "(run-tests.sh does) and export SLUICE_TEST_SPARK=PORT_FILE")
+    deadline, last = time.time() + SPARK_WAIT_S, "no port file yet"
+    while True:
+        if os.path.exists(port_file + ".error"):
+            with open(port_file + ".error") as f:
+                raise RuntimeError(f"the Spark server did not start: {f.read().strip()}")
+        try:
+            with open(port_file) as f:
+                port = int(f.read())
+            if spark_call(port, {"ping": True}, timeout=30).get("ok"):
+                _spark_port = port
+                return port
+        except (OSError, ValueError) as e:
+            last = f"{type(e).__name__}: {e}"
+        if time.time() > deadline:
+            raise RuntimeError(f"no Spark server answered within {SPARK_WAIT_S} s ({port_file}: {last})")
+        time.sleep(0.5)
+
+
+def spark_request(request):
+    """A read by the Spark server; its {"error"} answers raise."""
+    response = spark_call(spark_port(), request, timeout=900)
+    if "error" in response:
+        raise RuntimeError(f"Spark: {response['error']}")
+    return response
+
+
+def read_spark(a, so):
+    if so is not None:
+        return {"unsupported": "s3", "reason": "the test Spark has no S3 connector (hadoop-aws) installed"}
+    r = spark_request({"format": "delta", "table": local_path(a.table), "version": a.version, "where": a.where})
+    r.pop("engine", None)
+    return r
+
+
+ENGINES = {"deltalake": read_deltalake, "duckdb": read_duckdb, "polars": read_polars, "spark": read_spark}
 
 
 def canonical(v):
@@ -208,6 +273,12 @@ def read_rows(a, so):
             return {"unsupported": "s3"}
         con, root, version = duckdb_snapshot(a)
         table = con.execute(f"SELECT * FROM delta_scan({sql_str(root)}, version={int(version)})").fetch_arrow_table()
+    elif a.engine == "spark":
+        if so is not None:
+            return {"unsupported": "s3"}
+        # every row, as the other engines read them (--where is not applied to --rows): canonical already
+        r = spark_request({"format": "delta", "table": local_path(a.table), "version": a.version, "rows": True})
+        return dict(version=r["version"], rows=r["rows"])
     else:
         import polars as pl
         from deltalake import DeltaTable

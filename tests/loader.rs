@@ -91,6 +91,7 @@ fn crash_at_each_commit_step_then_rerun_is_exactly_once() {
         "manifest-put:2",
         "after-manifest-put:2",
         "before-group-commit:2",
+        "after-iceberg-commit:2",
     ]
     .iter()
     .enumerate()
@@ -257,6 +258,8 @@ fn crash_loop_while_producing_is_exactly_once() {
     f.run_once_ok();
     let r = f.read();
     assert_exactly_once(&r, total, 0);
+    // Spark, one session for the run, on both projections of the table after the crashes.
+    f.assert_spark_reads_both();
     assert_eq!((n(&r, "id_min"), n(&r, "id_max")), (0, total - 1));
 }
 

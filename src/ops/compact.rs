@@ -390,7 +390,25 @@ pub fn sorted(
     let Some(first) = batches.first() else {
         return Err(ArrowError::InvalidArgumentError("no rows to sort".into()));
     };
-    let batch = concat_batches(&first.schema(), batches)?;
+    // Files of one schema written by different versions may differ in a nested field's name
+    // (a map's entries): each is cast to the first's types.
+    let schema = first.schema();
+    let aligned = batches
+        .iter()
+        .map(|b| {
+            if b.schema() == schema {
+                return Ok(b.clone());
+            }
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(schema.clone(), columns)
+        })
+        .collect::<std::result::Result<Vec<_>, ArrowError>>()?;
+    let batch = concat_batches(&schema, &aligned)?;
     let column = |name: &str| -> std::result::Result<ArrayRef, ArrowError> {
         batch
             .column_by_name(name)

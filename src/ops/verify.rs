@@ -8,12 +8,13 @@ use futures::StreamExt;
 
 mod delta;
 mod files;
+mod iceberg;
 mod kafka;
 mod report;
 
 use files::{check_file, entry_offsets};
 pub use kafka::check_with_kafka;
-pub use report::{DeltaReport, PartitionReport, Span, VerifyReport, Violation};
+pub use report::{DeltaReport, IcebergReport, PartitionReport, Span, VerifyReport, Violation};
 
 /// Audits the table: replays every entry from the first, checks ranges, files and checkpoints.
 pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
@@ -222,6 +223,17 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
             error: e.to_string(),
         }),
     }
+    match iceberg::check(m.store(), &lineage).await {
+        Ok(Some((i, violations))) => {
+            report.violations.extend(violations);
+            report.iceberg = Some(i);
+        }
+        Ok(None) => {}
+        Err(crate::table::iceberg::IcebergError::Manifest(e)) => return Err(e),
+        Err(e) => report.violations.push(Violation::IcebergUnreadable {
+            error: e.to_string(),
+        }),
+    }
 
     report.data_files = state.files.len() as u64;
     report.dead_letter_files = state.dead_letters.len() as u64;
@@ -318,6 +330,19 @@ pub fn render(report: &VerifyReport) -> Result<String, serde_json::Error> {
         None => {
             let _ = writeln!(out, "Delta log: none");
         }
+    }
+    if let Some(i) = &report.iceberg {
+        let _ = writeln!(
+            out,
+            "Iceberg metadata: version {}, {} kept snapshots, {} live files; each snapshot checked against the manifest after its entry{}",
+            i.version,
+            i.snapshots,
+            i.files,
+            match i.behind {
+                0 => String::new(),
+                n => format!("; {n} entries not yet projected (the next commit writes them)"),
+            }
+        );
     }
     for s in &report.unrecorded_non_records {
         let _ = writeln!(

@@ -168,10 +168,22 @@ pub fn storage_type(dt: &DataType) -> DataType {
         DataType::FixedSizeBinary(_) => DataType::Binary,
         DataType::Struct(fields) => DataType::Struct(fields.iter().map(storage_field).collect()),
         DataType::List(item) => DataType::List(storage_field(item)),
-        DataType::Map(entries, sorted) => DataType::Map(storage_field(entries), *sorted),
+        DataType::Map(entries, sorted) => {
+            // Parquet's standard name for a map's repeated group: DuckDB's Iceberg reader maps
+            // a map's keys and values by name only under it.
+            let entries = storage_field(entries);
+            let entries = match entries.name().as_str() {
+                MAP_ENTRIES => entries,
+                _ => Arc::new(entries.as_ref().clone().with_name(MAP_ENTRIES)),
+            };
+            DataType::Map(entries, *sorted)
+        }
         other => other.clone(),
     }
 }
+
+/// The name of a stored map's entries (their repeated group in Parquet).
+pub const MAP_ENTRIES: &str = "key_value";
 
 fn storage_field(f: &Arc<Field>) -> Arc<Field> {
     let dt = storage_type(f.data_type());

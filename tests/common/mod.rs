@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use sluice::ops::generate::GenSpec;
 use sluice::table::state::TableState;
 
+pub mod every_type;
 pub mod registry;
 
 /// A process's stdout then stderr, as text.
@@ -157,6 +158,7 @@ impl Fixture {
             .set("schema", "file", schema.display().to_string())
             .set("event_time", "field", "created_at")
             .set("storage", "url", table)
+            .merge("[iceberg]\nenabled = true\n")
     }
 
     /// Writes `job` as `<table>.toml` and makes it the fixture's job.
@@ -218,6 +220,98 @@ impl Fixture {
             report["delta"]
         );
         self.assert_delta_readers_agree();
+        if !report["iceberg"].is_null() {
+            assert_eq!(
+                report["iceberg"]["behind"], 0,
+                "the Iceberg metadata lags: {}",
+                report["iceberg"]
+            );
+            self.assert_iceberg_readers_agree(ICEBERG_ENGINES.as_slice());
+        }
+    }
+
+    /// The table's current Iceberg snapshot: its id and the manifest entry it names.
+    pub fn iceberg_current(&self) -> (i64, u64) {
+        let job = sluice::config::Job::load(&self.job).unwrap();
+        let m = sluice::open_manifest(&job).unwrap();
+        let s = rt()
+            .block_on(sluice::table::iceberg::load_latest(m.store()))
+            .unwrap()
+            .expect("the table has Iceberg metadata");
+        let seq = s.meta.sluice_entry().expect("a snapshot of sluice's").0;
+        (s.meta.current_snapshot_id.unwrap(), seq)
+    }
+
+    /// The snapshots the latest Iceberg metadata keeps: the manifest entry each names, and its
+    /// id, in order.
+    pub fn iceberg_snapshots(&self) -> Vec<(u64, i64)> {
+        let job = sluice::config::Job::load(&self.job).unwrap();
+        let m = sluice::open_manifest(&job).unwrap();
+        let s = rt()
+            .block_on(sluice::table::iceberg::load_latest(m.store()))
+            .unwrap()
+            .expect("the table has Iceberg metadata");
+        let mut out: Vec<(u64, i64)> = s
+            .meta
+            .snapshots
+            .iter()
+            .map(|x| {
+                let seq = x.summary["sluice.seq"].parse().unwrap();
+                (seq, x.snapshot_id)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The table after each manifest entry up to the latest (index `seq - 1`).
+    pub fn states(&self) -> Vec<TableState> {
+        let job = sluice::config::Job::load(&self.job).unwrap();
+        let m = sluice::open_manifest(&job).unwrap();
+        let mut state = TableState::default();
+        let mut out = Vec::new();
+        while let Some(e) = rt().block_on(m.read_entry(state.seq + 1)).unwrap() {
+            state.apply(&e).unwrap();
+            out.push(state.clone());
+        }
+        out
+    }
+
+    /// Each Iceberg reader (`engines`: of pyiceberg, duckdb, spark) sees the manifest's rows,
+    /// each offset once, at the current snapshot, which names the manifest's last entry.
+    pub fn assert_iceberg_readers_agree(&self, engines: &[&str]) {
+        let state = self.state();
+        let rows = committed_rows(&state) as i64;
+        let (snapshot, seq) = self.iceberg_current();
+        assert_eq!(seq, state.seq, "the current snapshot is of entry {seq}");
+        let table = self.job_table_dir();
+        for engine in engines {
+            let r = read_iceberg(&table.display().to_string(), engine, &[]);
+            assert_eq!(n(&r, "rows"), rows, "{engine} on the Iceberg table: {r}");
+            assert_eq!(n(&r, "distinct_offsets"), rows, "{engine}: {r}");
+            assert_eq!(n(&r, "version"), snapshot, "{engine}: {r}");
+        }
+    }
+
+    /// Spark (one session for the whole test run) reads both the Delta log and the Iceberg
+    /// table: every committed row once.
+    pub fn assert_spark_reads_both(&self) {
+        let state = self.state();
+        let rows = committed_rows(&state) as i64;
+        let table = self.job_table_dir().display().to_string();
+        let d = read_delta(&table, "spark", &[]);
+        assert_eq!(n(&d, "rows"), rows, "Spark on the Delta log: {d}");
+        assert_eq!(
+            n(&d, "distinct_offsets"),
+            rows,
+            "Spark on the Delta log: {d}"
+        );
+        assert_eq!(
+            n(&d, "version") as u64 + 1,
+            state.seq,
+            "Spark on the Delta log: {d}"
+        );
+        self.assert_iceberg_readers_agree(&["spark"]);
     }
 
     /// The local folder of the fixture's table.
@@ -390,8 +484,27 @@ pub fn read_delta(table: &str, engine: &str, args: &[&str]) -> serde_json::Value
 
 /// Every line a Delta reader printed (several with `--loop-until FILE`).
 pub fn read_delta_lines(table: &str, engine: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    reader_lines("tests/delta_reader.py", table, engine, args)
+}
+
+pub const ICEBERG_ENGINES: [&str; 2] = ["pyiceberg", "duckdb"];
+
+/// One read of the Iceberg table at `table` (its root, or `s3://` URL) by `engine`
+/// (tests/iceberg_reader.py); `args`: `--snapshot ID`, `--where PRED`, `--s3-endpoint URL`.
+pub fn read_iceberg(table: &str, engine: &str, args: &[&str]) -> serde_json::Value {
+    let lines = read_iceberg_lines(table, engine, args);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    lines.into_iter().next().unwrap()
+}
+
+/// Every line an Iceberg reader printed (several with `--loop-until FILE`).
+pub fn read_iceberg_lines(table: &str, engine: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    reader_lines("tests/iceberg_reader.py", table, engine, args)
+}
+
+fn reader_lines(script: &str, table: &str, engine: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let mut c = Command::new(python());
-    c.arg(repo().join("tests/delta_reader.py"))
+    c.arg(repo().join(script))
         .args(["--table", table, "--engine", engine])
         .args(args);
     if table.starts_with("s3://") {
@@ -403,7 +516,7 @@ pub fn read_delta_lines(table: &str, engine: &str, args: &[&str]) -> Vec<serde_j
     let out = c.output().unwrap();
     assert!(
         out.status.success(),
-        "delta reader {engine} failed: {}",
+        "{script} --engine {engine} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout)

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmark need into .tools/ (idempotent):
 #  - Apache Kafka (the broker users run: KRaft, single node), its jars from Maven (checked);
-#  - a Python venv with the independent readers: DuckDB (pinned to the release the delta
-#    extension wheel ships for), its delta extension, pyarrow, the Delta Lake `deltalake` package
-#    and polars; moto (an S3 server) and azure-storage-blob (to create Azurite containers);
-#    fastavro (an independent Avro encoder/decoder for the schema-registry tests); confluent-kafka
-#    (an independent producer: transactions, tombstones);
+#  - a Python venv with the independent readers: DuckDB (pinned to the release the extension
+#    wheels ship for), its delta, iceberg and avro extensions, pyarrow, the Delta Lake `deltalake`
+#    package, polars, pyiceberg and pyspark (Spark 4.0, for spark_server.py); moto (an S3 server)
+#    and azure-storage-blob (to create Azurite containers); fastavro (an independent Avro
+#    encoder/decoder for the schema-registry tests); confluent-kafka (an independent producer:
+#    transactions, tombstones);
+#  - the Spark readers' Delta Lake and Apache Iceberg jars from Maven (checked) into
+#    .tools/spark-jars (spark_server.py runs Spark with them on Java 17);
 #  - Azurite (an Azure Blob emulator) from npm;
 #  - Apicurio Registry (a schema registry with Confluent's API) from Maven.
 set -euo pipefail
@@ -32,16 +35,44 @@ if ! (cd "$kafka/libs" 2>/dev/null && sha256sum -c --quiet --strict "$root/tests
 fi
 ln -sfn "$KAFKA_VERSION" "$tools/kafka/current"
 
+# pyspark is a 434 MB sdist that pip builds in ~30 s (467 MB installed); Spark 4.0 pairs with the
+# Delta 4.0 and Iceberg spark-runtime-4.0 jars below. The iceberg extension reads Avro manifests
+# through the avro extension: both are loaded from these wheels' files, never downloaded.
 DUCKDB=1.5.5
+PYSPARK=4.0.1
+PYICEBERG=0.12.0
 if ! "$tools/venv/bin/python" -c "
 import duckdb, pyarrow, moto, azure.storage.blob, deltalake, polars, duckdb_extension_delta, fastavro, confluent_kafka
-assert duckdb.__version__ == '$DUCKDB', duckdb.__version__" >/dev/null 2>&1; then
-  echo "tools: installing duckdb $DUCKDB (+ delta), pyarrow, deltalake, polars, moto, azure-storage-blob, fastavro and confluent-kafka into .tools/venv" >&2
+import duckdb_extension_iceberg, duckdb_extension_avro, pyspark, pyiceberg, sqlalchemy
+from pyiceberg.table import StaticTable
+assert duckdb.__version__ == '$DUCKDB', duckdb.__version__
+assert pyspark.__version__ == '$PYSPARK', pyspark.__version__
+assert pyiceberg.__version__ == '$PYICEBERG', pyiceberg.__version__" >/dev/null 2>&1; then
+  echo "tools: installing duckdb $DUCKDB (+ delta, iceberg, avro), pyarrow, deltalake, polars, pyiceberg $PYICEBERG, pyspark $PYSPARK, moto, azure-storage-blob, fastavro and confluent-kafka into .tools/venv" >&2
   [ -x "$tools/venv/bin/python" ] || python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
     "duckdb==$DUCKDB" "duckdb-extension-delta==$DUCKDB" "deltalake==1.6.6" "polars>=1.30" \
     "pyarrow>=16" "moto[server]==5.2.5" "azure-storage-blob>=12" "fastavro==1.13.*" \
-    "confluent-kafka==2.12.*"
+    "confluent-kafka==2.12.*" "duckdb-extension-iceberg==$DUCKDB" "duckdb-extension-avro==$DUCKDB" \
+    "pyiceberg[pyarrow,sql-sqlite]==$PYICEBERG" "pyspark==$PYSPARK"
+fi
+
+# The Spark readers' jars (Delta Lake, Apache Iceberg), resolved by Maven from
+# tests/support/spark/pom.xml (transitive dependencies excluded: pyspark has them) and every jar
+# checked against tests/support/spark/jars.sha256. spark_server.py loads every jar in the folder,
+# so the folder holds exactly the checked jars.
+spark_jars="$tools/spark-jars"
+spark_sums="$root/tests/support/spark/jars.sha256"
+if ! (cd "$spark_jars" 2>/dev/null && sha256sum -c --quiet --strict "$spark_sums" \
+      && [ "$(ls | wc -l)" = "$(wc -l < "$spark_sums")" ]) >/dev/null 2>&1; then
+  echo "tools: installing the Spark readers' Delta Lake and Iceberg jars (from Maven) into .tools/spark-jars" >&2
+  command -v mvn >/dev/null || { echo "tools: Maven is needed to install the Spark readers' jars" >&2; exit 1; }
+  rm -rf "$spark_jars" "$spark_jars.tmp"
+  mvn -q -B -C -f "$root/tests/support/spark/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$spark_jars.tmp"
+  (cd "$spark_jars.tmp" && sha256sum -c --quiet --strict "$spark_sums")
+  [ "$(ls "$spark_jars.tmp" | wc -l)" = "$(wc -l < "$spark_sums")" ]
+  mv "$spark_jars.tmp" "$spark_jars"
 fi
 
 # Azurite, the Azure Blob emulator, for the storage conformance tests.

@@ -128,6 +128,23 @@ pub enum Violation {
     DeltaCheckpointMismatch {
         version: u64,
     },
+    /// An Iceberg snapshot that names no manifest entry (another engine's
+    /// `rewrite_data_files`, `expire_snapshots` or append): sluice stops writing the metadata.
+    IcebergForeignSnapshot {
+        snapshot_id: i64,
+        operation: Option<String>,
+    },
+    /// An Iceberg snapshot's live files are not the manifest's after the entry it names.
+    IcebergFilesMismatch {
+        seq: u64,
+        snapshot_id: i64,
+        only_in_iceberg: Vec<String>,
+        only_in_manifest: Vec<String>,
+    },
+    /// The Iceberg metadata could not be read.
+    IcebergUnreadable {
+        error: String,
+    },
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -162,6 +179,8 @@ pub struct VerifyReport {
     pub recorded_non_records: Vec<Span>,
     /// The Delta log, checked version by version (`None`: the table has none).
     pub delta: Option<DeltaReport>,
+    /// The Iceberg metadata, checked snapshot by snapshot (`None`: the table has none).
+    pub iceberg: Option<IcebergReport>,
 }
 
 /// Offsets `[from, to)` of one partition, named in an entry.
@@ -172,6 +191,19 @@ pub struct Span {
     pub partition: i32,
     pub from: i64,
     pub to: i64,
+}
+
+/// The Iceberg metadata as `verify` found it.
+#[derive(Debug, Default, Serialize)]
+pub struct IcebergReport {
+    /// The latest metadata version (`metadata/v<N>.metadata.json`).
+    pub version: u64,
+    /// Snapshots the latest metadata keeps, each checked against the manifest.
+    pub snapshots: u64,
+    /// Manifest entries not yet projected (the next commit writes them).
+    pub behind: u64,
+    /// Live files at the current snapshot.
+    pub files: u64,
 }
 
 /// The Delta log as `verify` found it.

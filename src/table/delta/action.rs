@@ -245,7 +245,9 @@ pub fn project(e: &Entry, t: &Table) -> Vec<Action> {
     out
 }
 
-/// Protocol 1/2 reads everywhere; `timestamp_ntz` needs table features (3/7).
+/// Protocol 1/2 reads everywhere; `timestamp_ntz` needs table features (3/7). A writer
+/// version 7 lists the legacy writer features of version 2 it keeps: `invariants` (a
+/// non-nullable column is one: Spark refuses the table otherwise) and `appendOnly`.
 pub fn protocol(s: &SchemaDef) -> Protocol {
     if s.features.is_empty() {
         Protocol {
@@ -255,11 +257,15 @@ pub fn protocol(s: &SchemaDef) -> Protocol {
             writer_features: None,
         }
     } else {
+        let mut writer = s.features.clone();
+        writer.extend(["appendOnly".to_string(), "invariants".to_string()]);
+        writer.sort();
+        writer.dedup();
         Protocol {
             min_reader_version: 3,
             min_writer_version: 7,
             reader_features: Some(s.features.clone()),
-            writer_features: Some(s.features.clone()),
+            writer_features: Some(writer),
         }
     }
 }

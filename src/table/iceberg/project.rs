@@ -15,7 +15,7 @@ use super::metadata::{
     SUMMARY_OFFSETS, SUMMARY_SEQ,
 };
 use super::schema::{
-    iceberg_schema, name_mapping, same_fields, IceSchema, Spec, SpecField, Transform,
+    iceberg_name, iceberg_schema, name_mapping, same_fields, IceSchema, Spec, SpecField, Transform,
 };
 use crate::table::entry::{
     DataFile, EntryKind, FileStats, OffsetRange, SchemaDef, DEAD_LETTER_DIR,
@@ -629,13 +629,15 @@ fn data_file(f: &DataFile, ctx: &Ctx, schema: &IceSchema, partition: Option<i32>
 
 fn bounds(stats: &FileStats, schema: &IceSchema, rows: i64, out: &mut IceDataFile) {
     for (name, nulls) in &stats.nulls {
-        if let Some((id, Some(_))) = schema.top(name) {
+        if let Some((id, Some(_))) = schema.top(&iceberg_name(name)) {
             out.null_counts.push((id, *nulls as i64));
             out.value_counts.push((id, rows));
         }
     }
     for (name, min) in &stats.min {
-        let (Some(max), Some((id, Some(ty)))) = (stats.max.get(name), schema.top(name)) else {
+        let (Some(max), Some((id, Some(ty)))) =
+            (stats.max.get(name), schema.top(&iceberg_name(name)))
+        else {
             continue;
         };
         if let (Some(lo), Some(hi)) = (single_value(&ty, min), single_value(&ty, max)) {

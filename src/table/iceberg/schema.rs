@@ -91,6 +91,29 @@ fn collect_ids(ty: &Value, prefix: &str, out: &mut BTreeMap<String, i32>) {
 #[error("{0}")]
 pub struct SchemaError(pub String);
 
+/// Column names Iceberg engines reserve for metadata columns (Spark refuses to scan a table with
+/// a column of one of these names).
+const RESERVED: [&str; 7] = [
+    "_file",
+    "_pos",
+    "_deleted",
+    "_spec_id",
+    "_partition",
+    "_row_id",
+    "_last_updated_sequence_number",
+];
+
+/// The Iceberg name of a top-level column: its own, but for names Iceberg reserves; sluice's
+/// `_partition` (the Kafka partition) is `_kafka_partition`. The name mapping maps the data
+/// files' column to it.
+pub fn iceberg_name(name: &str) -> String {
+    match name {
+        "_partition" => "_kafka_partition".to_string(),
+        n if RESERVED.contains(&n) => format!("{n}_"),
+        n => n.to_string(),
+    }
+}
+
 /// Assigns ids: a name path the previous schemas knew keeps its id, a new one takes the next
 /// id after `last_id` (ids are never reused).
 struct Ids<'a> {
@@ -127,7 +150,9 @@ pub fn iceberg_schema(
         if def.partition_columns.iter().any(|p| p == name) {
             continue;
         }
-        fields.push(field(f, "", &mut ids)?);
+        let mut f = f.clone();
+        f["name"] = json!(iceberg_name(name));
+        fields.push(field(&f, "", &mut ids)?);
     }
     Ok((
         json!({"type": "struct", "schema-id": 0, "fields": fields}),
@@ -233,7 +258,17 @@ pub fn name_mapping(schema: &IceSchema) -> String {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|f| mapped(f["id"].clone(), vec![f["name"].clone()], &f["type"]))
+                .map(|f| {
+                    let mut names = vec![f["name"].clone()];
+                    if f["name"] == "_kafka_partition" {
+                        names.push(json!("_partition"));
+                    } else if let Some(n) = f["name"].as_str().and_then(|n| n.strip_suffix('_')) {
+                        if RESERVED.contains(&n) {
+                            names.push(json!(n));
+                        }
+                    }
+                    mapped(f["id"].clone(), names, &f["type"])
+                })
                 .collect(),
             Some("list") => vec![mapped(
                 ty["element-id"].clone(),

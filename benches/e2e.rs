@@ -655,8 +655,8 @@ fn freshness(ctx: &Ctx, rate: u64, secs: u64) -> (f64, f64) {
 /// `run --once` with nothing new: start-up, manifest read, first fetch, exit.
 /// A loader's start on a table of `entries` entries, whose Delta log is up to date (written
 /// first by `sluice delta sync`, timed too): (with the manifest's checkpoint hint, without it,
-/// the Delta log's catch-up from nothing).
-fn resume(ctx: &Ctx, entries: u64) -> (f64, f64, f64) {
+/// the Delta log's catch-up from nothing), then the Iceberg figures of [`IcebergResume`].
+fn resume(ctx: &Ctx, entries: u64) -> (f64, f64, f64, IcebergResume) {
     let topic = ctx.topic("resume", 1);
     sluice::ops::generate::produce(
         &ctx.brokers,
@@ -736,7 +736,79 @@ fn resume(ctx: &Ctx, entries: u64) -> (f64, f64, f64) {
         PathBuf::from("/").join(manifest.path("_sluice/_last_checkpoint").as_ref()),
     );
     let (no_hint, _, _, _) = ctx.timed(&["run", "--once"], &job);
-    (median(walls), no_hint, catch_up)
+    let iceberg = iceberg_resume(ctx, &job, &topic, entries, &mut state);
+    (median(walls), no_hint, catch_up, iceberg)
+}
+
+/// The Iceberg projection on a long table: its start (a table of `entries` entries turning
+/// Iceberg on: one snapshot of every live file), then its catch-up on `behind` more entries
+/// (a version each), then a start with nothing to project.
+#[derive(Debug, Clone, Copy)]
+struct IcebergResume {
+    start_s: f64,
+    behind: u64,
+    catch_up_s: f64,
+    resume_s: f64,
+}
+
+fn iceberg_resume(
+    ctx: &Ctx,
+    job: &Path,
+    topic: &str,
+    entries: u64,
+    state: &mut sluice::table::state::TableState,
+) -> IcebergResume {
+    let text = std::fs::read_to_string(job).unwrap();
+    let ice = job.with_file_name("resume-iceberg.toml");
+    std::fs::write(&ice, format!("{text}\n[iceberg]\nenabled = true\n")).unwrap();
+    let parsed = sluice::config::Job::load(&ice).unwrap();
+    let manifest = sluice::open_manifest(&parsed).unwrap();
+    let dir = PathBuf::from("/").join(manifest.path("_sluice/log").as_ref());
+    let (start_s, _, _, _) = ctx.timed(&["run", "--once"], &ice);
+    // Entries the metadata lacks (another job wrote them with Iceberg off), one file each.
+    let behind = 1_000u64;
+    for seq in entries + 1..=entries + behind {
+        let mut e = rt()
+            .block_on(manifest.read_entry(entries))
+            .unwrap()
+            .unwrap();
+        e.seq = seq;
+        e.commit_id = format!("c{seq}");
+        e.committed_at_ms = seq as i64;
+        e.ranges = vec![sluice::table::entry::OffsetRange::new(
+            topic,
+            0,
+            seq as i64 - 1,
+            seq as i64,
+        )];
+        e.files[0].path = format!("date=2026-11-24/hour=00/part-{topic}-0-{seq:020}-x.parquet");
+        e.files[0].first_offset = seq as i64 - 1;
+        e.files[0].next_offset = seq as i64;
+        std::fs::write(
+            dir.join(format!("{seq:020}.json")),
+            serde_json::to_vec(&e).unwrap(),
+        )
+        .unwrap();
+        state.apply(&e).unwrap();
+    }
+    rt().block_on(manifest.write_checkpoint(state)).unwrap();
+    let (catch_up_s, _, _, _) = ctx.timed(&["run", "--once"], &ice);
+    let (resume_s, _, _, _) = ctx.timed(&["run", "--once"], &ice);
+    let latest = rt()
+        .block_on(sluice::table::iceberg::load_latest(manifest.store()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        latest.meta.sluice_entry().map(|e| e.0),
+        Some(entries + behind),
+        "the Iceberg metadata caught up"
+    );
+    IcebergResume {
+        start_s,
+        behind,
+        catch_up_s,
+        resume_s,
+    }
 }
 
 /// A local S3 (moto, installed by `make bench`'s tools step): the server (killed on drop) and
@@ -799,8 +871,8 @@ fn start_moto(ctx: &Ctx, bucket: &str) -> (Moto, String) {
 /// own (as separate loader processes are) on one table in a moto bucket, each publishing
 /// `each` entries back to back through the real stages (prepare: re-read the log; write:
 /// upload one small file; publish: one create-only put of the next entry, re-read on a lost
-/// race). With `delta`, every commit also brings the table's Delta log up to the manifest, as
-/// a loader does. Returns commits/s over all writers, commit latency p50/p99 (ms), the races
+/// race). With `delta` (`iceberg`), every commit also brings the table's Delta log (Iceberg
+/// metadata) up to the manifest, as a loader does. Returns commits/s over all writers, commit latency p50/p99 (ms), the races
 /// lost and the store requests per commit.
 fn commit_rate(
     ctx: &Ctx,
@@ -809,14 +881,14 @@ fn commit_rate(
     name: &str,
     writers: usize,
     each: u64,
-    delta: bool,
+    (delta, iceberg): (bool, bool),
 ) -> Value {
     use sluice::table::commit::{Committer, Encoded, Outcome, Proposal};
     use sluice::table::entry::{DataFile, EntryKind, OffsetRange};
     let extra = format!(
         "[storage.options]\naws_endpoint = \"{endpoint}\"\naws_allow_http = \"true\"\n\
          aws_access_key_id = \"test\"\naws_secret_access_key = \"test\"\naws_region = \"us-east-1\"\n\
-         [delta]\nenabled = {delta}\n"
+         [delta]\nenabled = {delta}\n[iceberg]\nenabled = {iceberg}\n"
     );
     let path = ctx.job(name, "commits", &extra);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -841,9 +913,11 @@ fn commit_rate(
                     let rt = Arc::new(rt());
                     let manifest = sluice::open_manifest(job).unwrap();
                     let log = sluice::open_delta(job, &manifest).unwrap();
+                    let ice = sluice::open_iceberg(job, &manifest).unwrap();
                     let c = Committer::open(manifest, rt, format!("bench-{w}"))
                         .unwrap()
-                        .with_table(sluice::schema_def(job).unwrap(), log);
+                        .with_table(sluice::schema_def(job).unwrap(), log)
+                        .with_iceberg(ice);
                     let (mut latencies, mut lost) = (Vec::new(), 0u64);
                     for i in 0..each as i64 {
                         let t = Instant::now();
@@ -904,6 +978,7 @@ fn commit_rate(
     json!({
         "writers": writers,
         "delta_log": delta,
+        "iceberg": iceberg,
         "commits": commits,
         "commits_per_s": commits / wall,
         "latency_ms_p50": percentile(all.clone(), 0.5),
@@ -1190,7 +1265,7 @@ fn main() {
     let (fresh_p50, fresh_p99) = freshness(&ctx, env_or("SLUICE_BENCH_FRESH_RATE", 20_000), 15);
     eprintln!("bench: freshness done");
     let (slow, rolling) = continuous_cases(&ctx, baseline.as_deref(), runs);
-    let (resume_s, resume_no_hint_s, delta_catch_up_s) =
+    let (resume_s, resume_no_hint_s, delta_catch_up_s, iceberg_resume) =
         resume(&ctx, env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000));
 
     let day = compaction(&ctx, env_or("SLUICE_BENCH_DAY_EVENTS", 480_000u64), runs);
@@ -1220,13 +1295,29 @@ fn main() {
     // Delta log, then four racing writers without and with it.
     let (moto, endpoint) = start_moto(&ctx, "bench");
     let each = env_or("SLUICE_BENCH_COMMITS", 200u64);
-    let commit_rates: Vec<Value> = [(1usize, false), (1, true), (4, false), (4, true)]
-        .iter()
-        .map(|&(writers, delta)| {
-            let name = format!("commits-{writers}-{delta}");
-            commit_rate(&ctx, &moto, &endpoint, &name, writers, each, delta)
-        })
-        .collect();
+    // Then each with the Iceberg metadata as well.
+    let commit_rates: Vec<Value> = [
+        (1usize, false, false),
+        (1, true, false),
+        (1, true, true),
+        (4, false, false),
+        (4, true, false),
+        (4, true, true),
+    ]
+    .iter()
+    .map(|&(writers, delta, iceberg)| {
+        let name = format!("commits-{writers}-{delta}-{iceberg}");
+        commit_rate(
+            &ctx,
+            &moto,
+            &endpoint,
+            &name,
+            writers,
+            each,
+            (delta, iceberg),
+        )
+    })
+    .collect();
     eprintln!("bench: commit rate done");
 
     let e2e = median(rate.clone());
@@ -1302,7 +1393,7 @@ fn main() {
         },
         "slow_store": slow,
         "rolling_restart": rolling,
-        "resume_s": { "entries": env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000u64), "with_checkpoint_hint": resume_s, "listing_checkpoints": resume_no_hint_s, "delta_log_from_nothing": delta_catch_up_s },
+        "resume_s": { "entries": env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000u64), "with_checkpoint_hint": resume_s, "listing_checkpoints": resume_no_hint_s, "delta_log_from_nothing": delta_catch_up_s, "iceberg_start": iceberg_resume.start_s, "iceberg_behind": iceberg_resume.behind, "iceberg_catch_up": iceberg_resume.catch_up_s, "iceberg_resume": iceberg_resume.resume_s },
     });
     let out_dir = repo().join("target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -1405,6 +1496,28 @@ fn main() {
         "  its Delta log written from nothing (s, once)",
         format!("{delta_catch_up_s:.1}")
     );
+    println!(
+        "{:<52} {:>14}",
+        "  Iceberg turned on: first snapshot (s, once)",
+        format!("{:.2}", iceberg_resume.start_s)
+    );
+    println!(
+        "{:<52} {:>14}",
+        format!(
+            "  Iceberg {} entries behind: catch-up (s)",
+            iceberg_resume.behind
+        ),
+        format!(
+            "{:.1} ({:.1} ms each)",
+            iceberg_resume.catch_up_s,
+            iceberg_resume.catch_up_s * 1000.0 / iceberg_resume.behind as f64
+        )
+    );
+    println!(
+        "{:<52} {:>14}",
+        "  resume with Iceberg up to date (s)",
+        format!("{:.2}", iceberg_resume.resume_s)
+    );
     let d = &r["compaction"];
     println!(
         "{:<52} {:>14}",
@@ -1464,10 +1577,11 @@ fn main() {
             format!(
                 "commits on moto S3, {} writer(s){} (/s)",
                 run["writers"],
-                if run["delta_log"] == true {
-                    ", Delta"
-                } else {
-                    ""
+                match (run["delta_log"] == true, run["iceberg"] == true) {
+                    (true, true) => ", Delta + Iceberg",
+                    (true, false) => ", Delta",
+                    (false, true) => ", Iceberg",
+                    (false, false) => "",
                 }
             ),
             format!(

@@ -711,11 +711,19 @@ fn gc(a: GcArgs) -> anyhow::Result<()> {
         report.kept_young.len(),
         a.older_than
     );
-    if let Some(r) = retention {
-        println!(
-            "{} files out of the manifest but readable by Delta time travel for {} h (delta.retention; kept)",
-            report.kept_for_time_travel.len(),
+    let why = match (retention, job.iceberg.is_some()) {
+        (Some(r), false) => Some(format!("Delta time travel for {} h (delta.retention", r.as_secs() / 3600)),
+        (Some(r), true) => Some(format!(
+            "Delta time travel for {} h (delta.retention) or a kept Iceberg snapshot (iceberg.retention, iceberg.max_snapshots",
             r.as_secs() / 3600
+        )),
+        (None, true) => Some("a kept Iceberg snapshot (iceberg.retention, iceberg.max_snapshots".to_string()),
+        (None, false) => None,
+    };
+    if let Some(why) = why {
+        println!(
+            "{} files out of the manifest but readable by {why}; kept)",
+            report.kept_for_time_travel.len(),
         );
     }
     Ok(())

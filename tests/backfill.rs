@@ -264,8 +264,9 @@ fn replace_swaps_files_atomically_while_readers_query() {
         hour1.len(),
         "polars pruned: {r}"
     );
-    // The replaced files are out of the manifest, but Delta time travel still reads them:
-    // gc keeps them for the retention period, and deletes them once it is set to zero.
+    // The replaced files are out of the manifest, but Delta time travel still reads them (and
+    // the Iceberg snapshots the metadata keeps list them): gc keeps them for the retention
+    // period, and deletes them once it is zero and the table keeps no Iceberg metadata.
     let gc = f.cli(&["gc", "--dry-run", "--older-than", "0s"]);
     let gc = String::from_utf8_lossy(&gc.stdout);
     assert!(old_files.iter().all(|p| !gc.contains(p.as_str())), "{gc}");
@@ -278,7 +279,7 @@ fn replace_swaps_files_atomically_while_readers_query() {
     );
     f.write_job(
         "table",
-        "[commit]\nmax_rows = 4000\n[delta]\ncheckpoint_every = 2\nretention = \"0s\"\n",
+        "[commit]\nmax_rows = 4000\n[delta]\ncheckpoint_every = 2\nretention = \"0s\"\n[iceberg]\nenabled = false\n",
     );
     let gc = f.cli(&["gc", "--dry-run", "--older-than", "0s"]);
     let gc = String::from_utf8_lossy(&gc.stdout);

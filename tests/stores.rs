@@ -271,6 +271,22 @@ fn loader_into_s3() {
             "{engine}: {r}"
         );
     }
+    // The Iceberg metadata on S3: every path in it is an s3:// URL pyiceberg reads.
+    assert_eq!(report["iceberg"]["behind"], 0, "{}", report["iceberg"]);
+    assert_eq!(report["iceberg"]["files"], report["data_files"]);
+    let r = common::read_iceberg(
+        "s3://lake/payments",
+        "pyiceberg",
+        &["--s3-endpoint", &endpoint],
+    );
+    assert_eq!(common::n(&r, "rows"), 5_000, "pyiceberg on S3: {r}");
+    assert_eq!(common::n(&r, "distinct_offsets"), 5_000, "pyiceberg: {r}");
+    assert_eq!(common::n(&r, "distinct_ids"), 5_000, "pyiceberg: {r}");
+    assert_eq!(
+        common::n(&r, "version"),
+        f.iceberg_current().0,
+        "pyiceberg: {r}"
+    );
     let files = f.cli(&["files"]);
     let listed = String::from_utf8_lossy(&files.stdout);
     assert!(

@@ -169,8 +169,13 @@ pub fn project(
     let schema = IceSchema {
         json: meta.current_schema().cloned().unwrap_or(Value::Null),
     };
+    let schemas: Vec<IceSchema> = meta
+        .schemas
+        .iter()
+        .map(|s| IceSchema { json: s.clone() })
+        .collect();
     meta.properties
-        .insert("schema.name-mapping.default".into(), name_mapping(&schema));
+        .insert("schema.name-mapping.default".into(), name_mapping(&schemas));
     let default_spec = choose_spec(&mut meta, &schema, ctx);
     let specs: BTreeMap<i32, Spec> = meta
         .partition_specs

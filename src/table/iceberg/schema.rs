@@ -248,10 +248,35 @@ pub fn same_fields(a: &IceSchema, b: &Value) -> bool {
     a.fields() == &b["fields"]
 }
 
-/// `schema.name-mapping.default`: the table's columns by the names the Parquet files give
-/// them (sluice's files carry no field ids). A list's element is `element` or `item` (Arrow's
-/// name), a map's entries `key` and `value`.
-pub fn name_mapping(schema: &IceSchema) -> String {
+/// `schema.name-mapping.default`: the columns of every schema the table had (a data file may
+/// hold a column a later schema dropped) by the names the Parquet files give them (sluice's
+/// files carry no field ids); for an id in several schemas, the newest one's entry. A list's
+/// element is `element` or `item` (Arrow's name), a map's entries `key` and `value`.
+pub fn name_mapping(schemas: &[IceSchema]) -> String {
+    let mut order: Vec<Value> = Vec::new();
+    let mut at: BTreeMap<String, usize> = BTreeMap::new();
+    for s in schemas {
+        let Value::Array(entries) =
+            serde_json::from_str::<Value>(&schema_mapping(s)).unwrap_or(Value::Null)
+        else {
+            continue;
+        };
+        for e in entries {
+            let id = e["field-id"].to_string();
+            match at.get(&id) {
+                Some(&i) => order[i] = e,
+                None => {
+                    at.insert(id, order.len());
+                    order.push(e);
+                }
+            }
+        }
+    }
+    Value::Array(order).to_string()
+}
+
+/// One schema's name mapping.
+fn schema_mapping(schema: &IceSchema) -> String {
     fn fields(ty: &Value) -> Vec<Value> {
         match ty["type"].as_str() {
             Some("struct") => ty["fields"]
@@ -468,7 +493,7 @@ mod tests {
         assert_eq!(s2.top("ts").unwrap().0, ids["ts"]);
         assert_eq!(s2.top("note").unwrap().0, last1 + 1);
         assert_eq!(last2, last1 + 1);
-        let mapping: Value = serde_json::from_str(&name_mapping(&s1)).unwrap();
+        let mapping: Value = serde_json::from_str(&name_mapping(&[s1.clone()])).unwrap();
         assert_eq!(mapping[0]["names"][0], "id");
         assert_eq!(mapping[3]["fields"][0]["names"][1], "item");
     }

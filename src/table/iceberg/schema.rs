@@ -493,7 +493,30 @@ mod tests {
         assert_eq!(s2.top("ts").unwrap().0, ids["ts"]);
         assert_eq!(s2.top("note").unwrap().0, last1 + 1);
         assert_eq!(last2, last1 + 1);
-        let mapping: Value = serde_json::from_str(&name_mapping(&[s1.clone()])).unwrap();
+        // The mapping of the table covers both schemas: files with `amount` still map it.
+        let both = name_mapping(&[s1.clone(), s2.clone()]);
+        let both: Value = serde_json::from_str(&both).unwrap();
+        let names: Vec<&str> = both
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["names"][0].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"amount") && names.contains(&"note"),
+            "{names:?}"
+        );
+        // The Kafka partition column is renamed, its file name mapped.
+        let kp = def(
+            json!({"type": "struct", "fields": [col("_partition", json!("integer"), false)]}),
+            &[],
+        );
+        let (s3, _) = iceberg_schema(&kp, &BTreeMap::new(), 0).unwrap();
+        let s3 = IceSchema { json: s3 };
+        assert_eq!(s3.top("_kafka_partition").map(|t| t.0), Some(1));
+        assert!(name_mapping(&[s3]).contains(r#"["_kafka_partition","_partition"]"#));
+        let mapping: Value =
+            serde_json::from_str(&name_mapping(std::slice::from_ref(&s1))).unwrap();
         assert_eq!(mapping[0]["names"][0], "id");
         assert_eq!(mapping[3]["fields"][0]["names"][1], "item");
     }

@@ -811,6 +811,48 @@ fn iceberg_resume(
     }
 }
 
+/// The Iceberg projection: its start and catch-up on a long table ([`resume`]), and the commit
+/// latency on moto S3 of one writer with the Delta log alone and with the Iceberg metadata too,
+/// `turns` times each in alternation (medians).
+fn iceberg_cases(ctx: &Ctx, turns: usize) -> Value {
+    let entries = env_or("SLUICE_BENCH_RESUME_ENTRIES", 100_000u64);
+    let (resume_s, _, delta_catch_up_s, ice) = resume(ctx, entries);
+    let (moto, endpoint) = start_moto(ctx, "bench");
+    let each = env_or("SLUICE_BENCH_COMMITS", 200u64);
+    let (mut delta, mut both) = (Vec::new(), Vec::new());
+    for turn in 0..turns {
+        for iceberg in [false, true] {
+            let name = format!("ice-commits-{turn}-{iceberg}");
+            let r = commit_rate(ctx, &moto, &endpoint, &name, 1, each, (true, iceberg));
+            eprintln!("bench: commits, Iceberg {iceberg}: {r}");
+            if iceberg {
+                both.push(r)
+            } else {
+                delta.push(r)
+            }
+        }
+    }
+    let med =
+        |v: &[Value], k: &str| median(v.iter().map(|r| r[k].as_f64().unwrap_or(0.0)).collect());
+    json!({
+        "entries": entries,
+        "resume_s": resume_s,
+        "delta_log_from_nothing_s": delta_catch_up_s,
+        "iceberg_start_s": ice.start_s,
+        "iceberg_behind": ice.behind,
+        "iceberg_catch_up_s": ice.catch_up_s,
+        "iceberg_resume_s": ice.resume_s,
+        "commits": each,
+        "turns": turns,
+        "delta_p50_ms": med(&delta, "latency_ms_p50"),
+        "delta_iceberg_p50_ms": med(&both, "latency_ms_p50"),
+        "delta_requests_per_commit": med(&delta, "requests_per_commit"),
+        "delta_iceberg_requests_per_commit": med(&both, "requests_per_commit"),
+        "delta_commits_per_s": med(&delta, "commits_per_s"),
+        "delta_iceberg_commits_per_s": med(&both, "commits_per_s"),
+    })
+}
+
 /// A local S3 (moto, installed by `make bench`'s tools step): the server (killed on drop) and
 /// the file its request log goes to.
 struct Moto(std::process::Child, PathBuf);
@@ -1105,6 +1147,22 @@ fn main() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
         print_continuous(&report);
+        return;
+    }
+    if only == "iceberg" {
+        // The Iceberg projection's own figures, merged into the last full report.
+        let path = repo().join("target/bench/latest.json");
+        let mut report: Value = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| json!({}));
+        report["iceberg"] = iceberg_cases(&ctx, runs.min(3));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report["iceberg"]).unwrap()
+        );
         return;
     }
     eprintln!("bench: {events} events over {partitions} partitions, {runs} runs each");

@@ -760,30 +760,52 @@ fn iceberg_resume(
 ) -> IcebergResume {
     let text = std::fs::read_to_string(job).unwrap();
     let ice = job.with_file_name("resume-iceberg.toml");
-    std::fs::write(&ice, format!("{text}\n[iceberg]\nenabled = true\n")).unwrap();
+    // The Iceberg metadata alone (the Delta log's catch-up is timed above).
+    std::fs::write(
+        &ice,
+        format!("{text}\n[delta]\nenabled = false\n[iceberg]\nenabled = true\n"),
+    )
+    .unwrap();
     let parsed = sluice::config::Job::load(&ice).unwrap();
     let manifest = sluice::open_manifest(&parsed).unwrap();
     let dir = PathBuf::from("/").join(manifest.path("_sluice/log").as_ref());
     let (start_s, _, _, _) = ctx.timed(&["run", "--once"], &ice);
-    // Entries the metadata lacks (another job wrote them with Iceberg off), one file each.
+    // Entries the metadata lacks (another job wrote them with Iceberg off), one record and
+    // one file each, after whatever the runs above committed.
+    *state = rt().block_on(manifest.load()).unwrap();
+    let head = state.seq;
+    let end = state.partitions[0].end().unwrap_or(0);
     let behind = 1_000u64;
-    for seq in entries + 1..=entries + behind {
-        let mut e = rt()
-            .block_on(manifest.read_entry(entries))
-            .unwrap()
-            .unwrap();
+    sluice::ops::generate::produce(
+        &ctx.brokers,
+        topic,
+        &GenSpec {
+            count: behind,
+            partitions: 1,
+            first_id: entries,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let template = rt()
+        .block_on(manifest.read_entry(entries))
+        .unwrap()
+        .unwrap();
+    for (i, seq) in (head + 1..=head + behind).enumerate() {
+        let offset = end + i as i64;
+        let mut e = template.clone();
         e.seq = seq;
         e.commit_id = format!("c{seq}");
         e.committed_at_ms = seq as i64;
         e.ranges = vec![sluice::table::entry::OffsetRange::new(
             topic,
             0,
-            seq as i64 - 1,
-            seq as i64,
+            offset,
+            offset + 1,
         )];
-        e.files[0].path = format!("date=2026-11-24/hour=00/part-{topic}-0-{seq:020}-x.parquet");
-        e.files[0].first_offset = seq as i64 - 1;
-        e.files[0].next_offset = seq as i64;
+        e.files[0].path = format!("date=2026-11-24/hour=00/part-{topic}-0-{offset:020}-x.parquet");
+        e.files[0].first_offset = offset;
+        e.files[0].next_offset = offset + 1;
         std::fs::write(
             dir.join(format!("{seq:020}.json")),
             serde_json::to_vec(&e).unwrap(),
@@ -800,7 +822,7 @@ fn iceberg_resume(
         .unwrap();
     assert_eq!(
         latest.meta.sluice_entry().map(|e| e.0),
-        Some(entries + behind),
+        Some(head + behind),
         "the Iceberg metadata caught up"
     );
     IcebergResume {

@@ -8,7 +8,7 @@ use apache_avro::types::Value as Avro;
 use apache_avro::{Reader, Schema, Writer};
 use serde_json::json;
 
-use super::schema::{Spec, Transform};
+use super::schema::{PartType, PartValue, Spec};
 
 /// `status` of a manifest entry.
 pub const EXISTING: i32 = 0;
@@ -28,8 +28,8 @@ fn err(e: impl std::fmt::Display) -> AvroError {
 pub struct IceDataFile {
     /// Absolute (v2 requires it).
     pub path: String,
-    /// The value of the spec's partition field (`None`: unpartitioned or null).
-    pub partition: Option<i32>,
+    /// The value of each of the spec's fields (`None`: null).
+    pub partition: Vec<Option<PartValue>>,
     pub record_count: i64,
     pub size: i64,
     pub value_counts: Vec<(i32, i64)>,
@@ -63,8 +63,16 @@ pub struct ManifestFile {
     pub added_rows: i64,
     pub existing_rows: i64,
     pub deleted_rows: i64,
-    /// Of the spec's partition field: (contains null, lower, upper), `None` unpartitioned.
-    pub partition: Option<(bool, Option<i32>, Option<i32>)>,
+    /// Of each of the spec's fields: whether a file has a null, the lowest and the highest
+    /// value (Iceberg's single-value serialization).
+    pub partitions: Vec<FieldSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldSummary {
+    pub contains_null: bool,
+    pub lower: Option<Vec<u8>>,
+    pub upper: Option<Vec<u8>>,
 }
 
 impl ManifestFile {
@@ -94,23 +102,24 @@ fn counts_map(name: &str, id: i32, key: i32, value: i32, value_type: &str) -> se
     })
 }
 
-/// The Avro type of the spec's partition values: an hour is an int, a day a date.
-fn partition_type(t: Transform) -> serde_json::Value {
+/// The Avro type of partition values.
+fn partition_type(t: PartType) -> serde_json::Value {
     match t {
-        Transform::Hour => json!("int"),
-        Transform::Day => json!({"type": "int", "logicalType": "date"}),
+        PartType::Int => json!("int"),
+        PartType::Date => json!({"type": "int", "logicalType": "date"}),
+        PartType::Str => json!("string"),
     }
 }
 
 /// The `manifest_entry` schema (format v2) of a spec.
 pub fn manifest_schema(spec: &Spec) -> serde_json::Value {
     let partition_fields: Vec<serde_json::Value> = spec
-        .field
+        .fields
         .iter()
         .map(|f| {
             json!({
                 "name": f.name,
-                "type": ["null", partition_type(f.transform)],
+                "type": ["null", partition_type(f.ty)],
                 "default": null,
                 "field-id": f.field_id,
             })
@@ -278,21 +287,19 @@ pub fn write_manifest(
     table_schema: &serde_json::Value,
     entries: &[ManifestEntry],
 ) -> Result<Vec<u8>, AvroError> {
-    let day = spec
-        .field
-        .as_ref()
-        .is_some_and(|f| f.transform == Transform::Day);
     let values = entries
         .iter()
         .map(|e| {
             let part: Vec<(String, Avro)> = spec
-                .field
+                .fields
                 .iter()
-                .map(|f| {
-                    let v = e
-                        .file
-                        .partition
-                        .map(|p| if day { Avro::Date(p) } else { Avro::Int(p) });
+                .enumerate()
+                .map(|(i, f)| {
+                    let v = e.file.partition.get(i).cloned().flatten().map(|p| match p {
+                        PartValue::Int(v) => Avro::Int(v),
+                        PartValue::Date(v) => Avro::Date(v),
+                        PartValue::Str(v) => Avro::String(v),
+                    });
                     (f.name.clone(), null_or(v))
                 })
                 .collect();
@@ -347,17 +354,29 @@ pub fn write_manifest_list(
     seq: i64,
     manifests: &[ManifestFile],
 ) -> Result<Vec<u8>, AvroError> {
-    let bound = |v: Option<i32>| v.map(|p| Avro::Bytes(p.to_le_bytes().to_vec()));
     let values = manifests
         .iter()
         .map(|m| {
-            let partitions = m.partition.map(|(nulls, lo, hi)| {
-                Avro::Array(vec![Avro::Record(vec![
-                    ("contains_null".into(), Avro::Boolean(nulls)),
-                    ("contains_nan".into(), null_or(None)),
-                    ("lower_bound".into(), null_or(bound(lo))),
-                    ("upper_bound".into(), null_or(bound(hi))),
-                ])])
+            let partitions = (!m.partitions.is_empty()).then(|| {
+                Avro::Array(
+                    m.partitions
+                        .iter()
+                        .map(|f| {
+                            Avro::Record(vec![
+                                ("contains_null".into(), Avro::Boolean(f.contains_null)),
+                                ("contains_nan".into(), null_or(None)),
+                                (
+                                    "lower_bound".into(),
+                                    null_or(f.lower.clone().map(Avro::Bytes)),
+                                ),
+                                (
+                                    "upper_bound".into(),
+                                    null_or(f.upper.clone().map(Avro::Bytes)),
+                                ),
+                            ])
+                        })
+                        .collect(),
+                )
             });
             Avro::Record(vec![
                 ("manifest_path".into(), Avro::String(m.path.clone())),
@@ -460,8 +479,16 @@ pub fn read_manifest(body: &[u8]) -> Result<Vec<ManifestEntry>, AvroError> {
         let mut r = record(v.map_err(err)?)?;
         let mut f = record(take(&mut r, "data_file"))?;
         let partition = match take(&mut f, "partition") {
-            Avro::Record(fields) => fields.into_iter().next().and_then(|(_, v)| int(unwrap(v))),
-            _ => None,
+            Avro::Record(fields) => fields
+                .into_iter()
+                .map(|(_, v)| match unwrap(v) {
+                    Avro::Int(v) => Some(PartValue::Int(v)),
+                    Avro::Date(v) => Some(PartValue::Date(v)),
+                    Avro::String(v) => Some(PartValue::Str(v)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
         };
         out.push(ManifestEntry {
             status: int(take(&mut r, "status")).ok_or_else(|| missing("status"))?,
@@ -489,22 +516,19 @@ pub fn read_manifest_list(body: &[u8]) -> Result<Vec<ManifestFile>, AvroError> {
     let mut out = Vec::new();
     for v in reader {
         let mut r = record(v.map_err(err)?)?;
-        let partition = match take(&mut r, "partitions") {
-            Avro::Array(items) => match items.into_iter().next() {
-                Some(item) => {
+        let partitions = match take(&mut r, "partitions") {
+            Avro::Array(items) => items
+                .into_iter()
+                .map(|item| {
                     let mut s = record(item)?;
-                    let b = |v: Avro| {
-                        bytes(v).and_then(|b| <[u8; 4]>::try_from(b).ok().map(i32::from_le_bytes))
-                    };
-                    Some((
-                        matches!(take(&mut s, "contains_null"), Avro::Boolean(true)),
-                        b(take(&mut s, "lower_bound")),
-                        b(take(&mut s, "upper_bound")),
-                    ))
-                }
-                None => None,
-            },
-            _ => None,
+                    Ok(FieldSummary {
+                        contains_null: matches!(take(&mut s, "contains_null"), Avro::Boolean(true)),
+                        lower: bytes(take(&mut s, "lower_bound")),
+                        upper: bytes(take(&mut s, "upper_bound")),
+                    })
+                })
+                .collect::<Result<Vec<_>, AvroError>>()?,
+            _ => Vec::new(),
         };
         let n = |r: &mut HashMap<String, Avro>, k: &str| long(take(r, k)).ok_or_else(|| missing(k));
         out.push(ManifestFile {
@@ -520,7 +544,7 @@ pub fn read_manifest_list(body: &[u8]) -> Result<Vec<ManifestFile>, AvroError> {
             added_rows: n(&mut r, "added_rows_count")?,
             existing_rows: n(&mut r, "existing_rows_count")?,
             deleted_rows: n(&mut r, "deleted_rows_count")?,
-            partition,
+            partitions,
         });
     }
     Ok(out)
@@ -529,18 +553,24 @@ pub fn read_manifest_list(body: &[u8]) -> Result<Vec<ManifestFile>, AvroError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::iceberg::schema::SpecField;
+    use crate::table::iceberg::schema::{SpecField, Transform};
 
     #[test]
     fn manifests_and_lists_read_back_and_carry_field_ids_and_headers() {
+        let field = |id: i32, name: &str, transform, ty| SpecField {
+            source_id: id,
+            field_id: 997 + id,
+            name: name.into(),
+            transform,
+            ty,
+        };
         let spec = Spec {
             id: 1,
-            field: Some(SpecField {
-                source_id: 3,
-                field_id: 1000,
-                name: "ts_day".into(),
-                transform: Transform::Day,
-            }),
+            fields: vec![
+                field(3, "date", Transform::Identity, PartType::Date),
+                field(4, "region", Transform::Identity, PartType::Str),
+                field(5, "ts_hour", Transform::Hour, PartType::Int),
+            ],
         };
         let schema = json!({"type": "struct", "schema-id": 0, "fields": []});
         let entries = vec![
@@ -550,7 +580,11 @@ mod tests {
                 seq: None,
                 file: IceDataFile {
                     path: "/t/a.parquet".into(),
-                    partition: Some(20_000),
+                    partition: vec![
+                        Some(PartValue::Date(20_000)),
+                        Some(PartValue::Str("eu".into())),
+                        Some(PartValue::Int(480_000)),
+                    ],
                     record_count: 10,
                     size: 100,
                     value_counts: vec![(1, 10)],
@@ -565,7 +599,7 @@ mod tests {
                 seq: Some(3),
                 file: IceDataFile {
                     path: "/t/b.parquet".into(),
-                    partition: None,
+                    partition: vec![None, None, None],
                     record_count: 1,
                     size: 1,
                     value_counts: vec![],
@@ -585,6 +619,7 @@ mod tests {
         for needle in [
             "\"field-id\":102",
             "\"field-id\":1000",
+            "\"field-id\":1002",
             "\"logicalType\":\"map\"",
             "\"logicalType\":\"date\"",
         ] {
@@ -603,7 +638,18 @@ mod tests {
             added_rows: 10,
             existing_rows: 1,
             deleted_rows: 0,
-            partition: Some((true, Some(20_000), Some(20_000))),
+            partitions: vec![
+                FieldSummary {
+                    contains_null: true,
+                    lower: Some(20_000i32.to_le_bytes().to_vec()),
+                    upper: Some(20_000i32.to_le_bytes().to_vec()),
+                },
+                FieldSummary {
+                    contains_null: false,
+                    lower: Some(b"eu".to_vec()),
+                    upper: Some(b"us".to_vec()),
+                },
+            ],
         }];
         let body = write_manifest_list(7, Some(5), 4, &list).unwrap();
         assert_eq!(read_manifest_list(&body).unwrap(), list);

@@ -7,20 +7,23 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::{json, Value};
 
 use super::avro::{
-    write_manifest, write_manifest_list, AvroError, IceDataFile, ManifestEntry, ManifestFile,
-    ADDED, DELETED, EXISTING,
+    write_manifest, write_manifest_list, AvroError, FieldSummary, IceDataFile, ManifestEntry,
+    ManifestFile, ADDED, DELETED, EXISTING,
 };
 use super::metadata::{
     MetadataLog, Snapshot, SnapshotLog, TableMetadata, SUMMARY_COMMIT_ID, SUMMARY_KIND,
     SUMMARY_OFFSETS, SUMMARY_SEQ,
 };
 use super::schema::{
-    iceberg_name, iceberg_schema, name_mapping, same_fields, IceSchema, Spec, SpecField, Transform,
+    iceberg_name, iceberg_schema, name_mapping, same_fields, top_types, IceSchema, PartType,
+    PartValue, Spec, Transform,
 };
 use crate::table::entry::{
     DataFile, EntryKind, FileStats, OffsetRange, SchemaDef, DEAD_LETTER_DIR,
 };
 
+/// The table property naming the layout's folder columns (identity partitions).
+const PARTITION_COLUMNS: &str = "sluice.partition-columns";
 /// More manifests than this in a snapshot, and the small ones are merged into one.
 pub const MERGE_AT: usize = 100;
 /// A manifest with this many live files or more is left as it is by a merge.
@@ -176,14 +179,18 @@ pub fn project(
         .collect();
     meta.properties
         .insert("schema.name-mapping.default".into(), name_mapping(&schemas));
-    let default_spec = choose_spec(&mut meta, &schema, ctx);
+    let (full_spec, folders_spec) = choose_specs(&mut meta, &schema, ctx);
+    let types = top_types(&meta.schemas);
     let specs: BTreeMap<i32, Spec> = meta
         .partition_specs
         .iter()
-        .filter_map(Spec::parse)
+        .filter_map(|s| Spec::parse(s, &types))
         .map(|s| (s.id, s))
         .collect();
-    let unpartitioned = Spec { id: 0, field: None };
+    let unpartitioned = Spec {
+        id: 0,
+        fields: Vec::new(),
+    };
     let spec_of = |id: i32| specs.get(&id).unwrap_or(&unpartitioned);
 
     let mut files = Vec::new();
@@ -209,12 +216,15 @@ pub fn project(
     let mut added_rows = 0i64;
     let mut added_size = 0i64;
     for f in c.added {
-        let (spec_id, value) = match spec_of(default_spec).field.as_ref() {
-            Some(sf) => match sf.transform.value(f.window_start_ms, f.window_end_ms) {
-                Some(v) => (default_spec, Some(v)),
-                None => (0, None),
-            },
-            None => (0, None),
+        // The full spec when the file's window has one hour (day) of event time, else the
+        // folders' alone.
+        let (spec_id, values) = match partition_values(spec_of(full_spec), f) {
+            Some(values) => (full_spec, values),
+            None => {
+                let values = partition_values(spec_of(folders_spec), f)
+                    .unwrap_or_else(|| vec![None; spec_of(folders_spec).fields.len()]);
+                (folders_spec, values)
+            }
         };
         added_rows += f.rows as i64;
         added_size += f.bytes as i64;
@@ -222,7 +232,7 @@ pub fn project(
             status: ADDED,
             snapshot_id: sid,
             seq: None,
-            file: data_file(f, ctx, &schema, value),
+            file: data_file(f, ctx, &schema, values),
         });
     }
     for (spec_id, entries) in added {
@@ -463,6 +473,8 @@ fn new_metadata(ctx: &Ctx, at_ms: i64) -> TableMetadata {
 
 /// Makes `def` the current schema: ids kept by name, a new schema id when the fields differ.
 fn evolve_schema(meta: &mut TableMetadata, def: &SchemaDef) -> Result<(), ProjectError> {
+    meta.properties
+        .insert(PARTITION_COLUMNS.into(), def.partition_columns.join(","));
     let mut known = BTreeMap::new();
     for s in &meta.schemas {
         known.extend(IceSchema { json: s.clone() }.ids());
@@ -495,45 +507,109 @@ fn evolve_schema(meta: &mut TableMetadata, def: &SchemaDef) -> Result<(), Projec
     Ok(())
 }
 
-/// The spec new files take: the event-time column's hour or day when the window fits in one,
-/// added to the metadata when it is new. Returns its id (0: unpartitioned).
-fn choose_spec(meta: &mut TableMetadata, schema: &IceSchema, ctx: &Ctx) -> i32 {
-    let wanted = ctx.event_time.as_deref().and_then(|col| {
+/// The specs new files take: the layout's folder columns (identity), then the event-time
+/// column's hour or day when the window fits in one; and the folders' alone, for a file whose
+/// window does not. Each is added to the metadata when it is new; returns their ids (0:
+/// unpartitioned). The full one is the default.
+fn choose_specs(meta: &mut TableMetadata, schema: &IceSchema, ctx: &Ctx) -> (i32, i32) {
+    let folders: Vec<(i32, Transform, String)> = meta
+        .properties
+        .get(PARTITION_COLUMNS)
+        .map(|v| {
+            v.split(',')
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|name| {
+            let (id, ty) = schema.top(&name)?;
+            matches!(ty.as_deref()?, "int" | "date" | "string").then_some((
+                id,
+                Transform::Identity,
+                name,
+            ))
+        })
+        .collect();
+    let event_time = ctx.event_time.as_deref().and_then(|col| {
         let (source_id, ty) = schema.top(col)?;
         let transform = Transform::for_window(ctx.window_ms?)?;
         match (ty.as_deref()?, transform) {
-            ("timestamptz" | "timestamp", t) => Some((col, source_id, t)),
-            ("date", Transform::Day) => Some((col, source_id, Transform::Day)),
+            ("timestamptz" | "timestamp", t) => Some((source_id, t, format!("{col}_{}", t.name()))),
+            ("date", Transform::Day) => Some((source_id, Transform::Day, format!("{col}_day"))),
             _ => None,
         }
     });
-    let Some((col, source_id, transform)) = wanted else {
-        meta.default_spec_id = 0;
+    let mut full = folders.clone();
+    full.extend(event_time);
+    let full_id = spec_id(meta, &full);
+    let folders_id = spec_id(meta, &folders);
+    meta.default_spec_id = full_id;
+    (full_id, folders_id)
+}
+
+/// The id of the spec of these fields, added to the metadata when no spec is.
+fn spec_id(meta: &mut TableMetadata, fields: &[(i32, Transform, String)]) -> i32 {
+    if fields.is_empty() {
         return 0;
-    };
+    }
+    let types = top_types(&meta.schemas);
     let specs: Vec<Spec> = meta
         .partition_specs
         .iter()
-        .filter_map(Spec::parse)
+        .filter_map(|s| Spec::parse(s, &types))
         .collect();
-    if let Some(s) = specs.iter().find(|s| s.same_as(source_id, transform)) {
-        meta.default_spec_id = s.id;
+    let wanted: Vec<(i32, Transform)> = fields.iter().map(|(id, t, _)| (*id, *t)).collect();
+    if let Some(s) = specs.iter().find(|s| s.same_as(&wanted)) {
         return s.id;
     }
-    let id = specs.iter().map(|s| s.id).max().unwrap_or(0) + 1;
-    meta.last_partition_id += 1;
-    let spec = Spec {
-        id,
-        field: Some(SpecField {
-            source_id,
-            field_id: meta.last_partition_id,
-            name: format!("{col}_{}", transform.name()),
-            transform,
-        }),
-    };
-    meta.partition_specs.push(spec.json());
-    meta.default_spec_id = id;
+    let id = meta
+        .partition_specs
+        .iter()
+        .filter_map(|s| s["spec-id"].as_i64())
+        .max()
+        .map_or(1, |m| m as i32 + 1);
+    let fields = fields
+        .iter()
+        .map(|(source_id, transform, name)| {
+            meta.last_partition_id += 1;
+            json!({
+                "source-id": source_id,
+                "field-id": meta.last_partition_id,
+                "name": name,
+                "transform": transform.name(),
+            })
+        })
+        .collect::<Vec<_>>();
+    meta.partition_specs
+        .push(json!({"spec-id": id, "fields": fields}));
     id
+}
+
+/// A file's values for each field of `spec`: the folders' from its path, the hour or day from
+/// its window; `None` when the window has more than one.
+fn partition_values(spec: &Spec, f: &DataFile) -> Option<Vec<Option<PartValue>>> {
+    let folders = crate::table::delta::action::partition_values(&f.path);
+    spec.fields
+        .iter()
+        .map(|field| match field.transform {
+            Transform::Identity => Some(
+                folders
+                    .get(&field.name)
+                    .cloned()
+                    .flatten()
+                    .and_then(|v| field.ty.parse(&v)),
+            ),
+            t => {
+                let v = t.value(f.window_start_ms, f.window_end_ms)?;
+                Some(Some(match field.ty {
+                    PartType::Date => PartValue::Date(v),
+                    _ => PartValue::Int(v),
+                }))
+            }
+        })
+        .collect()
 }
 
 /// Expires snapshots older than the retention or beyond the newest `max_snapshots` (never the
@@ -575,10 +651,12 @@ fn summarize(
         added_rows: 0,
         existing_rows: 0,
         deleted_rows: 0,
-        partition: None,
+        partitions: Vec::new(),
     };
-    let mut nulls = false;
-    let (mut lo, mut hi): (Option<i32>, Option<i32>) = (None, None);
+    let n = spec.fields.len();
+    let mut nulls = vec![false; n];
+    let mut lo: Vec<Option<&PartValue>> = vec![None; n];
+    let mut hi: Vec<Option<&PartValue>> = vec![None; n];
     for e in entries {
         let rows = e.file.record_count;
         match e.status {
@@ -598,23 +676,34 @@ fn summarize(
         if e.status != DELETED {
             m.min_seq = m.min_seq.min(e.seq.unwrap_or(seq));
         }
-        match e.file.partition {
-            None => nulls = true,
-            Some(v) => {
-                lo = Some(lo.map_or(v, |l| l.min(v)));
-                hi = Some(hi.map_or(v, |h| h.max(v)));
+        for i in 0..n {
+            match e.file.partition.get(i).and_then(Option::as_ref) {
+                None => nulls[i] = true,
+                Some(v) => {
+                    lo[i] = Some(lo[i].map_or(v, |l| l.min(v)));
+                    hi[i] = Some(hi[i].map_or(v, |h| h.max(v)));
+                }
             }
         }
     }
-    if spec.field.is_some() {
-        m.partition = Some((nulls, lo, hi));
-    }
+    m.partitions = (0..n)
+        .map(|i| FieldSummary {
+            contains_null: nulls[i],
+            lower: lo[i].map(PartValue::bytes),
+            upper: hi[i].map(PartValue::bytes),
+        })
+        .collect();
     m
 }
 
 /// A data file's manifest record: absolute path, partition value, counts and bounds of its
 /// top-level columns from the entry's statistics.
-fn data_file(f: &DataFile, ctx: &Ctx, schema: &IceSchema, partition: Option<i32>) -> IceDataFile {
+fn data_file(
+    f: &DataFile,
+    ctx: &Ctx,
+    schema: &IceSchema,
+    partition: Vec<Option<PartValue>>,
+) -> IceDataFile {
     let mut out = IceDataFile {
         path: ctx.abs(&f.path),
         partition,

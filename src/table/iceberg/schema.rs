@@ -1,6 +1,7 @@
-//! The table's schema as an Iceberg schema: the data files' columns (the Delta schema without
-//! the layout's folder columns, which no data file holds) with field ids that are kept by name
-//! across schema changes and never reused, the `schema.name-mapping.default` that maps the
+//! The table's schema as an Iceberg schema: the Delta schema's columns (the layout's folder
+//! columns too, which no data file holds: they are identity partitions, whose values engines
+//! read from the manifests) with field ids that are kept by name across schema changes and
+//! never reused, the `schema.name-mapping.default` that maps the
 //! Parquet files' columns (written without field ids) to them, and the partition spec the
 //! window gives.
 
@@ -133,7 +134,7 @@ impl Ids<'_> {
     }
 }
 
-/// The Iceberg schema of `def` (its data-file columns), with ids kept from `known` (every name
+/// The Iceberg schema of `def`, with ids kept from `known` (every name
 /// path of the table's earlier schemas) and new ids after `last_id`; returns the schema (its
 /// `schema-id` to be set by the caller) and the new last column id.
 pub fn iceberg_schema(
@@ -147,9 +148,6 @@ pub fn iceberg_schema(
     let mut fields = Vec::new();
     for f in delta["fields"].as_array().into_iter().flatten() {
         let name = f["name"].as_str().unwrap_or_default();
-        if def.partition_columns.iter().any(|p| p == name) {
-            continue;
-        }
         let mut f = f.clone();
         f["name"] = json!(iceberg_name(name));
         fields.push(field(&f, "", &mut ids)?);
@@ -318,10 +316,13 @@ fn schema_mapping(schema: &IceSchema) -> String {
     Value::Array(fields(&schema.json)).to_string()
 }
 
-/// A partition transform sluice writes: the event-time column's hour or day, which every file
-/// of a window that fits in one hour (one day) has a single value of.
+/// A partition transform sluice writes: a layout folder's value as it is (`identity`; the
+/// data files do not hold the column, engines read its value from the manifests), or the
+/// event-time column's hour or day, which every file of a window that fits in one hour (one
+/// day) has a single value of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transform {
+    Identity,
     Hour,
     Day,
 }
@@ -329,15 +330,17 @@ pub enum Transform {
 impl Transform {
     pub fn name(self) -> &'static str {
         match self {
+            Transform::Identity => "identity",
             Transform::Hour => "hour",
             Transform::Day => "day",
         }
     }
 
-    fn unit_ms(self) -> i64 {
+    fn unit_ms(self) -> Option<i64> {
         match self {
-            Transform::Hour => 3_600_000,
-            Transform::Day => 86_400_000,
+            Transform::Identity => None,
+            Transform::Hour => Some(3_600_000),
+            Transform::Day => Some(86_400_000),
         }
     }
 
@@ -346,13 +349,13 @@ impl Transform {
     pub fn for_window(window_ms: i64) -> Option<Transform> {
         [Transform::Hour, Transform::Day]
             .into_iter()
-            .find(|t| window_ms > 0 && t.unit_ms() % window_ms == 0)
+            .find(|t| window_ms > 0 && t.unit_ms().is_some_and(|u| u % window_ms == 0))
     }
 
-    /// The partition value of a file whose rows' event times lie in `[start_ms, end_ms)`, if
-    /// they all have the same one.
+    /// The hour or day of a file whose rows' event times lie in `[start_ms, end_ms)`, if they
+    /// all have the same one.
     pub fn value(self, start_ms: i64, end_ms: i64) -> Option<i32> {
-        let unit = self.unit_ms();
+        let unit = self.unit_ms()?;
         let first = start_ms.div_euclid(unit);
         let last = (end_ms - 1).div_euclid(unit);
         (end_ms > start_ms && first == last)
@@ -361,11 +364,65 @@ impl Transform {
     }
 }
 
-/// A partition spec: its id and its one field (none: unpartitioned).
+/// The type of a partition value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartType {
+    Int,
+    Date,
+    Str,
+}
+
+impl PartType {
+    /// The partition type of an Iceberg primitive type sluice partitions by identity.
+    fn of(ty: &str) -> Option<PartType> {
+        match ty {
+            "int" => Some(PartType::Int),
+            "date" => Some(PartType::Date),
+            "string" => Some(PartType::Str),
+            _ => None,
+        }
+    }
+
+    /// A folder's value as a partition value of this type.
+    pub fn parse(self, text: &str) -> Option<PartValue> {
+        match self {
+            PartType::Int => text.parse().ok().map(PartValue::Int),
+            PartType::Date => {
+                let d = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+                let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+                i32::try_from((d - epoch).num_days())
+                    .ok()
+                    .map(PartValue::Date)
+            }
+            PartType::Str => Some(PartValue::Str(text.to_string())),
+        }
+    }
+}
+
+/// A partition value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PartValue {
+    Int(i32),
+    /// Days since 1970-01-01.
+    Date(i32),
+    Str(String),
+}
+
+impl PartValue {
+    /// Iceberg's single-value serialization (the manifest list's bounds).
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            PartValue::Int(v) | PartValue::Date(v) => v.to_le_bytes().to_vec(),
+            PartValue::Str(s) => s.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// A partition spec: its id and its fields (none: unpartitioned).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
     pub id: i32,
-    pub field: Option<SpecField>,
+    pub fields: Vec<SpecField>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -374,6 +431,8 @@ pub struct SpecField {
     pub field_id: i32,
     pub name: String,
     pub transform: Transform,
+    /// The type of its values.
+    pub ty: PartType,
 }
 
 impl Spec {
@@ -383,7 +442,7 @@ impl Spec {
 
     pub fn fields_json(&self) -> Value {
         Value::Array(
-            self.field
+            self.fields
                 .iter()
                 .map(|f| {
                     json!({
@@ -397,33 +456,56 @@ impl Spec {
         )
     }
 
-    /// Reads a spec of the metadata (`None`: one sluice does not write).
-    pub fn parse(v: &Value) -> Option<Spec> {
+    /// Reads a spec of the metadata, `types` giving the Iceberg type of each top-level
+    /// field id (`None`: a spec sluice does not write).
+    pub fn parse(v: &Value, types: &BTreeMap<i32, String>) -> Option<Spec> {
         let id = v["spec-id"].as_i64()? as i32;
-        let fields = v["fields"].as_array()?;
-        let field = match fields.as_slice() {
-            [] => None,
-            [f] => Some(SpecField {
-                source_id: f["source-id"].as_i64()? as i32,
-                field_id: f["field-id"].as_i64()? as i32,
-                name: f["name"].as_str()?.to_string(),
-                transform: match f["transform"].as_str()? {
+        let fields = v["fields"]
+            .as_array()?
+            .iter()
+            .map(|f| {
+                let source_id = f["source-id"].as_i64()? as i32;
+                let transform = match f["transform"].as_str()? {
+                    "identity" => Transform::Identity,
                     "hour" => Transform::Hour,
                     "day" => Transform::Day,
                     _ => return None,
-                },
-            }),
-            _ => return None,
-        };
-        Some(Spec { id, field })
+                };
+                let ty = match transform {
+                    Transform::Identity => PartType::of(types.get(&source_id)?)?,
+                    Transform::Hour => PartType::Int,
+                    Transform::Day => PartType::Date,
+                };
+                Some(SpecField {
+                    source_id,
+                    field_id: f["field-id"].as_i64()? as i32,
+                    name: f["name"].as_str()?.to_string(),
+                    transform,
+                    ty,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Spec { id, fields })
     }
 
-    /// Whether two specs partition alike (whatever their ids).
-    pub fn same_as(&self, source_id: i32, transform: Transform) -> bool {
-        self.field
-            .as_ref()
-            .is_some_and(|f| f.source_id == source_id && f.transform == transform)
+    /// Whether the spec partitions by exactly these `(source id, transform)`s, in order.
+    pub fn same_as(&self, wanted: &[(i32, Transform)]) -> bool {
+        self.fields.len() == wanted.len()
+            && self
+                .fields
+                .iter()
+                .zip(wanted)
+                .all(|(f, (id, t))| f.source_id == *id && f.transform == *t)
     }
+}
+
+/// The Iceberg type of every top-level field of every schema, by id.
+pub fn top_types(schemas: &[Value]) -> BTreeMap<i32, String> {
+    schemas
+        .iter()
+        .flat_map(|s| s["fields"].as_array().into_iter().flatten())
+        .filter_map(|f| Some((f["id"].as_i64()? as i32, f["type"].as_str()?.to_string())))
+        .collect()
 }
 
 #[cfg(test)]
@@ -467,7 +549,10 @@ mod tests {
             .iter()
             .map(|f| f["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["id", "amount", "ts", "tags", "m", "inner"]);
+        assert_eq!(
+            names,
+            ["id", "amount", "ts", "tags", "m", "inner", "date", "hour"]
+        );
         assert_eq!(
             s1.top("amount").unwrap().1.as_deref(),
             Some("decimal(18, 2)")
@@ -533,5 +618,30 @@ mod tests {
         assert_eq!(Transform::Hour.value(5 * h, 6 * h + 1), None);
         assert_eq!(Transform::Hour.value(-h, 0), Some(-1));
         assert_eq!(Transform::Day.value(24 * h, 30 * h), Some(1));
+        assert_eq!(Transform::Identity.value(0, h), None);
+        assert_eq!(PartType::Date.parse("1970-01-03"), Some(PartValue::Date(2)));
+        assert_eq!(PartType::Int.parse("07"), Some(PartValue::Int(7)));
+        assert_eq!(PartType::Int.parse("x"), None);
+        let types = BTreeMap::from([(3, "date".to_string()), (4, "string".to_string())]);
+        let spec = json!({"spec-id": 2, "fields": [
+            {"source-id": 3, "field-id": 1000, "name": "date", "transform": "identity"},
+            {"source-id": 4, "field-id": 1001, "name": "region", "transform": "identity"},
+            {"source-id": 5, "field-id": 1002, "name": "ts_hour", "transform": "hour"},
+        ]});
+        let parsed = Spec::parse(&spec, &types).unwrap();
+        assert_eq!(
+            parsed.fields.iter().map(|f| f.ty).collect::<Vec<_>>(),
+            [PartType::Date, PartType::Str, PartType::Int]
+        );
+        assert!(parsed.same_as(&[
+            (3, Transform::Identity),
+            (4, Transform::Identity),
+            (5, Transform::Hour)
+        ]));
+        assert_eq!(parsed.json(), spec);
+        // A spec on a field of another type, or with another transform, is not sluice's.
+        let bucket = json!({"spec-id": 3, "fields": [
+            {"source-id": 3, "field-id": 1000, "name": "b", "transform": "bucket[4]"}]});
+        assert!(Spec::parse(&bucket, &types).is_none());
     }
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::table::entry::{test_file, StatsJson};
+use crate::table::iceberg::avro::FieldSummary;
 
 const H: i64 = 3_600_000;
 
@@ -125,20 +126,27 @@ fn snapshots_follow_entries_and_removals_rewrite_their_manifests() {
         "30"
     );
     assert_eq!(meta.sluice_entry(), Some((1, "c1")));
-    // The window is an hour: the spec is hour(ts), the layout's `date` is not a column.
+    // The window is an hour: the spec is the layout's `date` folder (identity), then hour(ts).
     assert_eq!(meta.default_spec_id, 1);
-    assert_eq!(meta.partition_specs[1]["fields"][0]["transform"], "hour");
+    assert_eq!(
+        meta.partition_specs[1]["fields"][0]["transform"],
+        "identity"
+    );
+    assert_eq!(meta.partition_specs[1]["fields"][1]["transform"], "hour");
     let names: Vec<_> = meta.current_schema().unwrap()["fields"]
         .as_array()
         .unwrap()
         .iter()
         .map(|f| f["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["event_id", "ts", "_offset"]);
+    assert_eq!(names, ["event_id", "ts", "_offset", "date"]);
     let s = run.state.clone().unwrap();
     assert_eq!(s.manifests.len(), 1);
     let entries = &s.contents[&s.manifests[0].path];
-    assert_eq!(entries[0].file.partition, Some(5));
+    assert_eq!(
+        entries[0].file.partition,
+        vec![Some(PartValue::Date(0)), Some(PartValue::Int(5))]
+    );
     assert_eq!(
         entries[0].file.path,
         "/lake/t/date=1970-01-01/hour=5/".to_string() + a.path.rsplit('/').next().unwrap()
@@ -147,7 +155,22 @@ fn snapshots_follow_entries_and_removals_rewrite_their_manifests() {
         entries[0].file.lower,
         vec![(3, 0i64.to_le_bytes().to_vec())]
     );
-    assert_eq!(s.manifests[0].partition, Some((false, Some(5), Some(6))));
+    let bytes = |v: i32| Some(v.to_le_bytes().to_vec());
+    assert_eq!(
+        s.manifests[0].partitions,
+        vec![
+            FieldSummary {
+                contains_null: false,
+                lower: bytes(0),
+                upper: bytes(0)
+            },
+            FieldSummary {
+                contains_null: false,
+                lower: bytes(5),
+                upper: bytes(6)
+            },
+        ]
+    );
 
     let c = file(0, 10, 15, 5);
     run.apply(EntryKind::Append, std::slice::from_ref(&c), &[]);
@@ -228,10 +251,27 @@ fn manifests_merge_past_the_limit_and_snapshots_expire() {
     let mut six = Run::new(6 * H);
     six.apply(EntryKind::Append, &[file(0, 0, 1, 5)], &[]);
     let s = six.state.unwrap();
-    assert_eq!(s.meta.partition_specs[1]["fields"][0]["transform"], "day");
+    assert_eq!(s.meta.partition_specs[1]["fields"][1]["transform"], "day");
     let mut long = Run::new(48 * H);
     long.apply(EntryKind::Append, &[file(0, 0, 1, 5)], &[]);
-    assert_eq!(long.state.unwrap().meta.default_spec_id, 0);
+    let meta = long.state.unwrap().meta;
+    let spec = &meta.partition_specs[meta.default_spec_id as usize]["fields"];
+    assert_eq!(
+        spec.as_array().unwrap().len(),
+        1,
+        "the folder alone: {spec}"
+    );
+    // A file whose window has two hours takes the folders' spec.
+    let mut two = Run::new(H);
+    let mut f = file(0, 0, 1, 5);
+    f.window_end_ms += H;
+    two.apply(EntryKind::Append, &[f], &[]);
+    let s = two.state.unwrap();
+    assert_eq!(s.manifests[0].spec_id, 2);
+    assert_eq!(
+        s.contents[&s.manifests[0].path][0].file.partition,
+        vec![Some(PartValue::Date(0))]
+    );
 }
 
 #[test]
@@ -253,7 +293,13 @@ fn a_schema_change_adds_a_schema_with_new_ids() {
     let meta = out.state.meta;
     assert_eq!(meta.schemas.len(), 2);
     assert_eq!(meta.current_schema_id, 1);
-    assert_eq!(meta.last_column_id, 4);
-    assert_eq!(meta.current_schema().unwrap()["fields"][3]["id"], 4);
+    // event_id, ts, _offset, date took 1..=4; amount, new, takes 5.
+    assert_eq!(meta.last_column_id, 5);
+    assert_eq!(
+        meta.current_schema().unwrap()["fields"][3]["name"],
+        "amount"
+    );
+    assert_eq!(meta.current_schema().unwrap()["fields"][3]["id"], 5);
+    assert_eq!(meta.current_schema().unwrap()["fields"][4]["id"], 4);
     assert!(meta.properties["schema.name-mapping.default"].contains("\"amount\""));
 }

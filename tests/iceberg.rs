@@ -45,7 +45,11 @@ fn every_type_reads_alike_in_every_iceberg_reader_and_spark_reads_the_delta_log_
             // The layout's folder columns: the window of the event time.
             let ts = want["ts"].as_str().unwrap();
             assert_eq!(got["date"], &ts[..10], "{engine}: {got}");
-            assert_eq!(got["hour"], ts[11..13].parse::<i64>().unwrap(), "{engine}: {got}");
+            assert_eq!(
+                got["hour"],
+                ts[11..13].parse::<i64>().unwrap(),
+                "{engine}: {got}"
+            );
         }
     };
     let mut seen: Vec<(String, Vec<Value>)> = Vec::new();

@@ -63,7 +63,7 @@ broker:
 broker-stop:
 	tests/support/broker.sh stop $(BROKER_DIR)
 
-# DuckDB with its Delta extension (offline, from .tools/venv): make sql Q="SELECT count(*) FROM delta_scan('warehouse/orders')"
+# DuckDB with its Delta and Iceberg extensions (offline, from .tools/venv): make sql Q="SELECT count(*) FROM delta_scan('warehouse/orders')" (or iceberg_scan)
 sql:
 	@.tools/venv/bin/python tests/support/sql.py "$(Q)"
 

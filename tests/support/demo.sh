@@ -61,6 +61,11 @@ print(con.sql("""
          sum(amount) FILTER (WHERE status = 'CAPTURED') AS captured
   FROM payments GROUP BY ALL ORDER BY ALL"""))
 print(con.sql("SELECT currency, count(*) AS events, sum(amount) AS volume FROM payments GROUP BY 1 ORDER BY 3 DESC"))
+# The same table through its Iceberg metadata (the job opts in): the same rows, each once.
+print(con.sql(f"""
+  SELECT 'delta' AS read_through, count(*) AS events, count(DISTINCT (_partition, _offset)) AS offsets FROM delta_scan('{table}')
+  UNION ALL
+  SELECT 'iceberg', count(*), count(DISTINCT (_kafka_partition, _offset)) FROM iceberg_scan('{table}')"""))
 # Dead letters are not part of the Delta table: the manifest lists them.
 out = subprocess.run([sluice, "files", "--job", job, "--dead-letters"], check=True, capture_output=True, text=True)
 dead = [f.removeprefix("file://") for f in out.stdout.split()]

@@ -107,13 +107,16 @@ fn a_broker_killed_restarted_and_paused_mid_load_loses_and_duplicates_nothing() 
     f.produce(spec(0, 10_000));
     let a = f.spawn_run("a.log");
     let b = f.spawn_run("b.log");
-    f.wait_for(60, "the first commits", |s| committed_rows(s) >= 1_500);
+    let logs = ["a.log", "b.log"];
+    f.wait_for_logging(60, "the first commits", &logs, |s| {
+        committed_rows(s) >= 1_500
+    });
 
     broker.kill();
     std::thread::sleep(Duration::from_secs(3));
     broker.restart();
     produce_after(&f, 10_000, 10_000);
-    f.wait_for(120, "20k events after the restart", |s| {
+    f.wait_for_logging(120, "20k events after the restart", &logs, |s| {
         committed_rows(s) >= 20_000
     });
 
@@ -123,7 +126,7 @@ fn a_broker_killed_restarted_and_paused_mid_load_loses_and_duplicates_nothing() 
     std::thread::sleep(Duration::from_secs(8));
     broker.signal("-CONT");
     produce_after(&f, 20_000, 10_000);
-    f.wait_for(120, "30k events after the pause", |s| {
+    f.wait_for_logging(120, "30k events after the pause", &logs, |s| {
         committed_rows(s) >= 30_000
     });
     for c in [&a, &b] {

@@ -109,9 +109,10 @@ fn committed_transactions_load_once_aborted_never_while_loaders_die_and_race() {
         "{aborted} aborted"
     );
     let r = f.read();
+    // The audit first: it names each id missing or doubled (and the counts below follow).
+    audit_ids(&f, &expected, &format!("seed {seed}"));
     assert_eq!(n(&r, "rows") as usize, expected.len(), "{r}");
     assert_eq!(n(&r, "distinct_ids"), n(&r, "rows"), "{r}");
-    audit_ids(&f, &expected, &format!("seed {seed}"));
     // Markers and aborted records are recorded as not records (each aborted record, and a
     // marker per transaction and partition it wrote to); the broker holds no committed record
     // in any of them.

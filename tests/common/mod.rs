@@ -442,12 +442,40 @@ impl Fixture {
 
     /// Waits until `cond` holds for the committed state, or panics after `secs`.
     pub fn wait_for(&self, secs: u64, what: &str, cond: impl Fn(&TableState) -> bool) {
+        self.wait_for_logging(secs, what, &[], cond)
+    }
+
+    /// [`Fixture::wait_for`], and on a timeout the ends of these logs in the panic.
+    pub fn wait_for_logging(
+        &self,
+        secs: u64,
+        what: &str,
+        logs: &[&str],
+        cond: impl Fn(&TableState) -> bool,
+    ) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            if cond(&self.state()) {
+            let state = self.state();
+            if cond(&state) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            if Instant::now() >= deadline {
+                let tails: Vec<String> = logs
+                    .iter()
+                    .map(|l| {
+                        let text = self.log(l);
+                        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                        let tail: Vec<&str> = tail.into_iter().rev().collect();
+                        format!("--- the end of {l}:\n{}", tail.join("\n"))
+                    })
+                    .collect();
+                panic!(
+                    "timed out waiting for {what} (entry {}, {} rows committed)\n{}",
+                    state.seq,
+                    committed_rows(&state),
+                    tails.join("\n")
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }

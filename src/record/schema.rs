@@ -306,8 +306,9 @@ fn avro_type(
                         .get("values")
                         .ok_or_else(|| invalid!("{at}: map without `values`"))?;
                     let (dt, nullable) = field_type(values, names, &format!("{at}{{}}"))?;
+                    // Named as stored (see `storage_type`), so decoding a map needs no cast.
                     let entries = Field::new(
-                        "entries",
+                        MAP_ENTRIES,
                         DataType::Struct(Fields::from(vec![
                             Field::new("key", DataType::Utf8, false),
                             Field::new("value", dt, nullable),

@@ -30,11 +30,6 @@ impl IceSchema {
         out
     }
 
-    /// The largest field id in the schema.
-    pub fn max_id(&self) -> i32 {
-        self.ids().values().copied().max().unwrap_or(0)
-    }
-
     /// A top-level field's id and Iceberg type (a primitive type's name, or `None` for nested).
     pub fn top(&self, name: &str) -> Option<(i32, Option<String>)> {
         self.json["fields"].as_array()?.iter().find_map(|f| {

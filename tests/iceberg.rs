@@ -25,10 +25,25 @@ fn every_type_reads_alike_in_every_iceberg_reader_and_spark_reads_the_delta_log_
     let mut f = Fixture::new("ice-types", 1);
     every_type_job(&mut f);
     let (payloads, want): (Vec<String>, Vec<Value>) = (0..N).map(event).unzip();
-    produce_payloads(&f.topic, 0, &payloads);
+    // Two runs: the first one's files carry no field ids (there is no Iceberg schema yet, the
+    // name mapping reads them), the second one's carry them; readers read both alike.
+    let half = payloads.len() / 2;
+    produce_payloads(&f.topic, 0, &payloads[..half]);
     let stats = f.run_once_ok();
-    assert_eq!(n(&stats, "rows"), N, "{stats}");
+    assert_eq!(n(&stats, "rows"), half as i64, "{stats}");
+    produce_payloads(&f.topic, 0, &payloads[half..]);
+    let stats = f.run_once_ok();
+    assert_eq!(n(&stats, "rows"), N - half as i64, "{stats}");
     f.assert_clean();
+    let ids = field_ids(&f);
+    assert!(
+        ids.iter()
+            .any(|(_, i)| i.get("m").is_some() && i.get("_partition").is_some())
+            && ids
+                .iter()
+                .any(|(_, i)| i.as_object().is_some_and(|o| o.is_empty())),
+        "files with field ids and without: {ids:?}"
+    );
     f.assert_spark_reads_both();
 
     let table = f.job_table_dir().display().to_string();
@@ -260,6 +275,76 @@ fn a_wider_schema_is_an_iceberg_schema_change_every_reader_sees() {
         id(&schemas[1], "note").unwrap()
             > meta["schemas"][0]["fields"].as_array().unwrap().len() as i64
     );
+    // Files written once the Iceberg schema knows every column carry its field ids (the new
+    // column's too); a file with a column it did not know yet carries none (the name mapping
+    // reads it). Readers read both kinds alike.
+    let payloads: Vec<String> = (150..180)
+        .map(|k| {
+            let mut p: Value = serde_json::from_str(&event(k).0).unwrap();
+            p["note"] = json!(format!("note-{k}"));
+            p.to_string()
+        })
+        .collect();
+    produce_payloads(&f.topic, 0, &payloads);
+    assert_eq!(n(&f.run_once_ok(), "rows"), 30);
+    f.assert_clean();
+    let ids = field_ids(&f);
+    let note = |ids: &Value| ids.get("note").cloned().unwrap_or(Value::Null);
+    let latest_note = json!(id(&schemas[1], "note").unwrap());
+    let with_note: Vec<_> = ids.iter().filter(|(_, i)| note(i) != Value::Null).collect();
+    assert!(
+        !with_note.is_empty(),
+        "no file carries the new column's id: {ids:?}"
+    );
+    assert!(
+        ids.iter()
+            .any(|(_, i)| i.as_object().is_some_and(|o| o.is_empty())),
+        "the first file (no Iceberg schema yet) carries no ids: {ids:?}"
+    );
+    for (file, i) in &with_note {
+        assert_eq!(note(i), latest_note, "{file}");
+        assert_eq!(
+            i["_partition"],
+            id(&schemas[1], "_kafka_partition").unwrap(),
+            "{file}"
+        );
+    }
+    for engine in ENGINES {
+        let r = read_iceberg(&table, engine, &["--rows"]);
+        let rows = r["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 180, "{engine}");
+        assert_eq!(rows[170]["note"], "note-170", "{engine}: {}", rows[170]);
+        assert_eq!(rows[120]["note"], "note-120", "{engine}: {}", rows[120]);
+    }
+}
+
+/// The top-level Parquet field ids of every data file of the table, by file (pyarrow).
+fn field_ids(f: &Fixture) -> Vec<(String, Value)> {
+    let script = r#"
+import glob, json, sys, pyarrow.parquet as pq
+for p in sorted(glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True)):
+    if "/_" in p[len(sys.argv[1]):] or "/metadata/" in p:
+        continue
+    s = pq.read_schema(p)
+    ids = {f.name: int(f.metadata[b"PARQUET:field_id"]) for f in s if f.metadata and b"PARQUET:field_id" in f.metadata}
+    print(json.dumps([p, ids]))
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script, &f.job_table_dir().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v[0].as_str().unwrap().to_string(), v[1].clone())
+        })
+        .collect()
 }
 
 /// A version another engine wrote (here: pyiceberg appending a file through the metadata) is

@@ -235,10 +235,17 @@ impl Worker {
         let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         let (store, rt) = (c.manifest().store(), c.runtime());
         let carried_files = files.clone();
+        let ids = c.field_ids();
+        let ids = ids.as_ref();
         let written = prepared.write(files, dead, |i| match &sources[i] {
-            Source::Carried(source) => {
-                crate::table::files::encode_carried(store, &rt, source, &carried_files[i], props)
-            }
+            Source::Carried(source) => crate::table::files::encode_carried(
+                store,
+                &rt,
+                source,
+                &carried_files[i],
+                props,
+                ids,
+            ),
             Source::Window(buf, w) => {
                 let batches = buf
                     .window_batches(w)
@@ -246,7 +253,7 @@ impl Worker {
                         path: paths[i].clone(),
                         source: Box::new(source),
                     })?;
-                encode_data_file(schema, &batches, props, &paths[i])
+                encode_data_file(schema, &batches, props, &paths[i], ids)
             }
         })?;
         match written.publish()? {

@@ -309,6 +309,7 @@ fn compact_window(
     let store = c.manifest().store().clone();
     let rt = c.runtime();
     let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    let ids = c.field_ids();
     let written = prepared.write(files, Vec::new(), |i| {
         let inputs = &plan.outputs[i];
         let failed = |source: LoadError| CommitError::Encode {
@@ -322,7 +323,7 @@ fn compact_window(
                 source,
             })
         })?;
-        encode_data_file(&batch.schema(), &[batch], props, &paths[i])
+        encode_data_file(&batch.schema(), &[batch], props, &paths[i], ids.as_ref())
     })?;
     match written.publish()? {
         Outcome::Published { entry, .. } => {

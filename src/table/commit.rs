@@ -287,6 +287,11 @@ impl Committer {
             .block_on(iceberg.sync(&self.manifest, &state, fresh))
     }
 
+    /// The Iceberg field ids data files are written with (see [`IcebergLog::field_ids`]).
+    pub fn field_ids(&self) -> Option<crate::table::iceberg::FieldIds> {
+        self.iceberg.as_ref().and_then(IcebergLog::field_ids)
+    }
+
     /// [`Committer::iceberg_sync`], logging a failure (as for the Delta log).
     fn sync_iceberg(&self, fresh: Option<&Entry>) {
         match self.iceberg_sync(fresh) {

@@ -58,6 +58,7 @@ pub fn encode_carried(
     source: &DataFile,
     carried: &DataFile,
     props: &WriterProperties,
+    ids: Option<&crate::table::iceberg::FieldIds>,
 ) -> std::result::Result<Encoded, CommitError> {
     let failed = |source: LoadError| CommitError::Encode {
         path: carried.path.clone(),
@@ -65,7 +66,7 @@ pub fn encode_carried(
     };
     carried_rows(store, rt, source, carried)
         .map_err(failed)
-        .and_then(|(schema, out)| encode_data_file(&schema, &out, props, &carried.path))
+        .and_then(|(schema, out)| encode_data_file(&schema, &out, props, &carried.path, ids))
 }
 
 /// The rows of `source` that `carried` holds, checked against its spans.

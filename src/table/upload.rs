@@ -124,12 +124,18 @@ where
 
 /// A data file's body, rows and statistics: `batches` (all of `schema`) encoded as one Parquet
 /// file. The rows are the Parquet writer's own count (what the file holds), not the batches'.
+/// With `ids` (a table with Iceberg metadata), the columns carry their Iceberg field ids.
 pub fn encode_data_file(
     schema: &arrow::datatypes::SchemaRef,
     batches: &[arrow::array::RecordBatch],
     props: &parquet::file::properties::WriterProperties,
     path: &str,
+    ids: Option<&crate::table::iceberg::FieldIds>,
 ) -> Result<Encoded, CommitError> {
+    let with_ids = ids
+        .and_then(|ids| crate::table::iceberg::schema::with_field_ids(schema, ids))
+        .map(std::sync::Arc::new);
+    let schema = with_ids.as_ref().unwrap_or(schema);
     let (body, metadata) = crate::record::encode::encode_with_metadata(schema, batches, props)
         .map_err(|source| CommitError::Encode {
             path: path.to_string(),

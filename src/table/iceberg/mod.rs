@@ -94,7 +94,12 @@ pub struct IcebergLog {
     store: TableStore,
     settings: IcebergSettings,
     cursor: tokio::sync::Mutex<Cursor>,
+    /// The field ids of the newest version read or written (see [`IcebergLog::field_ids`]).
+    ids: std::sync::Mutex<Option<FieldIds>>,
 }
+
+/// Field ids by name path (see [`schema::with_field_ids`]).
+pub type FieldIds = std::sync::Arc<std::collections::BTreeMap<String, i32>>;
 
 impl IcebergLog {
     pub fn new(store: TableStore, settings: IcebergSettings) -> Self {
@@ -102,11 +107,19 @@ impl IcebergLog {
             store,
             settings,
             cursor: Default::default(),
+            ids: Default::default(),
         }
     }
 
     pub fn settings(&self) -> &IcebergSettings {
         &self.settings
+    }
+
+    /// The field ids data files are written with: those of the newest version this log read
+    /// or wrote (a path keeps its id forever, so they hold for every later version too);
+    /// `None` before the first sync and once the projection stopped.
+    pub fn field_ids(&self) -> Option<FieldIds> {
+        self.ids.lock().ok().and_then(|g| g.clone())
     }
 
     /// Writes a version for every entry up to `table.seq` the metadata lacks (`fresh`: an entry
@@ -122,6 +135,14 @@ impl IcebergLog {
             return Err(IcebergError::Stopped(why.clone()));
         }
         let r = self.sync_locked(&mut c, manifest, table, fresh).await;
+        let ids = match (&r, &c.state) {
+            (Err(IcebergError::Foreign { .. }), _) => Some(None),
+            (_, Some(Some(s))) => Some(Some(std::sync::Arc::new(project::known_ids(&s.meta)))),
+            _ => None,
+        };
+        if let (Some(ids), Ok(mut g)) = (ids, self.ids.lock()) {
+            *g = ids;
+        }
         if let Err(e @ IcebergError::Foreign { .. }) = &r {
             c.stopped = Some(e.to_string());
         }

@@ -471,14 +471,20 @@ fn new_metadata(ctx: &Ctx, at_ms: i64) -> TableMetadata {
     }
 }
 
-/// Makes `def` the current schema: ids kept by name, a new schema id when the fields differ.
-fn evolve_schema(meta: &mut TableMetadata, def: &SchemaDef) -> Result<(), ProjectError> {
-    meta.properties
-        .insert(PARTITION_COLUMNS.into(), def.partition_columns.join(","));
+/// Every field id the table's schemas have given, by name path: a path keeps its id forever.
+pub fn known_ids(meta: &TableMetadata) -> BTreeMap<String, i32> {
     let mut known = BTreeMap::new();
     for s in &meta.schemas {
         known.extend(IceSchema { json: s.clone() }.ids());
     }
+    known
+}
+
+/// Makes `def` the current schema: ids kept by name, a new schema id when the fields differ.
+fn evolve_schema(meta: &mut TableMetadata, def: &SchemaDef) -> Result<(), ProjectError> {
+    meta.properties
+        .insert(PARTITION_COLUMNS.into(), def.partition_columns.join(","));
+    let known = known_ids(meta);
     let (mut fresh, last) =
         iceberg_schema(def, &known, meta.last_column_id).map_err(|e| ProjectError::Schema(e.0))?;
     if let Some(cur) = meta.current_schema() {

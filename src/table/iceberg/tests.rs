@@ -176,3 +176,83 @@ fn a_version_another_engine_wrote_stops_the_projection() {
         "{err}"
     );
 }
+
+#[test]
+fn data_files_carry_the_field_ids_of_the_iceberg_schema() {
+    use arrow::datatypes::{DataType, Field, Fields, Schema};
+    let def = SchemaDef {
+        columns: r#"{"type":"struct","fields":[
+            {"name":"_partition","type":"integer","nullable":false,"metadata":{}},
+            {"name":"tags","type":{"type":"array","elementType":"string","containsNull":true},"nullable":true,"metadata":{}},
+            {"name":"attrs","type":{"type":"map","keyType":"string","valueType":"long","valueContainsNull":true},"nullable":true,"metadata":{}},
+            {"name":"card","type":{"type":"struct","fields":[{"name":"brand","type":"string","nullable":true,"metadata":{}}]},"nullable":true,"metadata":{}}
+        ]}"#
+        .into(),
+        ..schema()
+    };
+    let (ice, _) = schema::iceberg_schema(&def, &Default::default(), 0).unwrap();
+    let ids = schema::IceSchema { json: ice }.ids();
+    let entries = Field::new(
+        "key_value",
+        DataType::Struct(Fields::from(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("value", DataType::Int64, true),
+        ])),
+        false,
+    );
+    let arrow = Schema::new(vec![
+        Field::new("_partition", DataType::Int32, false),
+        Field::new_list("tags", Field::new("item", DataType::Utf8, true), true),
+        Field::new("attrs", DataType::Map(entries.into(), false), true),
+        Field::new(
+            "card",
+            DataType::Struct(Fields::from(vec![Field::new(
+                "brand",
+                DataType::Utf8,
+                true,
+            )])),
+            true,
+        ),
+    ]);
+    let with = Arc::new(schema::with_field_ids(&arrow, &ids).unwrap());
+    let batch = arrow::array::RecordBatch::new_empty(Arc::new(arrow.clone()));
+    let props = parquet::file::properties::WriterProperties::builder().build();
+    let body = crate::record::encode::encode(&with, &[batch], &props).unwrap();
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(body)).unwrap();
+    let mut found = std::collections::BTreeMap::new();
+    fn walk(
+        t: &parquet::schema::types::Type,
+        path: &str,
+        out: &mut std::collections::BTreeMap<String, i32>,
+    ) {
+        let info = t.get_basic_info();
+        if info.has_id() {
+            out.insert(path.to_string(), info.id());
+        }
+        if t.is_group() {
+            for c in t.get_fields() {
+                // Parquet's list and map levels (`list`, `key_value`) are not Iceberg paths.
+                let name = match c.name() {
+                    "list" | "key_value" => None,
+                    "item" => Some("element"),
+                    n => Some(n),
+                };
+                let p = match (path, name) {
+                    (p, None) => p.to_string(),
+                    ("", Some(n)) => schema::iceberg_name(n),
+                    (p, Some(n)) => format!("{p}.{n}"),
+                };
+                walk(c, &p, out);
+            }
+        }
+    }
+    use parquet::file::reader::FileReader;
+    walk(reader.metadata().file_metadata().schema(), "", &mut found);
+    assert_eq!(found, ids, "every column's field id is its Iceberg id");
+    assert!(found.contains_key("_kafka_partition") && found.contains_key("attrs.value"));
+    // A column the Iceberg schema does not know yet: the file gets no ids at all.
+    let mut more = arrow.fields().to_vec();
+    more.push(Arc::new(Field::new("new_col", DataType::Utf8, true)));
+    assert!(schema::with_field_ids(&Schema::new(more), &ids).is_none());
+}

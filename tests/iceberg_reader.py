@@ -4,6 +4,8 @@
     iceberg_reader.py --table ROOT_OR_METADATA_JSON --engine {pyiceberg,duckdb,spark} [--snapshot ID]
                       [--where SQL_PREDICATE] [--rows] [--loop-until FILE] [--s3-endpoint http://127.0.0.1:PORT]
                       [--spark-rename-reserved]
+    iceberg_reader.py --catalog {sql:SQLALCHEMY_URI,rest:URL} [--catalog-name NAME] --table NAMESPACE.TABLE
+                      --engine pyiceberg [the options above] | [--metadata-location]
 
 --table is the table root (a local path, file://… or s3://bucket/prefix) whose metadata/ holds
 vN.metadata.json and version-hint.text, or one metadata.json file. Each read loads one snapshot of the table
@@ -31,6 +33,15 @@ files_scanned and columns (name -> type as the engine sees it).
   (_partition, _file, _pos, …): --spark-rename-reserved reads such columns through a renamed copy of the
   metadata instead (the result then lists them in "renamed_reserved"). Local tables only, like duckdb.
 
+--catalog reads the table NAMESPACE.TABLE (--table) through a catalog instead of from its files, with pyiceberg
+(pyiceberg.catalog.load_catalog; other engines are refused): sql:URI is pyiceberg's SqlCatalog on that SQLAlchemy
+URI (sqlite:////path/catalog.db, postgresql+psycopg2://user@127.0.0.1:PORT/db; it never creates the catalog's
+tables), whose rows are those of the catalog named --catalog-name (default sluice: the catalog_name column);
+rest:URL is an Iceberg REST catalog (http://127.0.0.1:PORT). The reads are those of a metadata file: the same
+counts, --snapshot, --where, --rows and --loop-until (each read loads the table from the catalog anew). With
+--metadata-location it prints only the table's current metadata location as the catalog has it (one line,
+the location as written, e.g. file:///…/00002-<uuid>.metadata.json) and exits.
+
 --rows prints instead {"engine", "version", "rows": [every row (under --where), ordered by (_partition, _offset)
 (or _kafka_partition), in delta_reader.py's canonical JSON form, with the table's column names]}, so rows read by different engines can be compared value for value.
 
@@ -57,7 +68,9 @@ def offset_cols(names):
 
 
 def s3_properties(a):
-    if not a.table.startswith("s3://"):
+    if a.catalog and not a.s3_endpoint:
+        return {}
+    if not a.catalog and not a.table.startswith("s3://"):
         return {}
     if not a.s3_endpoint:
         raise SystemExit("iceberg_reader: an s3:// table needs --s3-endpoint")
@@ -109,11 +122,33 @@ def arrow_counts(table):
     return r
 
 
-def pyiceberg_scan(a):
-    from pyiceberg.expressions import AlwaysTrue
+def load_catalog(a):
+    """The catalog of --catalog (sql:URI or rest:URL) through pyiceberg.catalog.load_catalog."""
+    from pyiceberg.catalog import load_catalog as load
+    kind, _, target = a.catalog.partition(":")
+    props = dict(s3_properties(a))
+    if kind == "sql":
+        # A reader: never create the catalog's tables in someone else's database.
+        props.update(type="sql", uri=target, init_catalog_tables="false")
+    elif kind == "rest":
+        props.update(type="rest", uri=target)
+    else:
+        raise ValueError(f"--catalog {a.catalog!r}: expected sql:SQLALCHEMY_URI or rest:URL")
+    return load(a.catalog_name, **props)
+
+
+def load_table(a):
+    """The table of --table: through the catalog of --catalog, else from its metadata file."""
+    if a.catalog:
+        return load_catalog(a).load_table(a.table)
     from pyiceberg.table import StaticTable
     location = a.table if a.table.startswith("s3://") else local_path(a.table)
-    tbl = StaticTable.from_metadata(location, properties=s3_properties(a))
+    return StaticTable.from_metadata(location, properties=s3_properties(a))
+
+
+def pyiceberg_scan(a):
+    from pyiceberg.expressions import AlwaysTrue
+    tbl = load_table(a)
     if a.snapshot is not None:
         snap = tbl.snapshot_by_id(a.snapshot)
         if snap is None:
@@ -245,7 +280,8 @@ def read_once(a):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--table", required=True,
-                    help="table root (local path, file://… or s3://bucket/prefix) or its metadata.json file")
+                    help="table root (local path, file://… or s3://bucket/prefix) or its metadata.json file; "
+                         "with --catalog, NAMESPACE.TABLE")
     ap.add_argument("--engine", required=True, choices=sorted(ENGINES))
     ap.add_argument("--snapshot", type=int, help="read this snapshot id (time travel)")
     ap.add_argument("--where", help="predicate, e.g. \"date = '2026-11-25' AND hour = 13\"")
@@ -254,10 +290,27 @@ def main():
     ap.add_argument("--loop-until", metavar="FILE", help="read repeatedly until FILE exists, then once more")
     ap.add_argument("--spark-rename-reserved", action="store_true",
                     help="spark: read columns named like Iceberg metadata columns (_partition, …) renamed")
+    ap.add_argument("--catalog", metavar="sql:URI|rest:URL",
+                    help="read --table (NAMESPACE.TABLE) through this catalog (pyiceberg only)")
+    ap.add_argument("--catalog-name", default="sluice",
+                    help="the catalog's name (the catalog_name of a SQL catalog's rows; default sluice)")
+    ap.add_argument("--metadata-location", action="store_true",
+                    help="with --catalog: print the table's current metadata location and exit")
     a = ap.parse_args()
+    if a.catalog:
+        if a.engine != "pyiceberg":
+            ap.error(f"--catalog reads with pyiceberg only, not {a.engine}")
+        if not a.catalog.startswith(("sql:", "rest:")):
+            ap.error("--catalog takes sql:SQLALCHEMY_URI or rest:URL")
+    elif a.metadata_location:
+        ap.error("--metadata-location needs --catalog")
     if a.table.startswith("s3://"):
         s3_properties(a)  # --s3-endpoint is required
     try:
+        if a.metadata_location:
+            print(load_table(a).metadata_location, flush=True)
+            sys.stdout.flush()
+            os._exit(0)
         if a.loop_until:
             while not os.path.exists(a.loop_until):
                 read_once(a)

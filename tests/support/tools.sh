@@ -3,12 +3,14 @@
 #  - Apache Kafka (the broker users run: KRaft, single node), its jars from Maven (checked);
 #  - a Python venv with the independent readers: DuckDB (pinned to the release the extension
 #    wheels ship for), its delta, iceberg and avro extensions, pyarrow, the Delta Lake `deltalake`
-#    package, polars, pyiceberg and pyspark (Spark 4.0, for spark_server.py); moto (an S3 server)
-#    and azure-storage-blob (to create Azurite containers); fastavro (an independent Avro
-#    encoder/decoder for the schema-registry tests); confluent-kafka (an independent producer:
-#    transactions, tombstones);
+#    package, polars, pyiceberg (with psycopg2, for its SQL catalog on PostgreSQL) and pyspark
+#    (Spark 4.0, for spark_server.py); moto (an S3 server) and azure-storage-blob (to create
+#    Azurite containers); fastavro (an independent Avro encoder/decoder for the schema-registry
+#    tests); confluent-kafka (an independent producer: transactions, tombstones);
 #  - the Spark readers' Delta Lake and Apache Iceberg jars from Maven (checked) into
 #    .tools/spark-jars (spark_server.py runs Spark with them on Java 17);
+#  - an Apache Iceberg REST catalog (the REST catalog server of Iceberg 1.10's test fixtures) and
+#    its jars from Maven (checked) into .tools/iceberg-rest (iceberg_rest.sh runs it on Java 17);
 #  - Azurite (an Azure Blob emulator) from npm;
 #  - Apicurio Registry (a schema registry with Confluent's API) from Maven.
 set -euo pipefail
@@ -41,20 +43,25 @@ ln -sfn "$KAFKA_VERSION" "$tools/kafka/current"
 DUCKDB=1.5.5
 PYSPARK=4.0.1
 PYICEBERG=0.12.0
+# psycopg2-binary: the PostgreSQL driver of pyiceberg's SqlCatalog (SQLAlchemy's postgresql+psycopg2),
+# for catalogs kept in tests/support/postgres.sh's server (pyiceberg's `sql-postgres` extra).
+PSYCOPG2=2.9.13
 if ! "$tools/venv/bin/python" -c "
 import duckdb, pyarrow, moto, azure.storage.blob, deltalake, polars, duckdb_extension_delta, fastavro, confluent_kafka
-import duckdb_extension_iceberg, duckdb_extension_avro, pyspark, pyiceberg, sqlalchemy
+import duckdb_extension_iceberg, duckdb_extension_avro, pyspark, pyiceberg, sqlalchemy, psycopg2
 from pyiceberg.table import StaticTable
 assert duckdb.__version__ == '$DUCKDB', duckdb.__version__
 assert pyspark.__version__ == '$PYSPARK', pyspark.__version__
-assert pyiceberg.__version__ == '$PYICEBERG', pyiceberg.__version__" >/dev/null 2>&1; then
-  echo "tools: installing duckdb $DUCKDB (+ delta, iceberg, avro), pyarrow, deltalake, polars, pyiceberg $PYICEBERG, pyspark $PYSPARK, moto, azure-storage-blob, fastavro and confluent-kafka into .tools/venv" >&2
+assert pyiceberg.__version__ == '$PYICEBERG', pyiceberg.__version__
+assert psycopg2.__version__.split()[0] == '$PSYCOPG2', psycopg2.__version__" >/dev/null 2>&1; then
+  echo "tools: installing duckdb $DUCKDB (+ delta, iceberg, avro), pyarrow, deltalake, polars, pyiceberg $PYICEBERG (+ psycopg2 $PSYCOPG2), pyspark $PYSPARK, moto, azure-storage-blob, fastavro and confluent-kafka into .tools/venv" >&2
   [ -x "$tools/venv/bin/python" ] || python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check \
     "duckdb==$DUCKDB" "duckdb-extension-delta==$DUCKDB" "deltalake==1.6.6" "polars>=1.30" \
     "pyarrow>=16" "moto[server]==5.2.5" "azure-storage-blob>=12" "fastavro==1.13.*" \
     "confluent-kafka==2.12.*" "duckdb-extension-iceberg==$DUCKDB" "duckdb-extension-avro==$DUCKDB" \
-    "pyiceberg[pyarrow,sql-sqlite]==$PYICEBERG" "pyspark==$PYSPARK"
+    "pyiceberg[pyarrow,sql-sqlite,sql-postgres]==$PYICEBERG" "psycopg2-binary==$PSYCOPG2" \
+    "pyspark==$PYSPARK"
 fi
 
 # The Spark readers' jars (Delta Lake, Apache Iceberg), resolved by Maven from
@@ -73,6 +80,24 @@ if ! (cd "$spark_jars" 2>/dev/null && sha256sum -c --quiet --strict "$spark_sums
   (cd "$spark_jars.tmp" && sha256sum -c --quiet --strict "$spark_sums")
   [ "$(ls "$spark_jars.tmp" | wc -l)" = "$(wc -l < "$spark_sums")" ]
   mv "$spark_jars.tmp" "$spark_jars"
+fi
+
+# The Iceberg REST catalog server (org.apache.iceberg.rest.RESTCatalogServer, from Iceberg's test
+# fixtures) and what it runs with, resolved by Maven from tests/support/iceberg-rest/pom.xml and
+# every jar checked against tests/support/iceberg-rest/jars.sha256. iceberg_rest.sh puts every jar
+# in the folder on the classpath, so the folder holds exactly the checked jars.
+iceberg_rest="$tools/iceberg-rest"
+iceberg_rest_sums="$root/tests/support/iceberg-rest/jars.sha256"
+if ! (cd "$iceberg_rest" 2>/dev/null && sha256sum -c --quiet --strict "$iceberg_rest_sums" \
+      && [ "$(ls | wc -l)" = "$(wc -l < "$iceberg_rest_sums")" ]) >/dev/null 2>&1; then
+  echo "tools: installing the Iceberg REST catalog server (jars from Maven) into .tools/iceberg-rest" >&2
+  command -v mvn >/dev/null || { echo "tools: Maven is needed to install the Iceberg REST catalog" >&2; exit 1; }
+  rm -rf "$iceberg_rest" "$iceberg_rest.tmp"
+  mvn -q -B -C -f "$root/tests/support/iceberg-rest/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$iceberg_rest.tmp"
+  (cd "$iceberg_rest.tmp" && sha256sum -c --quiet --strict "$iceberg_rest_sums")
+  [ "$(ls "$iceberg_rest.tmp" | wc -l)" = "$(wc -l < "$iceberg_rest_sums")" ]
+  mv "$iceberg_rest.tmp" "$iceberg_rest"
 fi
 
 # Azurite, the Azure Blob emulator, for the storage conformance tests.

@@ -503,6 +503,73 @@ pub fn top_types(schemas: &[Value]) -> BTreeMap<i32, String> {
         .collect()
 }
 
+/// `schema` with every field's Iceberg id as its `PARQUET:field_id` (what the Parquet writer
+/// stores as the column's `field_id`), looked up by the field's name path in `ids` (the table's
+/// [`known ids`](super::project::known_ids)); any metadata the fields had is dropped. `None`
+/// when a path has no id yet (a column this commit adds): such a file is written without ids,
+/// as a reader given ids for some columns reads the others as missing, and the name mapping
+/// covers it. A path keeps its id forever, so ids known to any version are right for any later
+/// one.
+pub fn with_field_ids(
+    schema: &arrow::datatypes::Schema,
+    ids: &BTreeMap<String, i32>,
+) -> Option<arrow::datatypes::Schema> {
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| id_field(f, &iceberg_name(f.name()), ids))
+        .collect::<Option<Vec<_>>>()?;
+    Some(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
+}
+
+fn id_field(
+    f: &arrow::datatypes::Field,
+    path: &str,
+    ids: &BTreeMap<String, i32>,
+) -> Option<arrow::datatypes::Field> {
+    use arrow::datatypes::{DataType, Field, Fields};
+    let id = *ids.get(path)?;
+    let child = |name: &str| format!("{path}.{name}");
+    let ty = match f.data_type() {
+        DataType::Struct(children) => DataType::Struct(
+            children
+                .iter()
+                .map(|c| id_field(c, &child(c.name()), ids))
+                .collect::<Option<Fields>>()?,
+        ),
+        DataType::List(e) => DataType::List(id_field(e, &child("element"), ids)?.into()),
+        DataType::LargeList(e) => DataType::LargeList(id_field(e, &child("element"), ids)?.into()),
+        DataType::Map(entries, sorted) => {
+            let DataType::Struct(kv) = entries.data_type() else {
+                return None;
+            };
+            let [k, v] = kv.iter().collect::<Vec<_>>()[..] else {
+                return None;
+            };
+            let kv = Fields::from(vec![
+                id_field(k, &child("key"), ids)?,
+                id_field(v, &child("value"), ids)?,
+            ]);
+            let entries = Field::new(entries.name(), DataType::Struct(kv), entries.is_nullable());
+            DataType::Map(entries.into(), *sorted)
+        }
+        other => other.clone(),
+    };
+    let meta = [(
+        parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_string(),
+        id.to_string(),
+    )];
+    Some(
+        Field::new(f.name(), ty, f.is_nullable()).with_metadata(
+            meta.into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -639,71 +706,4 @@ mod tests {
             {"source-id": 3, "field-id": 1000, "name": "b", "transform": "bucket[4]"}]});
         assert!(Spec::parse(&bucket, &types).is_none());
     }
-}
-
-/// `schema` with every field's Iceberg id as its `PARQUET:field_id` (what the Parquet writer
-/// stores as the column's `field_id`), looked up by the field's name path in `ids` (the table's
-/// [`known ids`](super::project::known_ids)); any metadata the fields had is dropped. `None`
-/// when a path has no id yet (a column this commit adds): such a file is written without ids,
-/// as a reader given ids for some columns reads the others as missing, and the name mapping
-/// covers it. A path keeps its id forever, so ids known to any version are right for any later
-/// one.
-pub fn with_field_ids(
-    schema: &arrow::datatypes::Schema,
-    ids: &BTreeMap<String, i32>,
-) -> Option<arrow::datatypes::Schema> {
-    let fields = schema
-        .fields()
-        .iter()
-        .map(|f| id_field(f, &iceberg_name(f.name()), ids))
-        .collect::<Option<Vec<_>>>()?;
-    Some(arrow::datatypes::Schema::new_with_metadata(
-        fields,
-        schema.metadata().clone(),
-    ))
-}
-
-fn id_field(
-    f: &arrow::datatypes::Field,
-    path: &str,
-    ids: &BTreeMap<String, i32>,
-) -> Option<arrow::datatypes::Field> {
-    use arrow::datatypes::{DataType, Field, Fields};
-    let id = *ids.get(path)?;
-    let child = |name: &str| format!("{path}.{name}");
-    let ty = match f.data_type() {
-        DataType::Struct(children) => DataType::Struct(
-            children
-                .iter()
-                .map(|c| id_field(c, &child(c.name()), ids))
-                .collect::<Option<Fields>>()?,
-        ),
-        DataType::List(e) => DataType::List(id_field(e, &child("element"), ids)?.into()),
-        DataType::LargeList(e) => DataType::LargeList(id_field(e, &child("element"), ids)?.into()),
-        DataType::Map(entries, sorted) => {
-            let DataType::Struct(kv) = entries.data_type() else {
-                return None;
-            };
-            let [k, v] = kv.iter().collect::<Vec<_>>()[..] else {
-                return None;
-            };
-            let kv = Fields::from(vec![
-                id_field(k, &child("key"), ids)?,
-                id_field(v, &child("value"), ids)?,
-            ]);
-            let entries = Field::new(entries.name(), DataType::Struct(kv), entries.is_nullable());
-            DataType::Map(entries.into(), *sorted)
-        }
-        other => other.clone(),
-    };
-    let meta = [(
-        parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_string(),
-        id.to_string(),
-    )];
-    Some(
-        Field::new(f.name(), ty, f.is_nullable()).with_metadata(
-            meta.into_iter()
-                .collect::<std::collections::HashMap<_, _>>(),
-        ),
-    )
 }

@@ -226,3 +226,56 @@ fn an_open_transaction_ends_a_scheduled_run_at_the_last_stable_offset() {
     assert_eq!(v["violations"].as_array().unwrap().len(), 0, "{v}");
     f.read();
 }
+
+/// A scheduled run that meets a fresh partition whose first records are an open transaction
+/// (the end-of-partition event comes at the last stable offset, below the high watermark) must
+/// not take the high watermark for the partition's start: once the transaction commits, the
+/// next run loads every one of its records.
+#[test]
+fn a_transaction_open_at_a_fresh_partitions_start_loads_once_it_commits() {
+    let f = Fixture::new("txnfirst", 2);
+    let ids = f.dir.path().join("ids.txt");
+    let ids_arg = ids.display().to_string();
+    let mut producer = txn_producer(
+        &f.brokers,
+        &f.topic,
+        f.partitions,
+        &[
+            "--count",
+            "0",
+            "--leave-open",
+            "30",
+            "--open-seconds",
+            "6",
+            "--then-commit",
+            "--out",
+            &ids_arg,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = {
+        use std::io::BufRead;
+        std::io::BufReader::new(producer.stdout.take().unwrap()).lines()
+    };
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.contains("\"open\""), "producer: {line}");
+    let stats = f.run_once_ok();
+    assert_eq!(n(&stats, "rows"), 0, "{stats}");
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.contains("\"committed\""), "producer: {line}");
+    assert!(producer.wait().unwrap().success());
+    let expected: Vec<(String, bool)> = produced_states(&ids)
+        .into_iter()
+        .map(|(id, _)| (id, false))
+        .collect();
+    assert_eq!(expected.len(), 30);
+    let stats = f.run_once_ok();
+    assert_eq!(n(&stats, "rows"), 30, "{stats}");
+    audit_ids(&f, &expected, "after the first transaction committed");
+    let st = f.cli_json(&["status", "--json"]);
+    assert_eq!(st["lag"], 0, "{st}");
+    f.read();
+}

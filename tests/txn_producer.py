@@ -112,6 +112,8 @@ def main():
     ap.add_argument("--rate", type=float, default=0, help="events/s (0: as fast as it goes)")
     ap.add_argument("--leave-open", type=int, default=0)
     ap.add_argument("--open-seconds", type=float, default=3600)
+    ap.add_argument("--then-commit", action="store_true",
+                    help="commit the open transaction after --open-seconds (not abort it)")
     ap.add_argument("--marker-last", action="store_true")
     ap.add_argument("--only-partition", type=int)
     ap.add_argument("--transactional-id")
@@ -222,7 +224,11 @@ def main():
         tx.flush(30)
         print(json.dumps({**counts, "next_id": next_id + a.leave_open, "state": "open"}), flush=True)
         time.sleep(a.open_seconds)
-        tx.abort_transaction(30)
+        if a.then_commit:
+            tx.commit_transaction(30)
+            print(json.dumps({"state": "committed"}), flush=True)
+        else:
+            tx.abort_transaction(30)
         return
     print(json.dumps({**counts, "next_id": next_id}), flush=True)
 

@@ -507,12 +507,18 @@ impl Loader {
                 buf.finish();
             }
         }
-        // A partition with nothing consumed and no numeric start reached its end too: at EOF
-        // its position is the high watermark of the fetch that said so.
+        // A partition with nothing consumed and no numeric start reached its end too. It is
+        // pinned only when its log is empty (low = high): the EOF names no offset, and under
+        // read_committed it comes at the last stable offset, below the high watermark while a
+        // transaction is open; pinning at the high watermark then would skip that
+        // transaction's records once it commits. Otherwise it stays unpinned and the next run
+        // starts where this one did (a log of only aborted records is read again, never lost).
         for (topic, p, buf) in self.parts.iter_mut() {
             if p == partition && buf.from().is_none() {
-                if let Some((_, high)) = source::cached_watermarks(consumer, topic, p) {
-                    buf.pin_at(high);
+                if let Some((low, high)) = source::cached_watermarks(consumer, topic, p) {
+                    if high <= low {
+                        buf.pin_at(high);
+                    }
                 }
                 buf.finish();
             }

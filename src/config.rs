@@ -54,6 +54,12 @@ struct RawIceberg {
     enabled: Option<bool>,
     retention: Option<String>,
     max_snapshots: Option<usize>,
+    catalog: Option<String>,
+    catalog_name: Option<String>,
+    namespace: Option<String>,
+    table: Option<String>,
+    catalog_token: Option<String>,
+    catalog_warehouse: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,13 +264,30 @@ pub struct DeltaConfig {
 }
 
 /// `[iceberg]`: how the table's Iceberg metadata is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IcebergConfig {
     /// Snapshots older than this (by their entries' commit times) are expired from the
     /// metadata; `gc` keeps the files they reference as long.
     pub retention: Duration,
     /// At most this many snapshots are kept in the metadata (the newest).
     pub max_snapshots: usize,
+    /// The catalog the table is registered in and kept current (`None`: metadata files only).
+    pub catalog: Option<IcebergCatalog>,
+}
+
+/// `iceberg.catalog` and the table's name there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IcebergCatalog {
+    /// `sqlite:///path` (relative paths: from the job file's folder), `postgresql://…` or a REST
+    /// catalog's `http(s)://…` URL.
+    pub uri: String,
+    /// A SQL catalog's `catalog_name` (the name engines give the catalog).
+    pub name: String,
+    /// The namespace, its levels split at `.`.
+    pub namespace: Vec<String>,
+    pub table: String,
+    pub token: Option<String>,
+    pub warehouse: Option<String>,
 }
 
 /// When a loader commits: every `interval`, or sooner when its buffers reach a limit.
@@ -632,9 +655,46 @@ impl Job {
                 if max_snapshots == 0 {
                     return Err(invalid("iceberg.max_snapshots", "must be positive".into()));
                 }
+                let catalog = match ri.and_then(|i| i.catalog.as_deref()) {
+                    None => None,
+                    Some(uri) => {
+                        let uri = subst("iceberg.catalog", uri)?;
+                        let uri = match uri.strip_prefix("sqlite:") {
+                            Some(p) if !p.starts_with('/') && !p.is_empty() => {
+                                format!("sqlite:{}", base.join(p).display())
+                            }
+                            _ => uri,
+                        };
+                        let opt = |key: &str, v: Option<&String>| {
+                            v.map(|v| subst(&format!("iceberg.{key}"), v)).transpose()
+                        };
+                        let namespace = opt("namespace", ri.and_then(|i| i.namespace.as_ref()))?
+                            .unwrap_or_else(|| "default".to_string());
+                        if namespace.split('.').any(str::is_empty) {
+                            return Err(invalid(
+                                "iceberg.namespace",
+                                "levels are names joined by `.`".into(),
+                            ));
+                        }
+                        Some(IcebergCatalog {
+                            uri,
+                            name: opt("catalog_name", ri.and_then(|i| i.catalog_name.as_ref()))?
+                                .unwrap_or_else(|| "sluice".to_string()),
+                            namespace: namespace.split('.').map(str::to_string).collect(),
+                            table: opt("table", ri.and_then(|i| i.table.as_ref()))?
+                                .unwrap_or_else(|| name.clone()),
+                            token: opt("catalog_token", ri.and_then(|i| i.catalog_token.as_ref()))?,
+                            warehouse: opt(
+                                "catalog_warehouse",
+                                ri.and_then(|i| i.catalog_warehouse.as_ref()),
+                            )?,
+                        })
+                    }
+                };
                 Some(IcebergConfig {
                     retention: Duration::from_millis(ms.unsigned_abs()),
                     max_snapshots,
+                    catalog,
                 })
             }
         };

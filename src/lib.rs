@@ -77,7 +77,7 @@ pub fn open_iceberg(
     job: &config::Job,
     manifest: &Manifest,
 ) -> Result<Option<table::iceberg::IcebergLog>> {
-    let Some(i) = job.iceberg else {
+    let Some(i) = &job.iceberg else {
         return Ok(None);
     };
     let event_time = match &job.event_time {
@@ -93,10 +93,27 @@ pub fn open_iceberg(
         retention: i.retention,
         max_snapshots: i.max_snapshots,
     };
-    Ok(Some(table::iceberg::IcebergLog::new(
-        manifest.store().clone(),
-        settings,
-    )))
+    let catalog = match &i.catalog {
+        None => None,
+        Some(c) => Some(
+            table::iceberg::catalog::Catalog::open(table::iceberg::catalog::CatalogSettings {
+                uri: c.uri.clone(),
+                name: c.name.clone(),
+                namespace: c.namespace.clone(),
+                table: c.table.clone(),
+                token: c.token.clone(),
+                warehouse: c.warehouse.clone(),
+            })
+            .map_err(|e| error::ConfigError::Invalid {
+                path: job.path.clone(),
+                key: "iceberg.catalog".into(),
+                message: e.to_string(),
+            })?,
+        ),
+    };
+    Ok(Some(
+        table::iceberg::IcebergLog::new(manifest.store().clone(), settings).with_catalog(catalog),
+    ))
 }
 
 /// The table's location as Iceberg metadata names it: a local table by its absolute path

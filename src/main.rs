@@ -671,6 +671,9 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let job = Job::load(&a.job)?;
     let (rt, manifest) = open_table(&job)?;
     let mut report = rt.block_on(ops::verify::verify(&manifest))?;
+    if let Some(iceberg) = sluice::open_iceberg(&job, &manifest)? {
+        rt.block_on(ops::verify::check_catalog(&manifest, &iceberg, &mut report));
+    }
     if a.kafka {
         ops::verify::check_with_kafka(&job, &mut report)?;
     }

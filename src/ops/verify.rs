@@ -279,6 +279,22 @@ pub async fn verify(m: &Manifest) -> Result<VerifyReport, ManifestError> {
 }
 
 /// The report as `sluice verify` prints it.
+/// Adds where the job's Iceberg catalog has the table (when the job names a catalog and the
+/// table has Iceberg metadata) to `report`.
+pub async fn check_catalog(
+    m: &Manifest,
+    iceberg: &crate::table::iceberg::IcebergLog,
+    report: &mut VerifyReport,
+) {
+    let (Some(catalog), Some(i)) = (iceberg.catalog(), report.iceberg.as_mut()) else {
+        return;
+    };
+    let location = iceberg.settings().location.trim_end_matches('/');
+    let (c, violation) = iceberg::check_catalog(m.store(), catalog, location, report.entries).await;
+    i.catalog = Some(c);
+    report.violations.extend(violation);
+}
+
 pub fn render(report: &VerifyReport) -> Result<String, serde_json::Error> {
     use std::fmt::Write;
     let mut out = String::new();
@@ -343,6 +359,21 @@ pub fn render(report: &VerifyReport) -> Result<String, serde_json::Error> {
                 n => format!("; {n} entries not yet projected (the next commit writes them)"),
             }
         );
+        if let Some(c) = &i.catalog {
+            let _ = writeln!(
+                out,
+                "Iceberg catalog: {} at {}",
+                c.table,
+                match (c.seq, c.behind) {
+                    (None, _) =>
+                        "no version of sluice's (not registered yet, or see the violations)"
+                            .to_string(),
+                    (Some(s), 0) => format!("entry {s}, current"),
+                    (Some(s), n) =>
+                        format!("entry {s}, {n} entries behind (the next commit brings it up)"),
+                }
+            );
+        }
     }
     for s in &report.unrecorded_non_records {
         let _ = writeln!(

@@ -296,7 +296,12 @@ impl Committer {
     fn sync_iceberg(&self, fresh: Option<&Entry>) {
         match self.iceberg_sync(fresh) {
             Ok(_) => {}
-            Err(e @ IcebergError::Foreign { .. }) => {
+            Err(
+                e @ (IcebergError::Foreign { .. }
+                | IcebergError::Catalog(crate::table::iceberg::catalog::CatalogError::Foreign {
+                    ..
+                })),
+            ) => {
                 tracing::error!(error = %e, "Iceberg metadata")
             }
             Err(IcebergError::Stopped(_)) => {}

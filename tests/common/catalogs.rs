@@ -94,6 +94,22 @@ impl Postgres {
         Postgres { dir, url }
     }
 
+    /// Serving TLS only, with `tls`'s certificate for 127.0.0.1 (clients without TLS are
+    /// refused).
+    pub fn start_tls(tls: &super::registry::Tls) -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (
+            tls.cert.display().to_string(),
+            tls.key.display().to_string(),
+        );
+        let url = start(
+            "postgres.sh",
+            dir.path(),
+            &[("PG_TLS_CERT", cert.as_str()), ("PG_TLS_KEY", key.as_str())],
+        );
+        Postgres { dir, url }
+    }
+
     /// The URL for SQLAlchemy (pyiceberg's SqlCatalog): `postgresql+psycopg2://…`.
     pub fn sqlalchemy_url(&self) -> String {
         self.url

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use sluice::ops::generate::GenSpec;
 use sluice::table::state::TableState;
 
+pub mod catalogs;
 pub mod every_type;
 pub mod registry;
 
@@ -158,7 +159,9 @@ impl Fixture {
             .set("schema", "file", schema.display().to_string())
             .set("event_time", "field", "created_at")
             .set("storage", "url", table)
-            .merge("[iceberg]\nenabled = true\n")
+            // Every table is also registered in a SQL catalog (sqlite, beside the job file):
+            // loaders racing, dying and retrying keep it current (`assert_clean`).
+            .merge("[iceberg]\nenabled = true\ncatalog = \"sqlite:catalog.db\"\nnamespace = \"tests\"\n")
     }
 
     /// Writes `job` as `<table>.toml` and makes it the fixture's job.
@@ -227,6 +230,11 @@ impl Fixture {
                 report["iceberg"]
             );
             self.assert_iceberg_readers_agree(ICEBERG_ENGINES.as_slice());
+            let c = &report["iceberg"]["catalog"];
+            if !c.is_null() {
+                assert_eq!(c["behind"], 0, "the Iceberg catalog lags: {c}");
+                assert_eq!(c["seq"], report["entries"], "{c}");
+            }
         }
     }
 
@@ -291,6 +299,32 @@ impl Fixture {
             assert_eq!(n(&r, "distinct_offsets"), rows, "{engine}: {r}");
             assert_eq!(n(&r, "version"), snapshot, "{engine}: {r}");
         }
+        // pyiceberg through the job's SQL catalog: the same snapshot.
+        if let Some((catalog, name)) = self.sql_catalog() {
+            let r = read_iceberg(
+                &name,
+                "pyiceberg",
+                &["--catalog", &catalog, "--catalog-name", "sluice"],
+            );
+            assert_eq!(n(&r, "rows"), rows, "pyiceberg through {catalog}: {r}");
+            assert_eq!(
+                n(&r, "version"),
+                snapshot,
+                "pyiceberg through {catalog}: {r}"
+            );
+        }
+    }
+
+    /// The job's SQL catalog as the readers name it (`sql:<SQLAlchemy URI>`) and the table's
+    /// name there, when it has one in sqlite.
+    pub fn sql_catalog(&self) -> Option<(String, String)> {
+        let job = sluice::config::Job::load(&self.job).unwrap();
+        let c = job.iceberg?.catalog?;
+        let path = c.uri.strip_prefix("sqlite:")?;
+        Some((
+            format!("sql:sqlite:///{path}"),
+            format!("{}.{}", c.namespace.join("."), c.table),
+        ))
     }
 
     /// Spark (one session for the whole test run) reads both the Delta log and the Iceberg

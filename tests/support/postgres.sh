@@ -80,6 +80,16 @@ wal_level = logical
 max_replication_slots = 10
 max_wal_senders = 10
 EOF
+      if [ -n "${PG_TLS_CERT:-}" ]; then
+        # TLS only: the certificate and key (PG_TLS_CERT, PG_TLS_KEY) serve every connection,
+        # and TCP clients without TLS are refused (pg_hba: hostssl).
+        cp "$PG_TLS_CERT" "$dir/data/server.crt"
+        cp "${PG_TLS_KEY:?PG_TLS_KEY}" "$dir/data/server.key"
+        chmod 600 "$dir/data/server.key"
+        [ -z "$owner" ] || chown "$owner" "$dir/data/server.crt" "$dir/data/server.key"
+        printf "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n" >>"$dir/data/postgresql.conf"
+        sed -i 's/^host\(\s\)/hostssl\1/' "$dir/data/pg_hba.conf"
+      fi
       free_port >"$dir/port"
     fi
     port=$(cat "$dir/port")

@@ -4,9 +4,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::ops::verify::delta::EntryFiles;
-use crate::ops::verify::report::{IcebergReport, Violation};
+use crate::ops::verify::report::{CatalogReport, IcebergReport, Violation};
+use crate::table::iceberg::catalog::{Catalog, Pointer};
 use crate::table::iceberg::metadata::{SUMMARY_COMMIT_ID, SUMMARY_SEQ};
-use crate::table::iceberg::{avro, load_latest, IcebergError};
+use crate::table::iceberg::{avro, load_latest, load_version, IcebergError};
 use crate::table::store::TableStore;
 
 /// At most this many paths per mismatch are named.
@@ -114,4 +115,57 @@ pub async fn check(
     }
     report.behind = (entries.len() as u64).saturating_sub(projected);
     Ok(Some((report, violations)))
+}
+
+/// Where the job's catalog has the table, against the manifest's `entries` entries: a table at
+/// metadata sluice did not write is a violation; one behind is not (the next commit brings it).
+pub async fn check_catalog(
+    store: &TableStore,
+    catalog: &Catalog,
+    location: &str,
+    entries: u64,
+) -> (CatalogReport, Option<Violation>) {
+    let mut report = CatalogReport {
+        table: catalog.describe(),
+        seq: None,
+        behind: entries,
+    };
+    let seq = match catalog.pointer(location).await {
+        Ok(Pointer::Missing) => None,
+        Ok(Pointer::Entry(seq)) => Some(seq),
+        Ok(Pointer::Version(v)) => match load_version(store, v).await {
+            Ok(s) => s.meta.sluice_entry().map(|(seq, _)| seq),
+            Err(e) => {
+                let error = format!("its version {v}: {e}");
+                return (
+                    report,
+                    Some(Violation::IcebergCatalogUnreadable {
+                        catalog: catalog.describe(),
+                        error,
+                    }),
+                );
+            }
+        },
+        Ok(Pointer::Foreign(current)) => {
+            return (
+                report,
+                Some(Violation::IcebergCatalogForeign {
+                    catalog: catalog.describe(),
+                    current,
+                }),
+            )
+        }
+        Err(e) => {
+            return (
+                report,
+                Some(Violation::IcebergCatalogUnreadable {
+                    catalog: catalog.describe(),
+                    error: e.to_string(),
+                }),
+            )
+        }
+    };
+    report.seq = seq;
+    report.behind = entries.saturating_sub(seq.unwrap_or(0));
+    (report, None)
 }

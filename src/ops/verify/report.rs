@@ -145,6 +145,17 @@ pub enum Violation {
     IcebergUnreadable {
         error: String,
     },
+    /// The catalog's table is at metadata sluice did not write (an engine committed to it):
+    /// sluice stopped updating the catalog.
+    IcebergCatalogForeign {
+        catalog: String,
+        current: String,
+    },
+    /// The catalog could not be read.
+    IcebergCatalogUnreadable {
+        catalog: String,
+        error: String,
+    },
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -204,6 +215,21 @@ pub struct IcebergReport {
     pub behind: u64,
     /// Live files at the current snapshot.
     pub files: u64,
+    /// The catalog the table is registered in, when the job names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogReport>,
+}
+
+/// Where the catalog's table is.
+#[derive(Debug, Default, Serialize)]
+pub struct CatalogReport {
+    /// The catalog and the table's name there.
+    pub table: String,
+    /// The manifest entry the catalog's current snapshot projects (`None`: not registered yet,
+    /// or foreign).
+    pub seq: Option<u64>,
+    /// Manifest entries the catalog does not show yet (the next commit brings it up).
+    pub behind: u64,
 }
 
 /// The Delta log as `verify` found it.

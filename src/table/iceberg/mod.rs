@@ -16,6 +16,7 @@
 //! of the whole table as of the newest entry; from then on every entry is a snapshot.
 
 pub mod avro;
+pub mod catalog;
 pub mod metadata;
 pub mod project;
 pub mod schema;
@@ -50,6 +51,8 @@ pub enum IcebergError {
         path: String,
         what: String,
     },
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
     /// An earlier [`IcebergError::Foreign`] stopped the projection for this process.
     #[error("not writing the Iceberg metadata: {0}")]
     Stopped(String),
@@ -86,6 +89,10 @@ struct Cursor {
     state: Option<Option<State>>,
     table_uuid: Option<String>,
     stopped: Option<String>,
+    /// The version the catalog was last brought to by this log.
+    published: Option<u64>,
+    /// The catalog's table was found at a version sluice did not write.
+    catalog_stopped: bool,
 }
 
 /// Keeps a table's Iceberg metadata in step with its manifest.
@@ -94,6 +101,7 @@ pub struct IcebergLog {
     store: TableStore,
     settings: IcebergSettings,
     cursor: tokio::sync::Mutex<Cursor>,
+    catalog: Option<catalog::Catalog>,
     /// The field ids of the newest version read or written (see [`IcebergLog::field_ids`]).
     ids: std::sync::Mutex<Option<FieldIds>>,
 }
@@ -107,8 +115,19 @@ impl IcebergLog {
             store,
             settings,
             cursor: Default::default(),
+            catalog: None,
             ids: Default::default(),
         }
+    }
+
+    /// Registers the table in `catalog` and keeps it current there, after each sync.
+    pub fn with_catalog(mut self, catalog: Option<catalog::Catalog>) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    pub fn catalog(&self) -> Option<&catalog::Catalog> {
+        self.catalog.as_ref()
     }
 
     pub fn settings(&self) -> &IcebergSettings {
@@ -150,7 +169,33 @@ impl IcebergLog {
             // Read the metadata again next time: a failed put may have landed.
             c.state = None;
         }
-        r
+        let n = r?;
+        self.publish(&mut c).await?;
+        Ok(n)
+    }
+
+    /// Brings the catalog (if any) to the newest version.
+    async fn publish(&self, c: &mut Cursor) -> Result<(), IcebergError> {
+        let (Some(cat), Some(Some(s))) = (&self.catalog, &c.state) else {
+            return Ok(());
+        };
+        if c.catalog_stopped || c.published == Some(s.version) {
+            return Ok(());
+        }
+        let location = self.settings.location.trim_end_matches('/');
+        match cat.publish(location, s.version, &s.meta).await {
+            Ok(done) => {
+                tracing::debug!(catalog = %cat.describe(), version = s.version, ?done, "Iceberg catalog");
+                c.published = Some(s.version);
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, catalog::CatalogError::Foreign { .. }) {
+                    c.catalog_stopped = true;
+                }
+                Err(e.into())
+            }
+        }
     }
 
     async fn sync_locked(

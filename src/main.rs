@@ -695,16 +695,23 @@ fn gc(a: GcArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
     let (rt, manifest) = open_table(&job)?;
     let retention = job.delta.map(|d| d.retention);
+    let iceberg = sluice::open_iceberg(&job, &manifest)?;
     let report = rt.block_on(ops::gc::gc(
         &manifest,
         older_than,
         retention,
-        job.iceberg.is_some(),
+        iceberg.as_ref(),
         a.dry_run,
     ))?;
     let verb = if a.dry_run { "would delete" } else { "deleted" };
     for p in &report.deleted {
         println!("{verb} {p}");
+    }
+    if !report.iceberg_deleted.is_empty() {
+        println!(
+            "{verb} {} Iceberg metadata files no kept snapshot or metadata log names (older versions, expired snapshots' manifest lists, merged manifests)",
+            report.iceberg_deleted.len()
+        );
     }
     println!(
         "{} files scanned, {} referenced, {} {verb}, {} unreferenced but younger than {} (kept)",

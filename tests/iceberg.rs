@@ -397,3 +397,56 @@ fn a_version_another_engine_wrote_is_named_and_loading_goes_on() {
     );
     assert_eq!(committed_rows(&f.state()), 3_000);
 }
+
+/// `sluice gc` deletes the Iceberg metadata no kept snapshot names (expired snapshots' manifest
+/// lists, a losing writer's files) and nothing else: every reader still reads the table and
+/// every kept snapshot, and a file another writer put in `metadata/` stays.
+#[test]
+fn gc_deletes_the_iceberg_metadata_no_kept_snapshot_names() {
+    let mut f = Fixture::new("ice-gc", 2);
+    f.write_job("table", "[iceberg]\nmax_snapshots = 2\n");
+    for round in 0..5u64 {
+        f.produce(spec(round * 500, 500));
+        f.run_once_ok();
+    }
+    let meta = f.job_table_dir().join("metadata");
+    let lists = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&meta)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("snap-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = lists();
+    assert!(before.len() >= 5, "{before:?}");
+    // A losing writer's manifest list, and a file that is not sluice's (a REST catalog's own
+    // metadata file).
+    std::fs::copy(meta.join(&before[0]), meta.join("snap-1-99-loser.avro")).unwrap();
+    std::fs::write(meta.join("00001-4a1f.metadata.json"), "{}").unwrap();
+    let out = f.cli(&["gc", "--older-than", "0s"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("Iceberg metadata files"),
+        "{}",
+        output_text(&out)
+    );
+    let after = lists();
+    assert_eq!(after.len(), 2, "the kept snapshots' lists: {after:?}");
+    assert!(meta.join("00001-4a1f.metadata.json").exists());
+    f.assert_clean();
+    for (seq, id) in f.iceberg_snapshots() {
+        let states = f.states();
+        let r = read_iceberg(
+            &f.job_table_dir().display().to_string(),
+            "pyiceberg",
+            &["--snapshot", &id.to_string()],
+        );
+        assert_eq!(
+            n(&r, "rows") as u64,
+            committed_rows(&states[seq as usize - 1]),
+            "{r}"
+        );
+    }
+}

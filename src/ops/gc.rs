@@ -12,7 +12,9 @@ use crate::error::ManifestError;
 use crate::table::delta::action::decode_path;
 use crate::table::delta::{latest_version, load_snapshot, DeltaError};
 use crate::table::entry::{DEAD_LETTER_DIR, LOG_DIR};
-use crate::table::iceberg::{avro, load_latest, IcebergError};
+use crate::table::iceberg::catalog::Pointer;
+use crate::table::iceberg::project::metadata_rel;
+use crate::table::iceberg::{avro, load_latest, load_version, IcebergError, IcebergLog};
 use crate::table::manifest::{Manifest, CHECKPOINT_DIR, LAST_CHECKPOINT};
 use crate::table::store::TableStore;
 
@@ -27,6 +29,10 @@ pub struct GcReport {
     /// Files the manifest no longer references that a Delta version inside the retention
     /// period still does (live in the log's latest version, or removed from it recently).
     pub kept_for_time_travel: Vec<String>,
+    /// Iceberg metadata files no kept snapshot or metadata log names, old enough to delete
+    /// (deleted unless dry run): older metadata versions, expired snapshots' manifest lists,
+    /// merged-away manifests, a losing writer's files.
+    pub iceberg_deleted: Vec<String>,
     pub dry_run: bool,
 }
 
@@ -43,7 +49,7 @@ pub async fn gc(
     m: &Manifest,
     older_than: std::time::Duration,
     delta_retention: Option<std::time::Duration>,
-    iceberg: bool,
+    iceberg: Option<&IcebergLog>,
     dry_run: bool,
 ) -> Result<GcReport, GcError> {
     // List first, read the manifest second: a file committed in between is then referenced.
@@ -53,8 +59,12 @@ pub async fn gc(
         Some(r) => delta_references(m.store(), r).await?,
         None => HashSet::new(),
     };
-    if iceberg {
-        time_travel.extend(iceberg_references(m.store()).await?);
+    let keep = match iceberg {
+        Some(i) => Some(iceberg_references(m.store(), i).await?),
+        None => None,
+    };
+    if let Some(k) = &keep {
+        time_travel.extend(k.data.iter().cloned());
     }
     let referenced: HashSet<&str> = state
         .files
@@ -76,6 +86,15 @@ pub async fn gc(
         };
         let rel = rel.as_str();
         if rel.starts_with(LOG_DIR) || rel.starts_with(CHECKPOINT_DIR) || rel == LAST_CHECKPOINT {
+            continue;
+        }
+        if keep.as_ref().is_some_and(|k| iceberg_garbage(rel, k)) {
+            if meta.last_modified <= cutoff {
+                if !dry_run {
+                    m.store().delete(rel).await?;
+                }
+                report.iceberg_deleted.push(rel.to_string());
+            }
             continue;
         }
         if !is_sluice_data_file(rel) {
@@ -110,11 +129,23 @@ pub enum GcError {
     Iceberg(#[from] IcebergError),
 }
 
-/// Files an Iceberg reader may still open: those every snapshot the latest metadata keeps
-/// lists (its manifests read once each).
-async fn iceberg_references(store: &TableStore) -> Result<HashSet<String>, IcebergError> {
+/// What the Iceberg metadata keeps: the data files, manifests and manifest lists of every
+/// snapshot the latest metadata (and the catalog's table, when it is elsewhere) keeps, and the
+/// metadata files its metadata log names.
+#[derive(Debug, Default)]
+struct IcebergKeep {
+    data: HashSet<String>,
+    metadata: HashSet<String>,
+    /// The newest version (`metadata/v<N>.metadata.json`): newer ones are never deleted.
+    latest: u64,
+}
+
+async fn iceberg_references(
+    store: &TableStore,
+    iceberg: &IcebergLog,
+) -> Result<IcebergKeep, IcebergError> {
     let Some(latest) = load_latest(store).await? else {
-        return Ok(HashSet::new());
+        return Ok(IcebergKeep::default());
     };
     let loc = latest.meta.location.trim_end_matches('/').to_string();
     let rel = |abs: &str| -> Result<String, IcebergError> {
@@ -132,29 +163,90 @@ async fn iceberg_references(store: &TableStore) -> Result<HashSet<String>, Icebe
             message: "listed by a kept snapshot, and missing".into(),
         })
     };
+    let mut keep = IcebergKeep {
+        latest: latest.version,
+        ..Default::default()
+    };
+    let mut metas = vec![latest.meta.clone()];
+    keep.metadata.insert(metadata_rel(latest.version));
+    // The catalog's table, if it is at another version (behind) or is the catalog's own file.
+    if let Some(catalog) = iceberg.catalog() {
+        match catalog.pointer(&loc).await? {
+            Pointer::Version(v) if v != latest.version => {
+                metas.push(load_version(store, v).await?.meta);
+                keep.metadata.insert(metadata_rel(v));
+            }
+            Pointer::Entry(_) => {
+                if let Some(m) = catalog.table_metadata().await? {
+                    metas.push(m);
+                }
+            }
+            _ => {}
+        }
+    }
     let mut manifests = HashSet::new();
-    let mut out = HashSet::new();
-    for snap in &latest.meta.snapshots {
-        let list = read(rel(&snap.manifest_list)?).await?;
-        let list = avro::read_manifest_list(&list).map_err(|e| IcebergError::Corrupt {
-            path: snap.manifest_list.clone(),
-            message: e.to_string(),
-        })?;
-        for mf in list {
-            if !manifests.insert(mf.path.clone()) {
+    for meta in &metas {
+        for l in &meta.metadata_log {
+            if let Ok(r) = rel(&l.metadata_file) {
+                keep.metadata.insert(r);
+            }
+        }
+        for snap in &meta.snapshots {
+            let list_rel = rel(&snap.manifest_list)?;
+            if !keep.metadata.insert(list_rel.clone()) {
                 continue;
             }
-            let body = read(rel(&mf.path)?).await?;
-            let entries = avro::read_manifest(&body).map_err(|e| IcebergError::Corrupt {
-                path: mf.path.clone(),
+            let list = read(list_rel).await?;
+            let list = avro::read_manifest_list(&list).map_err(|e| IcebergError::Corrupt {
+                path: snap.manifest_list.clone(),
                 message: e.to_string(),
             })?;
-            for e in entries.iter().filter(|e| e.status != avro::DELETED) {
-                out.insert(rel(&e.file.path)?);
+            for mf in list {
+                if !manifests.insert(mf.path.clone()) {
+                    continue;
+                }
+                let mf_rel = rel(&mf.path)?;
+                keep.metadata.insert(mf_rel.clone());
+                let body = read(mf_rel).await?;
+                let entries = avro::read_manifest(&body).map_err(|e| IcebergError::Corrupt {
+                    path: mf.path.clone(),
+                    message: e.to_string(),
+                })?;
+                for e in entries.iter().filter(|e| e.status != avro::DELETED) {
+                    keep.data.insert(rel(&e.file.path)?);
+                }
             }
         }
     }
-    Ok(out)
+    Ok(keep)
+}
+
+/// Whether `rel` is an Iceberg metadata file sluice writes that `keep` no longer needs: a
+/// metadata file older than the newest and out of the metadata log, or a manifest or
+/// manifest list no kept snapshot lists (expired, merged away, or a losing writer's). Files
+/// others write in `metadata/` (a REST catalog's own metadata files) are never touched.
+fn iceberg_garbage(rel: &str, keep: &IcebergKeep) -> bool {
+    let Some(name) = rel.strip_prefix("metadata/") else {
+        return false;
+    };
+    if name.contains('/') || keep.metadata.contains(rel) {
+        return false;
+    }
+    if let Some(v) = name
+        .strip_prefix('v')
+        .and_then(|n| n.strip_suffix(".metadata.json"))
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        return v < keep.latest;
+    }
+    let Some(stem) = name.strip_suffix(".avro") else {
+        return false;
+    };
+    // `snap-<id>-<seq>-<uuid>.avro` and `<seq:020>-<uuid>-m<k>.avro`.
+    stem.starts_with("snap-")
+        || stem.split_once('-').is_some_and(|(seq, rest)| {
+            seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()) && rest.contains("-m")
+        })
 }
 
 /// Files a Delta reader may still open: live at the log's latest version, or removed from it
@@ -197,5 +289,39 @@ mod tests {
         ));
         assert!(!is_sluice_data_file("date=2026-11-24/notes.txt"));
         assert!(!is_sluice_data_file("other/data.parquet"));
+    }
+
+    #[test]
+    fn iceberg_garbage_is_only_sluices_own_unneeded_metadata() {
+        let keep = IcebergKeep {
+            data: HashSet::new(),
+            metadata: [
+                "metadata/v7.metadata.json",
+                "metadata/v6.metadata.json",
+                "metadata/snap-1-7-aa.avro",
+                "metadata/00000000000000000007-aa-m0.avro",
+            ]
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+            latest: 7,
+        };
+        for (rel, garbage) in [
+            ("metadata/v7.metadata.json", false),
+            ("metadata/v6.metadata.json", false),
+            ("metadata/v5.metadata.json", true),
+            ("metadata/v8.metadata.json", false),
+            ("metadata/snap-1-7-aa.avro", false),
+            ("metadata/snap-2-5-bb.avro", true),
+            ("metadata/00000000000000000007-aa-m0.avro", false),
+            ("metadata/00000000000000000005-bb-m1.avro", true),
+            // A REST catalog's own metadata files, the hint, anything else: never.
+            ("metadata/00003-4a1f.metadata.json", false),
+            ("metadata/version-hint.text", false),
+            ("metadata/other.avro", false),
+            ("date=2026-11-24/v1.metadata.json", false),
+        ] {
+            assert_eq!(iceberg_garbage(rel, &keep), garbage, "{rel}");
+        }
     }
 }

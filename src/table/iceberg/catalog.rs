@@ -207,6 +207,20 @@ impl Catalog {
         }
     }
 
+    /// A REST catalog's table metadata (`None` for a SQL catalog, whose metadata is a file
+    /// of sluice's, or a table it does not have).
+    pub async fn table_metadata(&self) -> Result<Option<TableMetadata>, CatalogError> {
+        if !matches!(self.backend, Backend::Rest { .. }) {
+            return Ok(None);
+        }
+        match self.rest_load().await? {
+            None => Ok(None),
+            Some(t) => serde_json::from_value(t["metadata"].clone())
+                .map(Some)
+                .map_err(|e| self.failed(format!("the table's metadata: {e}"))),
+        }
+    }
+
     // ---- SQL ----
 
     async fn publish_sql(&self, location: &str, version: u64) -> Result<Published, CatalogError> {

@@ -35,8 +35,55 @@ pub fn check_with_kafka(job: &crate::config::Job, report: &mut VerifyReport) -> 
             _ => None,
         })
         .collect();
-    let spans: Vec<&Span> = holes.iter().chain(&report.recorded_non_records).collect();
+    // Before each partition's first range, down to the broker's low watermark: a job that reads
+    // from the earliest offset has loaded every committed record there.
+    let prefixes: Vec<Span> = match job.start_offset {
+        crate::config::StartOffset::Latest => Vec::new(),
+        crate::config::StartOffset::Earliest => {
+            let parts: Vec<(String, i32)> = report
+                .partitions
+                .iter()
+                .filter(|p| !p.ranges.is_empty())
+                .map(|p| (p.topic.clone(), p.partition))
+                .collect();
+            let wm = crate::record::source::watermarks(&consumer, &parts, Duration::from_secs(30))?;
+            report
+                .partitions
+                .iter()
+                .filter_map(|p| {
+                    let first = p.ranges.iter().map(|r| r.0).min()?;
+                    let &(low, _) = wm.get(&(p.topic.clone(), p.partition))?;
+                    (low < first).then(|| Span {
+                        seq: 0,
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        from: low,
+                        to: first,
+                    })
+                })
+                .collect()
+        }
+    };
+    let spans: Vec<&Span> = holes
+        .iter()
+        .chain(&report.recorded_non_records)
+        .chain(&prefixes)
+        .collect();
     let counts = count_records(&consumer, &spans)?;
+    for (span, count) in prefixes
+        .iter()
+        .zip(&counts[holes.len() + report.recorded_non_records.len()..])
+    {
+        if let Some(records) = count.filter(|&n| n > 0) {
+            violations.push(Violation::Unloaded {
+                topic: span.topic.clone(),
+                partition: span.partition,
+                from: span.from,
+                to: span.to,
+                records,
+            });
+        }
+    }
     for (span, count) in holes.iter().zip(&counts) {
         match count {
             Some(0) => report.unrecorded_non_records.push(span.clone()),
@@ -50,7 +97,7 @@ pub fn check_with_kafka(job: &crate::config::Job, report: &mut VerifyReport) -> 
     for (span, count) in report
         .recorded_non_records
         .iter()
-        .zip(&counts[holes.len()..])
+        .zip(&counts[holes.len()..holes.len() + report.recorded_non_records.len()])
     {
         if let Some(records) = count.filter(|&n| n > 0) {
             violations.push(Violation::RecordedNonRecordIsRecord {

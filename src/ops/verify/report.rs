@@ -87,6 +87,16 @@ pub enum Violation {
         /// Records the broker holds in the span.
         records: u64,
     },
+    /// `verify --kafka`, a job reading from the earliest offset: offsets before a partition's
+    /// first range where the broker holds committed records. Ranges only grow forwards, so
+    /// these were skipped for good.
+    Unloaded {
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: i64,
+        records: u64,
+    },
     /// Offsets held twice in one entry (two rows, a row and a dead letter, or a record and a
     /// recorded non-record), or accounted outside the entry's range.
     Duplicate(Span),

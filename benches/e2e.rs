@@ -841,17 +841,25 @@ fn iceberg_cases(ctx: &Ctx, turns: usize) -> Value {
     let (resume_s, _, delta_catch_up_s, ice) = resume(ctx, entries);
     let (moto, endpoint) = start_moto(ctx, "bench");
     let each = env_or("SLUICE_BENCH_COMMITS", 200u64);
-    let (mut delta, mut both) = (Vec::new(), Vec::new());
+    let (mut delta, mut both, mut sqlite) = (Vec::new(), Vec::new(), Vec::new());
     for turn in 0..turns {
-        for iceberg in [false, true] {
-            let name = format!("ice-commits-{turn}-{iceberg}");
-            let r = commit_rate(ctx, &moto, &endpoint, &name, 1, each, (true, iceberg));
-            eprintln!("bench: commits, Iceberg {iceberg}: {r}");
-            if iceberg {
-                both.push(r)
-            } else {
-                delta.push(r)
-            }
+        for (k, iceberg, catalog) in [
+            (0, false, None),
+            (1, true, None),
+            (2, true, Some("sqlite:catalog.db")),
+        ] {
+            let name = format!("ice-commits-{turn}-{k}");
+            let r = commit_rate(
+                ctx,
+                &moto,
+                &endpoint,
+                &name,
+                1,
+                each,
+                (true, iceberg, catalog),
+            );
+            eprintln!("bench: commits, Iceberg {iceberg}, catalog {catalog:?}: {r}");
+            [&mut delta, &mut both, &mut sqlite][k].push(r);
         }
     }
     let med =
@@ -872,6 +880,8 @@ fn iceberg_cases(ctx: &Ctx, turns: usize) -> Value {
         "delta_iceberg_requests_per_commit": med(&both, "requests_per_commit"),
         "delta_commits_per_s": med(&delta, "commits_per_s"),
         "delta_iceberg_commits_per_s": med(&both, "commits_per_s"),
+        "delta_iceberg_sqlite_catalog_p50_ms": med(&sqlite, "latency_ms_p50"),
+        "delta_iceberg_sqlite_catalog_commits_per_s": med(&sqlite, "commits_per_s"),
     })
 }
 
@@ -945,14 +955,15 @@ fn commit_rate(
     name: &str,
     writers: usize,
     each: u64,
-    (delta, iceberg): (bool, bool),
+    (delta, iceberg, catalog): (bool, bool, Option<&str>),
 ) -> Value {
     use sluice::table::commit::{Committer, Encoded, Outcome, Proposal};
     use sluice::table::entry::{DataFile, EntryKind, OffsetRange};
     let extra = format!(
         "[storage.options]\naws_endpoint = \"{endpoint}\"\naws_allow_http = \"true\"\n\
          aws_access_key_id = \"test\"\naws_secret_access_key = \"test\"\naws_region = \"us-east-1\"\n\
-         [delta]\nenabled = {delta}\n[iceberg]\nenabled = {iceberg}\n"
+         [delta]\nenabled = {delta}\n[iceberg]\nenabled = {iceberg}\n{}",
+        catalog.map_or(String::new(), |c| format!("catalog = \"{c}\"\n"))
     );
     let path = ctx.job(name, "commits", &extra);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -1394,7 +1405,7 @@ fn main() {
             &name,
             writers,
             each,
-            (delta, iceberg),
+            (delta, iceberg, None),
         )
     })
     .collect();

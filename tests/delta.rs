@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::every_type::{event, every_type_job, SCHEMA};
+use common::every_type::{event, every_type_job, noted_events, widen_schema};
 use common::*;
 use serde_json::{json, Value};
 
@@ -98,21 +98,8 @@ fn a_wider_schema_is_a_new_delta_metadata_and_readers_see_both_shapes() {
     assert_eq!(n(&f.run_once_ok(), "rows"), 100);
     let before = f.state().seq - 1;
 
-    let field = r#"{"name": "note", "type": ["null", "string"], "default": null},"#;
-    let wider = SCHEMA.replacen(
-        r#"{"name": "b""#,
-        &format!("{field}\n    {{\"name\": \"b\""),
-        1,
-    );
-    assert_ne!(wider, SCHEMA);
-    std::fs::write(&schema, wider).unwrap();
-    let payloads: Vec<String> = (100..150)
-        .map(|k| {
-            let mut p: Value = serde_json::from_str(&event(k).0).unwrap();
-            p["note"] = json!(format!("note-{k}"));
-            p.to_string()
-        })
-        .collect();
+    widen_schema(&schema);
+    let payloads = noted_events(100..150);
     produce_payloads(&f.topic, 0, &payloads);
     let stats = f.run_once_ok();
     assert_eq!(n(&stats, "rows"), 50, "{stats}");

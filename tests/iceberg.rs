@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::every_type::{event, every_type_job, BASE_US, SCHEMA};
+use common::every_type::{event, every_type_job, noted_events, widen_schema, BASE_US};
 use common::*;
 use serde_json::{json, Value};
 
@@ -217,20 +217,8 @@ fn a_wider_schema_is_an_iceberg_schema_change_every_reader_sees() {
     assert_eq!(n(&f.run_once_ok(), "rows"), 100);
     let (before, _) = f.iceberg_current();
 
-    let field = r#"{"name": "note", "type": ["null", "string"], "default": null},"#;
-    let wider = SCHEMA.replacen(
-        r#"{"name": "b""#,
-        &format!("{field}\n    {{\"name\": \"b\""),
-        1,
-    );
-    std::fs::write(&schema, wider).unwrap();
-    let payloads: Vec<String> = (100..150)
-        .map(|k| {
-            let mut p: Value = serde_json::from_str(&event(k).0).unwrap();
-            p["note"] = json!(format!("note-{k}"));
-            p.to_string()
-        })
-        .collect();
+    widen_schema(&schema);
+    let payloads = noted_events(100..150);
     produce_payloads(&f.topic, 0, &payloads);
     assert_eq!(n(&f.run_once_ok(), "rows"), 50);
     f.assert_clean();
@@ -278,13 +266,7 @@ fn a_wider_schema_is_an_iceberg_schema_change_every_reader_sees() {
     // Files written once the Iceberg schema knows every column carry its field ids (the new
     // column's too); a file with a column it did not know yet carries none (the name mapping
     // reads it). Readers read both kinds alike.
-    let payloads: Vec<String> = (150..180)
-        .map(|k| {
-            let mut p: Value = serde_json::from_str(&event(k).0).unwrap();
-            p["note"] = json!(format!("note-{k}"));
-            p.to_string()
-        })
-        .collect();
+    let payloads = noted_events(150..180);
     produce_payloads(&f.topic, 0, &payloads);
     assert_eq!(n(&f.run_once_ok(), "rows"), 30);
     f.assert_clean();

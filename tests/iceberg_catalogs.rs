@@ -7,7 +7,7 @@
 mod common;
 
 use common::catalogs::{IcebergRest, Postgres};
-use common::every_type::{event, every_type_job, SCHEMA};
+use common::every_type::{event, every_type_job, noted_events, widen_schema};
 use common::*;
 use serde_json::{json, Value};
 
@@ -191,20 +191,8 @@ fn a_rest_catalog_gets_every_snapshot_schema_change_and_expiry() {
         assert_eq!(n(&r, "version"), snapshot, "{r}\n{}", rest.log());
     }
     // A wider schema: the catalog's table gets the new schema (its ids) with the snapshot.
-    let field = r#"{"name": "note", "type": ["null", "string"], "default": null},"#;
-    let wider = SCHEMA.replacen(
-        r#"{"name": "b""#,
-        &format!("{field}\n    {{\"name\": \"b\""),
-        1,
-    );
-    std::fs::write(&schema, wider).unwrap();
-    let payloads: Vec<String> = (200..260)
-        .map(|k| {
-            let mut p: Value = serde_json::from_str(&event(k).0).unwrap();
-            p["note"] = json!(format!("note-{k}"));
-            p.to_string()
-        })
-        .collect();
+    widen_schema(&schema);
+    let payloads = noted_events(200..260);
     produce_payloads(&f.topic, 0, &payloads[..30]);
     produce_payloads(&f.topic, 1, &payloads[30..]);
     // Two loaders at once (a partition each): their catalog commits race; a refused one reads

@@ -82,3 +82,26 @@ pub fn every_type_job(f: &mut Fixture) -> std::path::PathBuf {
     f.write("table", &job);
     schema
 }
+
+/// Rewrites the job's schema file (`every_type_job`'s) as [`SCHEMA`] with one more field, a
+/// nullable string `note` (a compatible change).
+pub fn widen_schema(schema: &std::path::Path) {
+    let field = r#"{"name": "note", "type": ["null", "string"], "default": null},"#;
+    let wider = SCHEMA.replacen(
+        r#"{"name": "b""#,
+        &format!("{field}\n    {{\"name\": \"b\""),
+        1,
+    );
+    assert_ne!(wider, SCHEMA);
+    std::fs::write(schema, wider).unwrap();
+}
+
+/// The payloads of events `ks` with `note` set to `note-<k>` (for the [`widen_schema`] schema).
+pub fn noted_events(ks: std::ops::Range<i64>) -> Vec<String> {
+    ks.map(|k| {
+        let mut p: Value = serde_json::from_str(&event(k).0).unwrap();
+        p["note"] = serde_json::json!(format!("note-{k}"));
+        p.to_string()
+    })
+    .collect()
+}

@@ -788,6 +788,27 @@ pub fn txn_producer(brokers: &str, topic: &str, partitions: i32, args: &[&str]) 
     c
 }
 
+/// Starts a tests/txn_producer.py producer that leaves a transaction open (`--leave-open`), and
+/// waits until it is: returns the producer and the lines it prints after that.
+pub fn txn_producer_open(
+    f: &Fixture,
+    args: &[&str],
+) -> (
+    Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let mut producer = txn_producer(&f.brokers, &f.topic, f.partitions, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(producer.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.contains("\"open\""), "producer: {line}");
+    (producer, lines)
+}
+
 /// The `ID STATE` lines a producer of tests/txn_producer.py wrote.
 pub fn produced_states(path: &Path) -> Vec<(String, String)> {
     std::fs::read_to_string(path)

@@ -64,41 +64,35 @@ assert psycopg2.__version__.split()[0] == '$PSYCOPG2', psycopg2.__version__" >/d
     "pyspark==$PYSPARK"
 fi
 
-# The Spark readers' jars (Delta Lake, Apache Iceberg), resolved by Maven from
-# tests/support/spark/pom.xml (transitive dependencies excluded: pyspark has them) and every jar
-# checked against tests/support/spark/jars.sha256. spark_server.py loads every jar in the folder,
-# so the folder holds exactly the checked jars.
-spark_jars="$tools/spark-jars"
-spark_sums="$root/tests/support/spark/jars.sha256"
-if ! (cd "$spark_jars" 2>/dev/null && sha256sum -c --quiet --strict "$spark_sums" \
-      && [ "$(ls | wc -l)" = "$(wc -l < "$spark_sums")" ]) >/dev/null 2>&1; then
-  echo "tools: installing the Spark readers' Delta Lake and Iceberg jars (from Maven) into .tools/spark-jars" >&2
-  command -v mvn >/dev/null || { echo "tools: Maven is needed to install the Spark readers' jars" >&2; exit 1; }
-  rm -rf "$spark_jars" "$spark_jars.tmp"
-  mvn -q -B -C -f "$root/tests/support/spark/pom.xml" dependency:copy-dependencies \
-    -DoutputDirectory="$spark_jars.tmp"
-  (cd "$spark_jars.tmp" && sha256sum -c --quiet --strict "$spark_sums")
-  [ "$(ls "$spark_jars.tmp" | wc -l)" = "$(wc -l < "$spark_sums")" ]
-  mv "$spark_jars.tmp" "$spark_jars"
-fi
+# maven_jars DEST POM SUMS WHAT [MVN ARGS...]: the jars POM resolves (dependency:copy-dependencies)
+# into DEST, every one checked against SUMS (sha256sum lines). DEST holds exactly the checked
+# jars (readers put every jar in it on their classpath); a DEST that already does is kept.
+maven_jars() {
+  local dest=$1 pom=$2 sums=$3 what=$4
+  shift 4
+  if (cd "$dest" 2>/dev/null && sha256sum -c --quiet --strict "$sums" \
+      && [ "$(ls | wc -l)" = "$(wc -l < "$sums")" ]) >/dev/null 2>&1; then
+    return 0
+  fi
+  echo "tools: installing $what (jars from Maven) into ${dest#"$root"/}" >&2
+  command -v mvn >/dev/null || { echo "tools: Maven is needed to install $what" >&2; exit 1; }
+  rm -rf "$dest" "$dest.tmp"
+  mvn -q -B -C -f "$pom" dependency:copy-dependencies "$@" -DoutputDirectory="$dest.tmp"
+  (cd "$dest.tmp" && sha256sum -c --quiet --strict "$sums")
+  [ "$(ls "$dest.tmp" | wc -l)" = "$(wc -l < "$sums")" ]
+  mv "$dest.tmp" "$dest"
+}
+
+# The Spark readers' jars (Delta Lake, Apache Iceberg; transitive dependencies excluded: pyspark
+# has them), for spark_server.py.
+maven_jars "$tools/spark-jars" "$root/tests/support/spark/pom.xml" \
+  "$root/tests/support/spark/jars.sha256" "the Spark readers' Delta Lake and Iceberg jars"
 
 # The Iceberg REST catalog server (org.apache.iceberg.rest.RESTCatalogServer, from Iceberg's test
-# fixtures) and what it runs with, resolved by Maven from tests/support/iceberg-rest/pom.xml and
-# every jar checked against tests/support/iceberg-rest/jars.sha256. iceberg_rest.sh puts every jar
-# in the folder on the classpath, so the folder holds exactly the checked jars.
-iceberg_rest="$tools/iceberg-rest"
-iceberg_rest_sums="$root/tests/support/iceberg-rest/jars.sha256"
-if ! (cd "$iceberg_rest" 2>/dev/null && sha256sum -c --quiet --strict "$iceberg_rest_sums" \
-      && [ "$(ls | wc -l)" = "$(wc -l < "$iceberg_rest_sums")" ]) >/dev/null 2>&1; then
-  echo "tools: installing the Iceberg REST catalog server (jars from Maven) into .tools/iceberg-rest" >&2
-  command -v mvn >/dev/null || { echo "tools: Maven is needed to install the Iceberg REST catalog" >&2; exit 1; }
-  rm -rf "$iceberg_rest" "$iceberg_rest.tmp"
-  mvn -q -B -C -f "$root/tests/support/iceberg-rest/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$iceberg_rest.tmp"
-  (cd "$iceberg_rest.tmp" && sha256sum -c --quiet --strict "$iceberg_rest_sums")
-  [ "$(ls "$iceberg_rest.tmp" | wc -l)" = "$(wc -l < "$iceberg_rest_sums")" ]
-  mv "$iceberg_rest.tmp" "$iceberg_rest"
-fi
+# fixtures) and what it runs with, for iceberg_rest.sh.
+maven_jars "$tools/iceberg-rest" "$root/tests/support/iceberg-rest/pom.xml" \
+  "$root/tests/support/iceberg-rest/jars.sha256" "the Iceberg REST catalog server" \
+  -DincludeScope=runtime
 
 # Azurite, the Azure Blob emulator, for the storage conformance tests.
 if [ ! -x "$tools/node_modules/.bin/azurite-blob" ]; then

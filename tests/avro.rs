@@ -663,16 +663,7 @@ fn read_sql(f: &Fixture, sql: &str) -> Vec<serde_json::Value> {
     let script = format!(
         "import duckdb, json, sys\ncon = duckdb.connect()\ncon.read_parquet({files:?}, hive_partitioning=True, union_by_name=True).create_view('t')\nprint(json.dumps([str(v) if not isinstance(v, (int, float, str, type(None))) else v for v in con.execute(sys.argv[1]).fetchall()[0]]))"
     );
-    let out = Command::new(python())
-        .args(["-c", &script, sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&run_python(&script, &[sql])).unwrap()
 }
 
 /// The table's dead letters: (offset, error), by offset.

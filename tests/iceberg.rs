@@ -311,16 +311,7 @@ for p in sorted(glob.glob(sys.argv[1] + "/**/*.parquet", recursive=True)):
     ids = {f.name: int(f.metadata[b"PARQUET:field_id"]) for f in s if f.metadata and b"PARQUET:field_id" in f.metadata}
     print(json.dumps([p, ids]))
 "#;
-    let out = std::process::Command::new(python())
-        .args(["-c", script, &f.job_table_dir().display().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    run_python(script, &[&f.job_table_dir().display().to_string()])
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();

@@ -87,16 +87,7 @@ t.append(t.scan(limit=1).to_arrow())
 print(t.metadata_location)
 "#;
     let uri = catalog.strip_prefix("sql:").unwrap();
-    let out = std::process::Command::new(python())
-        .args(["-c", script, uri, &name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let foreign = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let foreign = run_python(script, &[uri, &name]).trim().to_string();
     f.produce(spec(3_000, 500));
     let out = f.run_once(None);
     assert!(out.status.success(), "{}", output_text(&out));

@@ -49,6 +49,23 @@ pub fn seed(var: &str) -> u64 {
     seed
 }
 
+/// Runs `python -c script args...` with the tools' Python; returns its stdout, after asserting
+/// that it succeeded.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn python() -> String {
     std::env::var("SLUICE_TEST_PYTHON")
         .expect("SLUICE_TEST_PYTHON is not set: run the tests with `make test`")

@@ -272,22 +272,7 @@ pub struct IcebergConfig {
     /// At most this many snapshots are kept in the metadata (the newest).
     pub max_snapshots: usize,
     /// The catalog the table is registered in and kept current (`None`: metadata files only).
-    pub catalog: Option<IcebergCatalog>,
-}
-
-/// `iceberg.catalog` and the table's name there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IcebergCatalog {
-    /// `sqlite:///path` (relative paths: from the job file's folder), `postgresql://…` or a REST
-    /// catalog's `http(s)://…` URL.
-    pub uri: String,
-    /// A SQL catalog's `catalog_name` (the name engines give the catalog).
-    pub name: String,
-    /// The namespace, its levels split at `.`.
-    pub namespace: Vec<String>,
-    pub table: String,
-    pub token: Option<String>,
-    pub warehouse: Option<String>,
+    pub catalog: Option<crate::table::iceberg::catalog::CatalogSettings>,
 }
 
 /// When a loader commits: every `interval`, or sooner when its buffers reach a limit.
@@ -676,7 +661,7 @@ impl Job {
                                 "levels are names joined by `.`".into(),
                             ));
                         }
-                        Some(IcebergCatalog {
+                        Some(crate::table::iceberg::catalog::CatalogSettings {
                             uri,
                             name: opt("catalog_name", ri.and_then(|i| i.catalog_name.as_ref()))?
                                 .unwrap_or_else(|| "sluice".to_string()),

@@ -96,18 +96,12 @@ pub fn open_iceberg(
     let catalog = match &i.catalog {
         None => None,
         Some(c) => Some(
-            table::iceberg::catalog::Catalog::open(table::iceberg::catalog::CatalogSettings {
-                uri: c.uri.clone(),
-                name: c.name.clone(),
-                namespace: c.namespace.clone(),
-                table: c.table.clone(),
-                token: c.token.clone(),
-                warehouse: c.warehouse.clone(),
-            })
-            .map_err(|e| error::ConfigError::Invalid {
-                path: job.path.clone(),
-                key: "iceberg.catalog".into(),
-                message: e.to_string(),
+            table::iceberg::catalog::Catalog::open(c.clone()).map_err(|e| {
+                error::ConfigError::Invalid {
+                    path: job.path.clone(),
+                    key: "iceberg.catalog".into(),
+                    message: e.to_string(),
+                }
             })?,
         ),
     };

@@ -700,6 +700,13 @@ max_buffered_bytes = "256MiB"
 [bad_records]
 # Records that do not fit the schema go to the commit's dead-letter file (sluice files --dead-letters).
 policy = "dead_letter"
+
+# The table is a Delta table; uncomment to make it an Apache Iceberg table too, and to register
+# it in a SQL (sqlite:///…, postgresql://…) or REST (http(s)://…) catalog.
+# [iceberg]
+# enabled = true
+# catalog = "sqlite:catalog.db"
+# namespace = "default"
 "#,
         table = quote(table)
     ));

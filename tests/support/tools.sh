@@ -11,6 +11,8 @@
 #    .tools/spark-jars (spark_server.py runs Spark with them on Java 17);
 #  - an Apache Iceberg REST catalog (the REST catalog server of Iceberg 1.10's test fixtures) and
 #    its jars from Maven (checked) into .tools/iceberg-rest (iceberg_rest.sh runs it on Java 17);
+#  - Kafka Connect (standalone worker) and Debezium's PostgreSQL connector, their jars from Maven
+#    (checked) into .tools/debezium (debezium.sh runs them on Java 17, for change data capture);
 #  - Azurite (an Azure Blob emulator) from npm;
 #  - Apicurio Registry (a schema registry with Confluent's API) from Maven.
 set -euo pipefail
@@ -93,6 +95,20 @@ maven_jars "$tools/spark-jars" "$root/tests/support/spark/pom.xml" \
 maven_jars "$tools/iceberg-rest" "$root/tests/support/iceberg-rest/pom.xml" \
   "$root/tests/support/iceberg-rest/jars.sha256" "the Iceberg REST catalog server" \
   -DincludeScope=runtime
+
+# Kafka Connect (standalone) and Debezium's PostgreSQL connector, for change data capture tests
+# (debezium.sh runs them on Java 17). A folder of their own: Connect's Jetty, Jersey and Jackson
+# stay off the broker's classpath.
+maven_jars "$tools/debezium" "$root/tests/support/debezium/pom.xml" \
+  "$root/tests/support/debezium/jars.sha256" "Kafka Connect and Debezium's PostgreSQL connector" \
+  -DincludeScope=runtime
+# Optional (DEBEZIUM_AVRO=1): Apicurio's Avro converter for Connect (Confluent's wire format against
+# registry.sh's Apicurio Registry), for debezium.sh's CONVERTER=avro.
+if [ "${DEBEZIUM_AVRO:-0}" = 1 ]; then
+  maven_jars "$tools/debezium-avro" "$root/tests/support/debezium/avro/pom.xml" \
+    "$root/tests/support/debezium/avro/jars.sha256" "Apicurio's Avro converter for Kafka Connect" \
+    -DincludeScope=runtime
+fi
 
 # Azurite, the Azure Blob emulator, for the storage conformance tests.
 if [ ! -x "$tools/node_modules/.bin/azurite-blob" ]; then

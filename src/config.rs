@@ -628,6 +628,12 @@ impl Job {
 
         let ri = raw.iceberg.as_ref();
         let iceberg = match ri.and_then(|i| i.enabled).unwrap_or(false) {
+            false if ri.is_some_and(|i| i.catalog.is_some()) => {
+                return Err(invalid(
+                    "iceberg.catalog",
+                    "a catalog needs the Iceberg metadata: set `[iceberg] enabled = true`".into(),
+                ))
+            }
             false => None,
             true => {
                 let text = ri

@@ -207,3 +207,33 @@ timeout = "3s""#,
     assert!(err("format = \"confluent-avro\"\n[schema.registry]\nurl = \"http://a\"\ntoken = \"t\"\nusername = \"u\"").contains("not both"));
     assert!(err(r#"format = "protobuf""#).contains("protobuf"));
 }
+
+#[test]
+fn iceberg_catalog_keys() {
+    let d = schema_dir();
+    let j = job(
+        &d,
+        "[iceberg]\nenabled = true\ncatalog = \"sqlite:cat.db\"\nnamespace = \"sales.eu\"\ncatalog_token = \"${BROKERS}\"",
+    )
+    .unwrap();
+    let c = j.iceberg.unwrap().catalog.unwrap();
+    // A relative sqlite path is from the job file's folder.
+    assert_eq!(c.uri, format!("sqlite:{}", d.join("cat.db").display()));
+    assert_eq!(c.namespace, ["sales", "eu"]);
+    assert_eq!((c.name.as_str(), c.table.as_str()), ("sluice", "j"));
+    assert_eq!(c.token.as_deref(), Some("127.0.0.1:9092"));
+    let e = job(&d, "[iceberg]\ncatalog = \"sqlite:cat.db\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("iceberg.catalog") && e.contains("enabled = true"),
+        "{e}"
+    );
+    let e = job(
+        &d,
+        "[iceberg]\nenabled = true\ncatalog = \"x\"\nnamespace = \"a..b\"",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("iceberg.namespace"), "{e}");
+}

@@ -117,7 +117,8 @@ impl Catalog {
             .to_string();
         let backend = if let Some(path) = uri.strip_prefix("sqlite:") {
             // `sqlite:///abs`, SQLAlchemy's `sqlite:////abs` and JDBC's `sqlite:/abs`.
-            let path = path.trim_start_matches("//");
+            // After `//` (an empty authority), one or two slashes start an absolute path.
+            let path = path.strip_prefix("//").unwrap_or(path);
             let path = match path.strip_prefix('/') {
                 Some(rest) if rest.starts_with('/') => rest,
                 _ => path,

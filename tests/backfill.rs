@@ -277,10 +277,11 @@ fn replace_swaps_files_atomically_while_readers_query() {
         )),
         "{gc}"
     );
-    f.write_job(
-        "table",
-        "[commit]\nmax_rows = 4000\n[delta]\ncheckpoint_every = 2\nretention = \"0s\"\n[iceberg]\nenabled = false\n",
-    );
+    let job = f
+        .job_file("table")
+        .merge("[commit]\nmax_rows = 4000\n[delta]\ncheckpoint_every = 2\nretention = \"0s\"\n[iceberg]\nenabled = false\n")
+        .without("iceberg", "catalog");
+    f.write("table", &job);
     let gc = f.cli(&["gc", "--dry-run", "--older-than", "0s"]);
     let gc = String::from_utf8_lossy(&gc.stdout);
     assert!(old_files.iter().all(|p| gc.contains(p.as_str())), "{gc}");

@@ -110,6 +110,14 @@ impl JobFile {
         self
     }
 
+    /// Removes `key` of table `section` (if there).
+    pub fn without(mut self, section: &str, key: &str) -> Self {
+        if let Some(t) = self.0.get_mut(section).and_then(|v| v.as_table_mut()) {
+            t.remove(key);
+        }
+        self
+    }
+
     /// Merges a TOML fragment, its keys winning.
     pub fn merge(mut self, text: &str) -> Self {
         fn merge(into: &mut toml::Table, from: toml::Table) {

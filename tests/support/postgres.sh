@@ -21,7 +21,10 @@ cmd=${1:?start|stop}
 dir=${2:?state dir}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-bin=${PG_BIN:-/usr/lib/postgresql/15/bin}
+# The server programs: PG_BIN, else the newest Debian postgresql-N package's folder, else the
+# folder of the pg_ctl on PATH.
+bin=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+if [ -z "$bin" ] && command -v pg_ctl >/dev/null 2>&1; then bin=$(dirname "$(command -v pg_ctl)"); fi
 
 # Runs a server program as the cluster's owner: ourselves, or PG_USER when we are root.
 as_owner() {
